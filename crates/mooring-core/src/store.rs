@@ -1,0 +1,122 @@
+//! The storage contract engines implement.
+//!
+//! An engine provides two things: [`LogView`] and [`LogTxn`], reads and atomic writes over its
+//! tables, and a [`LogStore`] that runs the shared operations of [`crate::ops`] inside them.
+//! The rules (producers, closure, forks, expiry) live in this crate once; engines only store.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::append::{AppendError, AppendOutcome, AppendRequest};
+use crate::create::{CreateError, CreateOutcome, CreateRequest};
+use crate::producer::ProducerState;
+use crate::read::{HeadError, ReadBatch, ReadError};
+use crate::stream::{Record, StreamInfo, StreamState};
+use crate::ReadFrom;
+
+/// A failure of the storage itself, not of the request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// An earlier write or fsync failed; the engine refuses writes until restarted, because
+    /// it can no longer tell what reached the disk.
+    #[error("storage is unavailable after a failed write ({0}); restart the server after checking the disk")]
+    Poisoned(String),
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a delete was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeleteError {
+    #[error("stream not found")]
+    NotFound,
+    #[error("stream was already deleted")]
+    Gone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads over one consistent snapshot of an engine's tables.
+pub trait LogView {
+    /// The stored state of `name`, expired or not.
+    fn state(&mut self, name: &str) -> Result<Option<StreamState>, StoreError>;
+
+    /// Records of `name` with serials in `(after, upto]`, in order, stopping once `max_bytes`
+    /// is reached (always at least one record if any is in range).
+    fn records(
+        &mut self,
+        name: &str,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// The remembered state of producer `id` on `name`.
+    fn producer(&mut self, name: &str, id: &str) -> Result<Option<ProducerState>, StoreError>;
+
+    /// Names of every stored stream that has an expiry (for the sweeper).
+    fn expiring_streams(&mut self) -> Result<Vec<(String, StreamState)>, StoreError>;
+}
+
+/// Writes that become visible and durable together, or not at all.
+///
+/// Operations validate everything before their first write, so a refused request never writes.
+pub trait LogTxn: LogView {
+    fn put_state(&mut self, name: &str, state: &StreamState) -> Result<(), StoreError>;
+    fn put_record(&mut self, name: &str, serial: u64, items: &[Bytes]) -> Result<(), StoreError>;
+    fn put_producer(
+        &mut self,
+        name: &str,
+        id: &str,
+        state: ProducerState,
+    ) -> Result<(), StoreError>;
+    /// Removes the records and producer states of `name`, keeping its state entry.
+    fn clear_data(&mut self, name: &str) -> Result<(), StoreError>;
+    /// Removes `name` entirely: state, records and producer states.
+    fn remove_stream(&mut self, name: &str) -> Result<(), StoreError>;
+}
+
+/// A durable, ordered log store: the engine behind every surface.
+///
+/// Contract, for every implementation:
+/// - **Order**: records of a stream have contiguous serials from 1; a read returns them in
+///   serial order with the bytes they were appended with.
+/// - **Atomicity**: an append's record, the stream's new state and the producer's new state
+///   are stored together or not at all. So are a fork and its copied records.
+/// - **Durability**: a method returns `Ok` only once its effect survives a crash of the process
+///   (and, for disk engines, of the machine). A failed write poisons the store: every later write
+///   answers [`StoreError::Poisoned`].
+/// - **Expiry**: a stream past its expiry answers as if it did not exist, and is reclaimed by
+///   [`LogStore::sweep_expired`] or its next write.
+#[async_trait]
+pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates `name`, or confirms it exists with the same configuration.
+    async fn create(&self, name: &str, req: CreateRequest) -> Result<CreateOutcome, CreateError>;
+
+    /// Appends a record and/or closes the stream.
+    async fn append(&self, name: &str, req: AppendRequest) -> Result<AppendOutcome, AppendError>;
+
+    /// Reads records from `from`, up to about `max_bytes`. Resets a sliding TTL.
+    async fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, ReadError>;
+
+    /// The stream's metadata and high-water position. Does not reset a sliding TTL.
+    async fn head(&self, name: &str) -> Result<StreamInfo, HeadError>;
+
+    /// Deletes `name`; a stream with live forks is soft-deleted until its last fork goes.
+    async fn delete(&self, name: &str) -> Result<(), DeleteError>;
+
+    /// Removes every expired stream; returns how many.
+    async fn sweep_expired(&self) -> Result<usize, StoreError>;
+
+    /// Finishes pending writes and stops accepting new ones.
+    async fn shutdown(&self) -> Result<(), StoreError>;
+}
