@@ -1,0 +1,537 @@
+//! The engine conformance suite: what every [`LogStore`] must do, checked the same way for all.
+//!
+//! [`run_all`] takes a factory that builds a fresh, empty store on a given clock. Besides the
+//! scenario checks, [`compare_with_oracle`] replays a seeded random workload on the engine and
+//! on the memory engine and requires identical answers.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mooring_core::append::{AppendError, AppendKind, AppendRequest};
+use mooring_core::clock::ManualClock;
+use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
+use mooring_core::producer::ProducerError;
+use mooring_core::read::{HeadError, ReadError};
+use mooring_core::store::{DeleteError, LogStore};
+use mooring_core::stream::{Expiry, ForkOrigin};
+use mooring_core::{Position, ReadFrom};
+use mooring_protocol::durable_streams::ProducerClaim;
+
+use crate::memory::MemoryStore;
+
+/// A start time far from zero, so expiry arithmetic is exercised with realistic values.
+const T0: u64 = 1_800_000_000_000;
+const ALL: usize = usize::MAX;
+
+/// Runs every scenario against stores built by `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: LogStore,
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let fresh = || {
+        let clock = ManualClock::new(T0);
+        let store = make(clock.clone());
+        async move { (store.await, clock) }
+    };
+    appends_take_contiguous_serials(&fresh().await.0).await;
+    create_is_idempotent_for_the_same_config(&fresh().await.0).await;
+    json_messages_keep_their_bytes(&fresh().await.0).await;
+    reads_start_where_asked(&fresh().await.0).await;
+    reads_page_by_bytes(&fresh().await.0).await;
+    closing_is_final_and_idempotent(&fresh().await.0).await;
+    producers_dedupe_and_fence(&fresh().await.0).await;
+    stream_seq_must_increase(&fresh().await.0).await;
+    delete_then_recreate_is_clean(&fresh().await.0).await;
+    forks_inherit_and_diverge(&fresh().await.0).await;
+    soft_deleted_sources_go_with_their_last_fork(&fresh().await.0).await;
+    let (store, clock) = fresh().await;
+    ttl_slides_with_reads_and_writes(&store, &clock).await;
+    let (store, clock) = fresh().await;
+    expires_at_is_absolute_and_swept(&store, &clock).await;
+    let (store, _) = fresh().await;
+    concurrent_appends_never_share_a_serial(Arc::new(store)).await;
+    let (store, clock) = fresh().await;
+    compare_with_oracle(&store, &clock, 7).await;
+}
+
+fn text(t: &str) -> Vec<Bytes> {
+    vec![Bytes::copy_from_slice(t.as_bytes())]
+}
+
+fn plain(content_type: &str) -> CreateRequest {
+    CreateRequest {
+        content_type: Some(content_type.into()),
+        ..CreateRequest::default()
+    }
+}
+
+fn data(t: &str) -> AppendRequest {
+    AppendRequest {
+        content_type: Some("text/plain".into()),
+        items: text(t),
+        ..AppendRequest::default()
+    }
+}
+
+fn at(serial: u64) -> Position {
+    Position { epoch: 0, serial }
+}
+
+async fn all_text(store: &impl LogStore, name: &str) -> String {
+    let batch = store.read(name, ReadFrom::Start, ALL).await;
+    let batch = batch.expect("stream is readable");
+    let bytes: Vec<u8> = batch
+        .records
+        .iter()
+        .flat_map(|r| r.items.iter().flat_map(|i| i.iter().copied()))
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+async fn appends_take_contiguous_serials(store: &impl LogStore) {
+    store
+        .create("s", plain("text/plain"))
+        .await
+        .expect("create");
+    for (i, word) in ["a", "b", "c"].iter().enumerate() {
+        let out = store.append("s", data(word)).await.expect("append");
+        assert_eq!(out.next, at(i as u64 + 1));
+        assert_eq!(out.kind, AppendKind::Written);
+    }
+    let batch = store.read("s", ReadFrom::Start, ALL).await.expect("read");
+    let serials: Vec<u64> = batch.records.iter().map(|r| r.serial).collect();
+    assert_eq!(serials, [1, 2, 3]);
+    assert_eq!(all_text(store, "s").await, "abc");
+    assert_eq!(store.head("s").await.map(|i| i.tail), Ok(at(3)));
+    assert_eq!(
+        store.append("missing", data("x")).await,
+        Err(AppendError::NotFound)
+    );
+}
+
+async fn create_is_idempotent_for_the_same_config(store: &impl LogStore) {
+    let first = store.create("c", plain("text/plain")).await;
+    assert!(matches!(first, Ok(CreateOutcome::Created(_))));
+    let again = store.create("c", plain("text/plain; charset=utf-8")).await;
+    assert!(matches!(again, Ok(CreateOutcome::Existed(_))));
+    let other = store.create("c", plain("application/json")).await;
+    assert_eq!(other, Err(CreateError::ConfigMismatch));
+    let mut ttl = plain("text/plain");
+    ttl.expiry = Expiry::TtlSecs(60);
+    assert_eq!(
+        store.create("c", ttl).await,
+        Err(CreateError::ConfigMismatch)
+    );
+}
+
+async fn json_messages_keep_their_bytes(store: &impl LogStore) {
+    let mut req = plain("application/json");
+    req.items = vec![
+        Bytes::from_static(b"{\"a\": 1}"),
+        Bytes::from_static(b"[2]"),
+    ];
+    store.create("j", req).await.expect("create");
+    let batch = store.read("j", ReadFrom::Start, ALL).await.expect("read");
+    assert_eq!(batch.records.len(), 1);
+    assert_eq!(
+        batch.records[0].items,
+        [
+            Bytes::from_static(b"{\"a\": 1}"),
+            Bytes::from_static(b"[2]")
+        ]
+    );
+}
+
+async fn reads_start_where_asked(store: &impl LogStore) {
+    store
+        .create("r", plain("text/plain"))
+        .await
+        .expect("create");
+    for w in ["1", "2", "3"] {
+        store.append("r", data(w)).await.expect("append");
+    }
+    let after_one = store.read("r", ReadFrom::After(at(1)), ALL).await;
+    let after_one = after_one.expect("read");
+    assert_eq!(after_one.records.first().map(|r| r.serial), Some(2));
+    assert!(after_one.up_to_date());
+    let now = store.read("r", ReadFrom::Now, ALL).await.expect("read");
+    assert!(now.records.is_empty());
+    assert_eq!(now.next(), at(3));
+    assert!(matches!(
+        store.read("r", ReadFrom::After(at(4)), ALL).await,
+        Err(ReadError::BeyondTail { .. })
+    ));
+    let other_life = Position {
+        epoch: 9,
+        serial: 1,
+    };
+    assert!(matches!(
+        store.read("r", ReadFrom::After(other_life), ALL).await,
+        Err(ReadError::EpochMismatch { .. })
+    ));
+    assert_eq!(
+        store.read("none", ReadFrom::Start, ALL).await,
+        Err(ReadError::NotFound)
+    );
+}
+
+async fn reads_page_by_bytes(store: &impl LogStore) {
+    store
+        .create("p", plain("text/plain"))
+        .await
+        .expect("create");
+    let mut expected = String::new();
+    for i in 0..50 {
+        let chunk = format!("{i:03}-").repeat(10);
+        expected.push_str(&chunk);
+        store.append("p", data(&chunk)).await.expect("append");
+    }
+    let mut from = ReadFrom::Start;
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        let batch = store.read("p", from, 100).await.expect("read");
+        assert!(
+            !batch.records.is_empty(),
+            "a page below the tail has records"
+        );
+        for r in &batch.records {
+            got.extend(r.items.iter().flat_map(|i| i.iter().copied()));
+        }
+        pages += 1;
+        if batch.up_to_date() {
+            break;
+        }
+        from = ReadFrom::After(batch.next());
+    }
+    assert!(pages > 1, "small pages split the read");
+    assert_eq!(String::from_utf8_lossy(&got), expected);
+}
+
+async fn closing_is_final_and_idempotent(store: &impl LogStore) {
+    store
+        .create("x", plain("text/plain"))
+        .await
+        .expect("create");
+    let mut last = data("end");
+    last.close = true;
+    let out = store.append("x", last).await.expect("append and close");
+    assert!(out.closed);
+    assert_eq!(out.next, at(1));
+    let refused = store.append("x", data("more")).await;
+    assert_eq!(refused, Err(AppendError::Closed { next: at(1) }));
+    let close_again = AppendRequest {
+        close: true,
+        ..AppendRequest::default()
+    };
+    let again = store.append("x", close_again).await.expect("close again");
+    assert_eq!((again.kind, again.closed), (AppendKind::Duplicate, true));
+    assert_eq!(store.head("x").await.map(|i| i.closed), Ok(true));
+    assert_eq!(all_text(store, "x").await, "end");
+}
+
+fn claim(epoch: u64, seq: u64) -> Option<ProducerClaim> {
+    Some(ProducerClaim {
+        id: "writer".into(),
+        epoch,
+        seq,
+    })
+}
+
+async fn producers_dedupe_and_fence(store: &impl LogStore) {
+    store
+        .create("pr", plain("text/plain"))
+        .await
+        .expect("create");
+    let send = |c, t: &str| {
+        let mut req = data(t);
+        req.producer = c;
+        store.append("pr", req)
+    };
+    let first = send(claim(0, 0), "a").await.expect("first");
+    assert_eq!(first.kind, AppendKind::Written);
+    let dup = send(claim(0, 0), "a").await.expect("retry");
+    assert_eq!(dup.kind, AppendKind::Duplicate);
+    assert_eq!(dup.next, at(1));
+    assert_eq!(
+        send(claim(0, 5), "b").await,
+        Err(AppendError::Producer(ProducerError::SeqGap {
+            expected: 1,
+            received: 5
+        }))
+    );
+    send(claim(1, 0), "b").await.expect("new epoch");
+    assert_eq!(
+        send(claim(0, 1), "c").await,
+        Err(AppendError::Producer(ProducerError::StaleEpoch {
+            claimed: 0,
+            current: 1
+        }))
+    );
+    assert_eq!(all_text(store, "pr").await, "ab");
+}
+
+async fn stream_seq_must_increase(store: &impl LogStore) {
+    store
+        .create("q", plain("text/plain"))
+        .await
+        .expect("create");
+    let with_seq = |s: &str| {
+        let mut req = data("x");
+        req.stream_seq = Some(s.into());
+        req
+    };
+    store.append("q", with_seq("002")).await.expect("first seq");
+    assert!(matches!(
+        store.append("q", with_seq("001")).await,
+        Err(AppendError::SeqRegression { .. })
+    ));
+    store
+        .append("q", with_seq("010"))
+        .await
+        .expect("higher seq");
+}
+
+async fn delete_then_recreate_is_clean(store: &impl LogStore) {
+    store
+        .create("d", plain("text/plain"))
+        .await
+        .expect("create");
+    store.append("d", data("old")).await.expect("append");
+    store.delete("d").await.expect("delete");
+    assert_eq!(store.head("d").await, Err(HeadError::NotFound));
+    assert_eq!(store.delete("d").await, Err(DeleteError::NotFound));
+    let again = store.create("d", plain("text/plain")).await;
+    assert!(matches!(again, Ok(CreateOutcome::Created(_))));
+    assert_eq!(all_text(store, "d").await, "");
+    store.append("d", data("new")).await.expect("append");
+    assert_eq!(all_text(store, "d").await, "new");
+}
+
+fn fork_of(source: &str, serial: Option<u64>, sub_offset: u64) -> CreateRequest {
+    CreateRequest {
+        fork: Some(ForkOrigin {
+            source: source.into(),
+            offset: serial.map(at),
+            sub_offset,
+        }),
+        ..CreateRequest::default()
+    }
+}
+
+async fn forks_inherit_and_diverge(store: &impl LogStore) {
+    store
+        .create("src", plain("text/plain"))
+        .await
+        .expect("create");
+    for w in ["one ", "two ", "three"] {
+        store.append("src", data(w)).await.expect("append");
+    }
+    store
+        .create("f1", fork_of("src", Some(2), 0))
+        .await
+        .expect("fork");
+    assert_eq!(all_text(store, "f1").await, "one two ");
+    store.append("f1", data("fork")).await.expect("fork append");
+    assert_eq!(all_text(store, "f1").await, "one two fork");
+    assert_eq!(all_text(store, "src").await, "one two three");
+    store
+        .create("f2", fork_of("src", Some(2), 3))
+        .await
+        .expect("sub fork");
+    assert_eq!(all_text(store, "f2").await, "one two thr");
+    store
+        .create("f3", fork_of("src", None, 0))
+        .await
+        .expect("tail fork");
+    assert_eq!(all_text(store, "f3").await, "one two three");
+    assert!(matches!(
+        store.create("f4", fork_of("src", Some(9), 0)).await,
+        Err(CreateError::ForkOffsetInvalid { .. })
+    ));
+    assert!(matches!(
+        store.create("f4", fork_of("src", Some(3), 1)).await,
+        Err(CreateError::SubOffsetOvershoot { .. })
+    ));
+    assert!(matches!(
+        store.create("f4", fork_of("nothing", None, 0)).await,
+        Err(CreateError::SourceNotFound(_))
+    ));
+    let again = store.create("f1", fork_of("src", Some(2), 0)).await;
+    assert!(matches!(again, Ok(CreateOutcome::Existed(_))));
+}
+
+async fn soft_deleted_sources_go_with_their_last_fork(store: &impl LogStore) {
+    store
+        .create("a", plain("text/plain"))
+        .await
+        .expect("create");
+    store.append("a", data("root")).await.expect("append");
+    store
+        .create("b", fork_of("a", None, 0))
+        .await
+        .expect("fork");
+    store
+        .create("c", fork_of("b", None, 0))
+        .await
+        .expect("fork of fork");
+    store.delete("a").await.expect("soft delete");
+    store.delete("b").await.expect("soft delete");
+    assert_eq!(store.head("a").await, Err(HeadError::Gone));
+    assert_eq!(store.delete("b").await, Err(DeleteError::Gone));
+    assert_eq!(
+        store.create("a", plain("text/plain")).await,
+        Err(CreateError::PathSoftDeleted)
+    );
+    assert!(matches!(
+        store.create("z", fork_of("a", None, 0)).await,
+        Err(CreateError::SourceSoftDeleted(_))
+    ));
+    assert_eq!(all_text(store, "c").await, "root");
+    store.delete("c").await.expect("delete last fork");
+    assert_eq!(store.head("b").await, Err(HeadError::NotFound));
+    assert_eq!(store.head("a").await, Err(HeadError::NotFound));
+    let recreated = store.create("a", plain("text/plain")).await;
+    assert!(matches!(recreated, Ok(CreateOutcome::Created(_))));
+}
+
+async fn ttl_slides_with_reads_and_writes(store: &impl LogStore, clock: &ManualClock) {
+    let mut req = plain("text/plain");
+    req.expiry = Expiry::TtlSecs(10);
+    store.create("t", req).await.expect("create");
+    clock.advance(8_000);
+    store
+        .read("t", ReadFrom::Start, ALL)
+        .await
+        .expect("read resets");
+    clock.advance(8_000);
+    store.append("t", data("w")).await.expect("write resets");
+    clock.advance(8_000);
+    assert!(
+        store.head("t").await.is_ok(),
+        "not expired before its window ends"
+    );
+    store.head("t").await.expect("head");
+    clock.advance(2_000);
+    assert_eq!(
+        store.head("t").await,
+        Err(HeadError::NotFound),
+        "head does not reset"
+    );
+    assert_eq!(
+        store.append("t", data("late")).await,
+        Err(AppendError::NotFound)
+    );
+}
+
+async fn expires_at_is_absolute_and_swept(store: &impl LogStore, clock: &ManualClock) {
+    let mut req = plain("text/plain");
+    req.expiry = Expiry::AtMs(T0 + 5_000);
+    store.create("e", req).await.expect("create");
+    store.append("e", data("x")).await.expect("append");
+    clock.advance(4_999);
+    assert!(store.read("e", ReadFrom::Start, ALL).await.is_ok());
+    clock.advance(1);
+    assert_eq!(
+        store.read("e", ReadFrom::Start, ALL).await,
+        Err(ReadError::NotFound)
+    );
+    assert_eq!(store.sweep_expired().await, Ok(1));
+    assert_eq!(store.sweep_expired().await, Ok(0));
+    let fresh = store.create("e", plain("text/plain")).await;
+    assert!(matches!(fresh, Ok(CreateOutcome::Created(_))));
+}
+
+async fn concurrent_appends_never_share_a_serial<S: LogStore>(store: Arc<S>) {
+    store
+        .create("cc", plain("text/plain"))
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut serials = Vec::new();
+            for i in 0..25 {
+                let out = store.append("cc", data(&format!("{w}:{i};"))).await;
+                serials.push(out.expect("append").next.serial);
+            }
+            serials
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+}
+
+/// A tiny deterministic generator, so a failing seed replays exactly.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// Replays a seeded random workload on `store` and on the memory oracle; every answer and
+/// every stream's final content must be the same.
+pub async fn compare_with_oracle(store: &impl LogStore, clock: &ManualClock, seed: u64) {
+    let oracle = MemoryStore::new(Arc::new(clock.clone()));
+    let mut rng = Lcg(seed);
+    let names = ["o1", "o2", "o3", "o4"];
+    for step in 0..400 {
+        let name = names[rng.next(names.len() as u64) as usize];
+        let what = rng.next(100);
+        let label = format!("seed {seed} step {step} on {name}");
+        match what {
+            0..=9 => {
+                let req = if rng.next(4) == 0 {
+                    fork_of(names[rng.next(4) as usize], None, 0)
+                } else {
+                    plain(["text/plain", "application/json"][rng.next(2) as usize])
+                };
+                let a = store.create(name, req.clone()).await;
+                let b = oracle.create(name, req).await;
+                assert_eq!(a, b, "create, {label}");
+            }
+            10..=69 => {
+                let mut req = data(&format!("{step},"));
+                if rng.next(5) == 0 {
+                    req.producer = claim(rng.next(2), rng.next(4));
+                }
+                if rng.next(20) == 0 {
+                    req.close = true;
+                }
+                let a = store.append(name, req.clone()).await;
+                let b = oracle.append(name, req).await;
+                assert_eq!(a, b, "append, {label}");
+            }
+            70..=89 => {
+                let from = ReadFrom::After(at(rng.next(6)));
+                let a = store.read(name, from, 16).await;
+                let b = oracle.read(name, from, 16).await;
+                assert_eq!(a, b, "read, {label}");
+            }
+            _ => {
+                let a = store.delete(name).await;
+                let b = oracle.delete(name).await;
+                assert_eq!(a, b, "delete, {label}");
+            }
+        }
+    }
+    for name in names {
+        let a = store.read(name, ReadFrom::Start, ALL).await;
+        let b = oracle.read(name, ReadFrom::Start, ALL).await;
+        assert_eq!(a, b, "final content of {name}, seed {seed}");
+    }
+}

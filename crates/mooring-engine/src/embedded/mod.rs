@@ -1,0 +1,1 @@
+//! The embedded engine (redb): placeholder until the group-commit writer lands.
