@@ -1,0 +1,16 @@
+//! The Mooring node: every HTTP surface on one port, over one [`LogStore`].
+//!
+//! - [`durable_streams`]: the Durable Streams protocol under `/v1/stream/`.
+//! - [`hub`]: wake-ups for live readers.
+//! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
+//! - [`serve`]: runs a node until its shutdown token fires, then drains within a deadline.
+
+pub mod durable_streams;
+pub mod http;
+pub mod hub;
+mod serve;
+pub mod state;
+mod upkeep;
+
+pub use serve::{serve, ServeError};
+pub use state::{AppState, ServerConfig};

@@ -1,0 +1,70 @@
+//! Running a node: accept, serve, and shut down with a deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mooring_core::clock::Clock;
+use mooring_core::store::{LogStore, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::router;
+use crate::hub::Hub;
+use crate::state::{AppState, ServerConfig};
+use crate::upkeep;
+
+/// Why a node stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("accepting connections failed: {0}")]
+    Accept(#[from] std::io::Error),
+    #[error("connections did not drain within {0:?}")]
+    DrainTimeout(Duration),
+    #[error("flushing the store failed: {0}")]
+    Flush(#[from] StoreError),
+}
+
+/// Serves `store` on `listener` until `shutdown` is cancelled, then stops accepting, ends live
+/// reads, waits up to `drain` for requests in flight, and flushes the store.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn LogStore>,
+    clock: Arc<dyn Clock>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Result<(), ServeError> {
+    let tasks = TaskTracker::new();
+    let app = AppState {
+        store: store.clone(),
+        hub: Hub::default(),
+        clock,
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+    };
+    tasks.spawn(upkeep::sweep_expired(
+        store.clone(),
+        app.config.sweep_interval,
+        shutdown.clone(),
+    ));
+    let server = axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let served = tokio::spawn(async move { server.await });
+    shutdown.cancelled().await;
+    tasks.close();
+    let drained = tokio::time::timeout(drain, async {
+        let result = served.await;
+        tasks.wait().await;
+        result
+    })
+    .await;
+    let result = match drained {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(ServeError::Accept(e)),
+        Ok(Err(join)) => Err(ServeError::Accept(std::io::Error::other(join))),
+        Err(_) => Err(ServeError::DrainTimeout(drain)),
+    };
+    store.shutdown().await?;
+    result
+}

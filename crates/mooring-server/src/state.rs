@@ -1,0 +1,48 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mooring_core::clock::Clock;
+use mooring_core::store::LogStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// Limits and timings of the HTTP surfaces.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// How long a long-poll waits for data before answering `204`.
+    pub long_poll_timeout: Duration,
+    /// How long an SSE connection stays open before the server closes it (clients resume).
+    pub sse_max_duration: Duration,
+    /// Bytes of records one read returns at most (at least one record is always returned).
+    pub max_read_bytes: usize,
+    /// Largest request body accepted by an append or create.
+    pub max_append_bytes: usize,
+    /// How often expired streams are reclaimed.
+    pub sweep_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            long_poll_timeout: Duration::from_secs(20),
+            sse_max_duration: Duration::from_secs(60),
+            max_read_bytes: 1 << 20,
+            max_append_bytes: 16 << 20,
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The shared handle of a running node.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn LogStore>,
+    pub hub: Hub,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<ServerConfig>,
+    /// Cancelled when the node starts shutting down; live reads end on it.
+    pub shutdown: CancellationToken,
+}
