@@ -1,0 +1,21 @@
+//! Test tools for Mooring.
+//!
+//! - [`server`]: run `mooring serve` as a child process, SIGKILL it, restart it on the same data.
+//! - [`history`] and [`observation`]: what writers were told and what readers saw.
+//! - [`checker`]: finds lost, duplicated, reordered, corrupted or misplaced appends.
+//! - [`client`] and [`observe`]: the HTTP side of writing and reading Durable Streams.
+//! - [`payload`]: self-identifying JSON messages for crash tests.
+
+pub mod checker;
+pub mod client;
+pub mod history;
+pub mod observation;
+pub mod observe;
+pub mod payload;
+pub mod server;
+
+pub use checker::{check, Report, Violation, ViolationKind};
+pub use client::{AppendOutcome, ClientError, StreamClient};
+pub use history::{Attempt, History, Outcome, PayloadId};
+pub use observation::{Observation, ObservedStream, ProbeResult};
+pub use server::{MooringProcess, ServerConfig, ServerError};
