@@ -18,7 +18,7 @@ use crate::Observation;
 /// Which rule a violation breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ViolationKind {
-    /// An acknowledged (or recovered) payload is missing.
+    /// An acknowledged (or recovered) payload, or a created stream, is missing.
     Lost,
     /// A payload appears more than once.
     Duplicate,
@@ -105,8 +105,13 @@ impl fmt::Display for Report {
             self.messages_checked,
             self.probes_checked
         )?;
-        for v in &self.violations {
+        // A broken engine can lose thousands of appends; the first ones tell the story.
+        const SHOWN: usize = 40;
+        for v in self.violations.iter().take(SHOWN) {
             write!(f, "\n  {v}")?;
+        }
+        if self.violations.len() > SHOWN {
+            write!(f, "\n  ... and {} more", self.violations.len() - SHOWN)?;
         }
         Ok(())
     }
@@ -130,6 +135,10 @@ pub fn check(
     }
     let unread = ObservedStream::default();
     let mut report = Report::default();
+    for stream in &observation.missing_streams {
+        let detail = "the stream itself is gone (404)".to_owned();
+        report.violation(ViolationKind::Lost, stream, detail);
+    }
     for (stream, attempts) in by_stream {
         let observed = observation.streams.get(stream).unwrap_or(&unread);
         StreamCheck {

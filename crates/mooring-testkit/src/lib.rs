@@ -5,6 +5,8 @@
 //! - [`checker`]: finds lost, duplicated, reordered, corrupted or misplaced appends.
 //! - [`client`] and [`observe`]: the HTTP side of writing and reading Durable Streams.
 //! - [`payload`]: self-identifying JSON messages for crash tests.
+//! - [`rng`]: a seeded random source so randomized tests replay.
+//! - [`writer`]: a crash-test writer that records what the server acknowledged.
 
 pub mod checker;
 pub mod client;
@@ -12,7 +14,9 @@ pub mod history;
 pub mod observation;
 pub mod observe;
 pub mod payload;
+pub mod rng;
 pub mod server;
+pub mod writer;
 
 pub use checker::{check, Report, Violation, ViolationKind};
 pub use client::{AppendOutcome, ClientError, StreamClient};

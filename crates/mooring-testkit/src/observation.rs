@@ -2,7 +2,7 @@
 //!
 //! These are plain values so the checker can be tested without a server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The first thing a read from one offset returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct ObservedStream {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
     pub streams: BTreeMap<String, ObservedStream>,
+    /// Streams the server answered 404 for, though they had been created.
+    pub missing_streams: BTreeSet<String>,
 }
 
 impl Observation {

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use reqwest::StatusCode;
+
 use crate::client::{ClientError, StreamClient};
 use crate::history::{Attempt, Outcome};
 use crate::observation::{ObservedStream, ProbeResult};
@@ -15,7 +17,15 @@ pub async fn observe(
 ) -> Result<Observation, ClientError> {
     let mut observation = Observation::new();
     for stream in streams {
-        let messages = client.read_all(&stream).await?;
+        let messages = match client.read_all(&stream).await {
+            Ok(messages) => messages,
+            // A stream that vanished is a finding for the checker, not a broken test.
+            Err(ClientError::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+                observation.missing_streams.insert(stream);
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let mut observed = ObservedStream {
             messages,
             probes: BTreeMap::new(),

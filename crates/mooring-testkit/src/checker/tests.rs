@@ -94,6 +94,15 @@ fn acknowledged_appends_of_an_unread_stream_are_lost() {
 }
 
 #[test]
+fn a_vanished_stream_is_lost_even_without_appends() {
+    let mut observation = Observation::new();
+    observation.missing_streams.insert("empty".to_owned());
+    let report = run(&History::new(), &observation);
+    assert_eq!(kinds(&report), [ViolationKind::Lost], "{report}");
+    assert_eq!(report.violations[0].stream, "empty");
+}
+
+#[test]
 fn reordered_pair_is_reported() {
     let (history, mut log) = interleaved();
     log.swap(0, 2); // w1/n1 now comes before w1/n0
