@@ -15,9 +15,9 @@ use crate::stream::StreamState;
 pub struct AppendRequest {
     /// Content type of the body; required when `items` is not empty.
     pub content_type: Option<String>,
-    /// The record's items (one for bytes, one per message in JSON mode). Empty only for a
-    /// close without data.
-    pub items: Vec<Bytes>,
+    /// Records to append, atomically and with contiguous serials; each holds its items (one
+    /// for bytes, one per message in JSON mode). Empty only for a close without data.
+    pub records: Vec<Vec<Bytes>>,
     /// Close the stream after this append (atomically).
     pub close: bool,
     /// `Stream-Seq`: must exceed the last one byte-wise.
@@ -28,8 +28,10 @@ pub struct AppendRequest {
 /// What an accepted append changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendPlan {
-    /// The record to write at serial `state.tail + 1`, if any data is appended.
-    pub record: Option<Vec<Bytes>>,
+    /// Records to write at serials `first_serial..`, in order; empty if no data is appended.
+    pub records: Vec<Vec<Bytes>>,
+    /// Serial of the first record written.
+    pub first_serial: u64,
     /// The stream state after the append.
     pub state: StreamState,
     /// The producer state to remember, if the request carried a claim that was accepted.
@@ -89,7 +91,10 @@ pub fn plan_append(
     if state.soft_deleted {
         return Err(AppendError::Gone);
     }
-    let has_data = !req.items.is_empty();
+    let has_data = !req.records.is_empty();
+    if req.records.iter().any(Vec::is_empty) {
+        return Err(AppendError::Empty);
+    }
     if !has_data && !req.close {
         return Err(AppendError::Empty);
     }
@@ -123,9 +128,7 @@ pub fn plan_append(
         }
     }
     let mut next = state.clone();
-    if has_data {
-        next.tail += 1;
-    }
+    next.tail += req.records.len() as u64;
     if req.close {
         next.closed = true;
         next.closed_by = req.producer.clone();
@@ -141,7 +144,8 @@ pub fn plan_append(
         producer: next_producer.as_ref().map(|(_, s)| *s),
     };
     Ok(AppendPlan {
-        record: has_data.then(|| req.items.clone()),
+        records: req.records.clone(),
+        first_serial: state.tail + 1,
         state: next,
         producer: next_producer,
         outcome,
@@ -158,7 +162,7 @@ fn already_closed(
     if is_closing_retry {
         return Ok(unchanged(state, AppendKind::Duplicate, producer));
     }
-    if req.close && req.items.is_empty() {
+    if req.close && req.records.is_empty() {
         return Ok(unchanged(state, AppendKind::Duplicate, None));
     }
     Err(AppendError::Closed {
@@ -168,7 +172,8 @@ fn already_closed(
 
 fn unchanged(state: &StreamState, kind: AppendKind, producer: Option<ProducerState>) -> AppendPlan {
     AppendPlan {
-        record: None,
+        records: Vec::new(),
+        first_serial: state.tail + 1,
         state: state.clone(),
         producer: None,
         outcome: AppendOutcome {
@@ -208,7 +213,7 @@ mod tests {
     fn data(text: &'static str) -> AppendRequest {
         AppendRequest {
             content_type: Some("text/plain".into()),
-            items: vec![Bytes::from_static(text.as_bytes())],
+            records: vec![vec![Bytes::from_static(text.as_bytes())]],
             ..AppendRequest::default()
         }
     }
@@ -220,7 +225,8 @@ mod tests {
         assert_eq!(plan.state.tail, 1);
         assert_eq!(plan.state.last_write_ms, 5);
         assert_eq!(plan.outcome.kind, AppendKind::Written);
-        assert!(plan.record.is_some());
+        assert_eq!(plan.records.len(), 1);
+        assert_eq!(plan.first_serial, 1);
     }
 
     #[test]
@@ -298,6 +304,19 @@ mod tests {
             plan_append(&closed, None, &other, 0),
             Err(AppendError::Closed { .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_takes_contiguous_serials() {
+        let mut s = open_stream();
+        s.tail = 4;
+        let mut req = data("a");
+        req.records.push(vec![Bytes::from_static(b"b")]);
+        let plan = plan_append(&s, None, &req, 0).expect("batch");
+        assert_eq!((plan.first_serial, plan.state.tail), (5, 6));
+        assert_eq!(plan.outcome.next.serial, 6);
+        req.records.push(Vec::new());
+        assert_eq!(plan_append(&s, None, &req, 0), Err(AppendError::Empty));
     }
 
     #[test]

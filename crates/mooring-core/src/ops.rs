@@ -137,8 +137,8 @@ pub fn append(
         None => None,
     };
     let plan = plan_append(&state, producer, req, now.ms)?;
-    if let Some(items) = &plan.record {
-        txn.put_record(name, plan.state.tail, items)?;
+    for (serial, items) in (plan.first_serial..).zip(&plan.records) {
+        txn.put_record(name, serial, items)?;
     }
     if let Some((id, producer)) = &plan.producer {
         txn.put_producer(name, id, *producer)?;

@@ -51,6 +51,7 @@ where
     ttl_slides_with_reads_and_writes(&store, &clock).await;
     let (store, clock) = fresh().await;
     expires_at_is_absolute_and_swept(&store, &clock).await;
+    batches_are_atomic_and_contiguous(&fresh().await.0).await;
     let (store, _) = fresh().await;
     concurrent_appends_never_share_a_serial(Arc::new(store)).await;
     let (store, clock) = fresh().await;
@@ -71,7 +72,7 @@ fn plain(content_type: &str) -> CreateRequest {
 fn data(t: &str) -> AppendRequest {
     AppendRequest {
         content_type: Some("text/plain".into()),
-        items: text(t),
+        records: vec![text(t)],
         ..AppendRequest::default()
     }
 }
@@ -443,6 +444,32 @@ async fn expires_at_is_absolute_and_swept(store: &impl LogStore, clock: &ManualC
     assert_eq!(store.sweep_expired().await, Ok(0));
     let fresh = store.create("e", plain("text/plain")).await;
     assert!(matches!(fresh, Ok(CreateOutcome::Created(_))));
+}
+
+async fn batches_are_atomic_and_contiguous(store: &impl LogStore) {
+    store
+        .create("bt", plain("text/plain"))
+        .await
+        .expect("create");
+    store.append("bt", data("a")).await.expect("append");
+    let mut batch = data("b");
+    batch.records.push(text("c"));
+    batch.records.push(text("d"));
+    let out = store.append("bt", batch.clone()).await.expect("batch");
+    assert_eq!(out.next, at(4));
+    let read = store.read("bt", ReadFrom::After(at(1)), ALL).await;
+    let serials: Vec<u64> = read
+        .expect("read")
+        .records
+        .iter()
+        .map(|r| r.serial)
+        .collect();
+    assert_eq!(serials, [2, 3, 4]);
+    // A refused batch writes none of its records.
+    batch.stream_seq = Some("1".into());
+    store.append("bt", batch.clone()).await.expect("with seq");
+    assert!(store.append("bt", batch).await.is_err());
+    assert_eq!(store.head("bt").await.map(|i| i.tail), Ok(at(7)));
 }
 
 async fn concurrent_appends_never_share_a_serial<S: LogStore>(store: Arc<S>) {

@@ -146,7 +146,11 @@ pub(super) async fn append(
     let has_producer = producer.is_some();
     let has_data = !body.is_empty();
     let req = AppendRequest {
-        items: items(content_type.as_deref(), body, false)?,
+        // One POST is one record.
+        records: Some(items(content_type.as_deref(), body, false)?)
+            .filter(|r| !r.is_empty())
+            .into_iter()
+            .collect(),
         content_type,
         close,
         stream_seq: header(&headers, ds::STREAM_SEQ)?.map(str::to_owned),
