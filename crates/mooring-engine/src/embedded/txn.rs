@@ -1,0 +1,267 @@
+//! [`LogView`] and [`LogTxn`] over redb transactions.
+//!
+//! One generic [`Tables`] serves both sides: over a read transaction's tables it is a
+//! [`LogView`] of one snapshot; over a write transaction's tables it is also a [`LogTxn`] whose
+//! writes commit together. It remembers the first failure of a redb call, because after one
+//! the transaction can no longer be trusted and the writer must poison the whole batch.
+
+use std::fmt::Display;
+
+use bytes::Bytes;
+use mooring_core::producer::ProducerState;
+use mooring_core::store::{LogTxn, LogView, StoreError};
+use mooring_core::stream::{Expiry, Record, StreamState};
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
+
+use super::tables::{
+    decode_producer, decode_record, decode_state, encode_producer, encode_record, encode_state,
+    CodecError, EXPIRING, PRODUCERS, RECORDS, STATES,
+};
+
+type StateKey = &'static str;
+type RecordKey = (&'static str, u64);
+type ProducerKey = (&'static str, &'static str);
+type Blob = &'static [u8];
+
+/// The engine's tables within one transaction.
+pub(super) struct Tables<S, R, P, X> {
+    states: S,
+    records: R,
+    producers: P,
+    expiring: X,
+    /// The first redb failure in this transaction, if any.
+    failure: Option<String>,
+    /// Whether anything was written, so a batch that wrote nothing can skip its commit.
+    dirty: bool,
+}
+
+/// The tables of a read snapshot.
+pub(super) type ReadTables = Tables<
+    ReadOnlyTable<StateKey, Blob>,
+    ReadOnlyTable<RecordKey, Blob>,
+    ReadOnlyTable<ProducerKey, Blob>,
+    ReadOnlyTable<StateKey, ()>,
+>;
+
+/// The tables of a write transaction.
+pub(super) type WriteTables<'txn> = Tables<
+    Table<'txn, StateKey, Blob>,
+    Table<'txn, RecordKey, Blob>,
+    Table<'txn, ProducerKey, Blob>,
+    Table<'txn, StateKey, ()>,
+>;
+
+/// A redb failure as a [`StoreError`]; `what` says which operation failed.
+pub(super) fn redb_error(what: &str, error: impl Into<redb::Error>) -> StoreError {
+    match error.into() {
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("{what}: {msg}")),
+        other => StoreError::Io(format!("{what}: {other}")),
+    }
+}
+
+fn corrupt(what: impl Display, error: CodecError) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+impl ReadTables {
+    pub(super) fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        let open = "opening a table for reading";
+        Ok(Self {
+            states: txn.open_table(STATES).map_err(|e| redb_error(open, e))?,
+            records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
+            producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
+            expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
+            failure: None,
+            dirty: false,
+        })
+    }
+}
+
+impl<'txn> WriteTables<'txn> {
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let open = "opening a table for writing";
+        Ok(Self {
+            states: txn.open_table(STATES).map_err(|e| redb_error(open, e))?,
+            records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
+            producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
+            expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
+            failure: None,
+            dirty: false,
+        })
+    }
+
+    /// The first redb failure of this transaction, which makes it unfit to commit.
+    pub(super) fn take_failure(&mut self) -> Option<String> {
+        self.failure.take()
+    }
+
+    pub(super) fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+}
+
+/// Passes a redb result through, remembering the first failure in `failure` for the writer.
+/// A free function, so it can borrow the failure slot while a table is borrowed.
+fn check<T>(
+    failure: &mut Option<String>,
+    what: &str,
+    result: Result<T, impl Into<redb::Error>>,
+) -> Result<T, StoreError> {
+    result.map_err(|e| {
+        let error = redb_error(what, e);
+        failure.get_or_insert_with(|| error.to_string());
+        error
+    })
+}
+
+impl<S, R, P, X> LogView for Tables<S, R, P, X>
+where
+    S: ReadableTable<StateKey, Blob>,
+    R: ReadableTable<RecordKey, Blob>,
+    P: ReadableTable<ProducerKey, Blob>,
+    X: ReadableTable<StateKey, ()>,
+{
+    fn state(&mut self, name: &str) -> Result<Option<StreamState>, StoreError> {
+        let found = self.states.get(name);
+        let Some(guard) = check(&mut self.failure, "reading a stream state", found)? else {
+            return Ok(None);
+        };
+        let state = decode_state(guard.value());
+        state
+            .map(Some)
+            .map_err(|e| corrupt(format_args!("state of stream {name:?}"), e))
+    }
+
+    fn records(
+        &mut self,
+        name: &str,
+        after: u64,
+        upto: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        if after >= upto {
+            return Ok(out);
+        }
+        let range = self.records.range((name, after + 1)..=(name, upto));
+        let range = check(&mut self.failure, "reading records", range)?;
+        let mut bytes = 0;
+        for entry in range {
+            if !out.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            let (key, value) = check(&mut self.failure, "reading records", entry)?;
+            let serial = key.value().1;
+            let items = decode_record(value.value())
+                .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
+            let record = Record { serial, items };
+            bytes += record.byte_len();
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    fn producer(&mut self, name: &str, id: &str) -> Result<Option<ProducerState>, StoreError> {
+        let found = self.producers.get((name, id));
+        let Some(guard) = check(&mut self.failure, "reading a producer state", found)? else {
+            return Ok(None);
+        };
+        let state = decode_producer(guard.value());
+        state
+            .map(Some)
+            .map_err(|e| corrupt(format_args!("producer {id:?} of stream {name:?}"), e))
+    }
+
+    fn expiring_streams(&mut self) -> Result<Vec<(String, StreamState)>, StoreError> {
+        let what = "listing expiring streams";
+        let names = check(&mut self.failure, what, self.expiring.iter())?
+            .map(|entry| entry.map(|(key, _)| key.value().to_owned()))
+            .collect::<Result<Vec<String>, _>>();
+        let names = check(&mut self.failure, what, names)?;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match self.state(&name)? {
+                Some(state) => out.push((name, state)),
+                // The index is written in the same transactions as the states, so this means
+                // a bug; skipping keeps the sweeper working for every other stream.
+                None => tracing::warn!(stream = %name, "expiry index names a missing stream"),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl LogTxn for WriteTables<'_> {
+    fn put_state(&mut self, name: &str, state: &StreamState) -> Result<(), StoreError> {
+        let value = encode_state(state).map_err(|e| corrupt("encoding a stream state", e))?;
+        self.dirty = true;
+        let put = self.states.insert(name, value.as_slice()).map(drop);
+        check(&mut self.failure, "writing a stream state", put)?;
+        let index = if state.config.expiry == Expiry::Never {
+            self.expiring.remove(name).map(drop)
+        } else {
+            self.expiring.insert(name, ()).map(drop)
+        };
+        check(&mut self.failure, "writing the expiry index", index)
+    }
+
+    fn put_record(&mut self, name: &str, serial: u64, items: &[Bytes]) -> Result<(), StoreError> {
+        let value = encode_record(items)
+            .map_err(|e| corrupt(format_args!("encoding record {serial} of {name:?}"), e))?;
+        self.dirty = true;
+        let put = self
+            .records
+            .insert((name, serial), value.as_slice())
+            .map(drop);
+        check(&mut self.failure, "writing a record", put)
+    }
+
+    fn put_producer(
+        &mut self,
+        name: &str,
+        id: &str,
+        state: ProducerState,
+    ) -> Result<(), StoreError> {
+        self.dirty = true;
+        let value = encode_producer(state);
+        let put = self
+            .producers
+            .insert((name, id), value.as_slice())
+            .map(drop);
+        check(&mut self.failure, "writing a producer state", put)
+    }
+
+    fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
+        self.dirty = true;
+        let cleared = self
+            .records
+            .retain_in((name, 0)..=(name, u64::MAX), |_, _| false);
+        check(&mut self.failure, "removing records", cleared)?;
+        // Producer ids are strings, so there is no upper key to bound the range with: collect
+        // this stream's ids by walking from its first one.
+        let what = "listing producers";
+        let ids = check(&mut self.failure, what, self.producers.range((name, "")..))?
+            .map(|entry| {
+                entry.map(|(key, _)| {
+                    let (stream, id) = key.value();
+                    (stream == name).then(|| id.to_owned())
+                })
+            })
+            .map_while(Result::transpose)
+            .collect::<Result<Vec<String>, _>>();
+        let ids = check(&mut self.failure, what, ids)?;
+        for id in ids {
+            let removed = self.producers.remove((name, id.as_str())).map(drop);
+            check(&mut self.failure, "removing a producer state", removed)?;
+        }
+        Ok(())
+    }
+
+    fn remove_stream(&mut self, name: &str) -> Result<(), StoreError> {
+        self.clear_data(name)?;
+        let removed = self.states.remove(name).map(drop);
+        check(&mut self.failure, "removing a stream state", removed)?;
+        let unindexed = self.expiring.remove(name).map(drop);
+        check(&mut self.failure, "writing the expiry index", unindexed)
+    }
+}
