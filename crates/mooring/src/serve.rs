@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
+use mooring_engine::embedded::EmbeddedStore;
 use mooring_engine::memory::MemoryStore;
 use mooring_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +34,22 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn LogStore>> {
+async fn open_store(
+    args: &ServeArgs,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn LogStore>> {
     Ok(match args.engine {
         EngineKind::Memory => {
             tracing::warn!("engine: memory; nothing is kept when the process stops");
             Arc::new(MemoryStore::new(clock))
         }
-        EngineKind::Embedded => anyhow::bail!("embedded engine not wired yet"),
+        EngineKind::Embedded => {
+            let store = EmbeddedStore::open(&args.data_dir, clock).with_context(|| {
+                format!("opening the embedded engine in {}", args.data_dir.display())
+            })?;
+            tracing::info!(data_dir = %args.data_dir.display(), "engine: embedded");
+            Arc::new(store)
+        }
     })
 }
 
