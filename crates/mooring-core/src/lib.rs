@@ -15,7 +15,9 @@ pub mod clock;
 pub mod create;
 pub mod ops;
 pub mod producer;
+pub mod publish;
 pub mod read;
+pub mod session;
 pub mod store;
 pub mod stream;
 

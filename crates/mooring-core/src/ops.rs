@@ -32,7 +32,7 @@ impl Now<'_> {
 }
 
 /// A stream's state if it exists and has not expired.
-fn live_state(
+pub(crate) fn live_state(
     view: &mut impl LogView,
     name: &str,
     now: Now<'_>,
@@ -41,7 +41,7 @@ fn live_state(
 }
 
 /// Like [`live_state`], but reclaims an expired stream inside the transaction.
-fn live_state_reclaiming(
+pub(crate) fn live_state_reclaiming(
     txn: &mut impl LogTxn,
     name: &str,
     now: Now<'_>,

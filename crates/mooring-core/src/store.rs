@@ -10,7 +10,9 @@ use bytes::Bytes;
 use crate::append::{AppendError, AppendOutcome, AppendRequest};
 use crate::create::{CreateError, CreateOutcome, CreateRequest};
 use crate::producer::ProducerState;
+use crate::publish::SessionSnapshot;
 use crate::read::{HeadError, ReadBatch, ReadError};
+use crate::session::{PublishError, PublishGroup, PublishOutcome};
 use crate::stream::{Record, StreamInfo, StreamState};
 use crate::ReadFrom;
 
@@ -40,6 +42,28 @@ pub enum DeleteError {
     Store(#[from] StoreError),
 }
 
+/// Side tables a stream keeps next to its records, written in the same transactions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuxTable {
+    /// Materialized messages of a session, keyed by the big-endian serial of their create.
+    Messages,
+    /// Publish idempotency keys of a session: id -> (serial, time).
+    PublishIds,
+}
+
+impl AuxTable {
+    /// The persisted tag of the table. Pinned: stored data depends on it.
+    pub const fn tag(self) -> u8 {
+        match self {
+            Self::Messages => 1,
+            Self::PublishIds => 2,
+        }
+    }
+}
+
+/// Entries of a side table: (key, value) in key order.
+pub type AuxEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Reads over one consistent snapshot of an engine's tables.
 pub trait LogView {
     /// The stored state of `name`, expired or not.
@@ -60,6 +84,17 @@ pub trait LogView {
 
     /// Names of every stored stream that has an expiry (for the sweeper).
     fn expiring_streams(&mut self) -> Result<Vec<(String, StreamState)>, StoreError>;
+
+    /// The value at `key` of side table `table` of `name`.
+    fn aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every entry of side table `table` of `name`, in key order.
+    fn aux_all(&mut self, name: &str, table: AuxTable) -> Result<AuxEntries, StoreError>;
 }
 
 /// Writes that become visible and durable together, or not at all.
@@ -74,9 +109,16 @@ pub trait LogTxn: LogView {
         id: &str,
         state: ProducerState,
     ) -> Result<(), StoreError>;
-    /// Removes the records and producer states of `name`, keeping its state entry.
+    fn put_aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Removes the records, producer states and side tables of `name`, keeping its state.
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError>;
-    /// Removes `name` entirely: state, records and producer states.
+    /// Removes `name` entirely: state, records, producer states and side tables.
     fn remove_stream(&mut self, name: &str) -> Result<(), StoreError>;
 }
 
@@ -113,6 +155,19 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes `name`; a stream with live forks is soft-deleted until its last fork goes.
     async fn delete(&self, name: &str) -> Result<(), DeleteError>;
+
+    /// Publishes event groups into session `name` (created on first use), each group atomically;
+    /// a retried id within `dedupe_window_ms` is acknowledged with its original serial.
+    async fn publish(
+        &self,
+        name: &str,
+        groups: Vec<PublishGroup>,
+        dedupe_window_ms: u64,
+    ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError>;
+
+    /// The session's materialized messages and its high-water, from one snapshot; `None` if
+    /// the session does not exist.
+    async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError>;
 
     /// Removes every expired stream; returns how many.
     async fn sweep_expired(&self) -> Result<usize, StoreError>;

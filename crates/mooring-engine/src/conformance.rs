@@ -13,10 +13,12 @@ use mooring_core::clock::ManualClock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::producer::ProducerError;
 use mooring_core::read::{HeadError, ReadError};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, DEFAULT_DEDUPE_WINDOW_MS};
 use mooring_core::store::{DeleteError, LogStore};
 use mooring_core::stream::{Expiry, ForkOrigin};
 use mooring_core::{Position, ReadFrom};
 use mooring_protocol::durable_streams::ProducerClaim;
+use mooring_protocol::session::{Action, NewEvent};
 
 use crate::memory::MemoryStore;
 
@@ -52,6 +54,9 @@ where
     let (store, clock) = fresh().await;
     expires_at_is_absolute_and_swept(&store, &clock).await;
     batches_are_atomic_and_contiguous(&fresh().await.0).await;
+    sessions_fold_appends_into_messages(&fresh().await.0).await;
+    publish_ids_dedupe_within_the_window(&fresh().await.0).await;
+    refused_groups_write_nothing(&fresh().await.0).await;
     let (store, _) = fresh().await;
     concurrent_appends_never_share_a_serial(Arc::new(store)).await;
     let (store, clock) = fresh().await;
@@ -495,6 +500,128 @@ async fn concurrent_appends_never_share_a_serial<S: LogStore>(store: Arc<S>) {
     }
     all.sort_unstable();
     assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+}
+
+fn new_event(action: Action, reference: Option<u64>, data: &str) -> NewEvent {
+    NewEvent {
+        id: None,
+        action,
+        name: None,
+        reference,
+        data: data.into(),
+        extras: Default::default(),
+    }
+}
+
+fn group(events: Vec<NewEvent>) -> PublishGroup {
+    PublishGroup {
+        client_id: Some("agent".into()),
+        events,
+    }
+}
+
+async fn publish_one(store: &impl LogStore, name: &str, events: Vec<NewEvent>) -> PublishOutcome {
+    let mut out = store
+        .publish(name, vec![group(events)], DEFAULT_DEDUPE_WINDOW_MS)
+        .await
+        .expect("store");
+    out.pop().expect("one outcome").expect("published")
+}
+
+async fn sessions_fold_appends_into_messages(store: &impl LogStore) {
+    let created = publish_one(
+        store,
+        "chat",
+        vec![new_event(Action::MessageCreate, None, "He")],
+    );
+    let created = created.await;
+    assert_eq!(created.results[0].serial, 1);
+    assert_eq!(created.events[0].client_id.as_deref(), Some("agent"));
+    for piece in ["l", "lo", " there"] {
+        publish_one(
+            store,
+            "chat",
+            vec![new_event(Action::MessageAppend, Some(1), piece)],
+        )
+        .await;
+    }
+    publish_one(
+        store,
+        "chat",
+        vec![new_event(Action::MessageCreate, None, "second")],
+    )
+    .await;
+    let snap = store.snapshot("chat").await.expect("read").expect("exists");
+    assert_eq!(snap.info.tail.serial, 5);
+    let texts: Vec<_> = snap.messages.iter().map(|m| m.data.clone()).collect();
+    assert_eq!(texts, ["Hello there", "second"]);
+    assert_eq!(snap.messages[0].version, 4);
+    publish_one(
+        store,
+        "chat",
+        vec![new_event(Action::MessageDelete, Some(5), "")],
+    )
+    .await;
+    let snap = store.snapshot("chat").await.expect("read").expect("exists");
+    assert_eq!(snap.messages.len(), 1, "deleted messages leave the view");
+    let log = store.read("chat", ReadFrom::Start, ALL).await.expect("log");
+    assert_eq!(log.records.len(), 6, "the log keeps every event");
+    assert_eq!(store.snapshot("none").await, Ok(None));
+}
+
+async fn publish_ids_dedupe_within_the_window(store: &impl LogStore) {
+    let mut first = new_event(Action::MessageCreate, None, "once");
+    first.id = Some("req-1".into());
+    let a = publish_one(store, "ids", vec![first.clone()]).await;
+    let b = publish_one(store, "ids", vec![first.clone()]).await;
+    assert_eq!(b.results[0].serial, a.results[0].serial);
+    assert!(b.results[0].duplicate);
+    assert!(b.events.is_empty(), "a duplicate publishes nothing");
+    let twice = publish_one(store, "ids", vec![first.clone(), first]).await;
+    assert!(twice.results.iter().all(|r| r.duplicate));
+    assert_eq!(store.head("ids").await.map(|i| i.tail.serial), Ok(1));
+}
+
+async fn refused_groups_write_nothing(store: &impl LogStore) {
+    publish_one(
+        store,
+        "rg",
+        vec![new_event(Action::MessageCreate, None, "x")],
+    )
+    .await;
+    let good = group(vec![new_event(Action::MessageAppend, Some(1), "y")]);
+    let bad = group(vec![
+        new_event(Action::MessageCreate, None, "z"),
+        new_event(Action::MessageAppend, Some(9), "w"),
+    ]);
+    let out = store
+        .publish("rg", vec![bad, good], DEFAULT_DEDUPE_WINDOW_MS)
+        .await
+        .expect("store");
+    assert!(matches!(
+        out[0],
+        Err(PublishError::MessageNotFound {
+            index: 1,
+            reference: 9
+        })
+    ));
+    let good = out[1].as_ref().expect("the other group is unaffected");
+    assert_eq!(good.results[0].serial, 2);
+    let snap = store.snapshot("rg").await.expect("read").expect("exists");
+    assert_eq!(snap.messages.len(), 1);
+    assert_eq!(snap.messages[0].data, "xy");
+    let mut plain_stream = plain("text/plain");
+    plain_stream.items = text("bytes");
+    store.create("bytes", plain_stream).await.expect("create");
+    let out = store
+        .publish(
+            "bytes",
+            vec![group(vec![new_event(Action::Event, None, "e")])],
+            1,
+        )
+        .await
+        .expect("store");
+    assert!(matches!(out[0], Err(PublishError::NotASession(_))));
 }
 
 /// A tiny deterministic generator, so a failing seed replays exactly.

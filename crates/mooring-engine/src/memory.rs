@@ -14,8 +14,12 @@ use mooring_core::clock::Clock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::ops::{self, Now};
 use mooring_core::producer::ProducerState;
+use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::store::{DeleteError, LogStore, LogTxn, LogView, StoreError};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::store::{
+    AuxEntries, AuxTable, DeleteError, LogStore, LogTxn, LogView, StoreError,
+};
 use mooring_core::stream::{Expiry, Record, StreamInfo, StreamState};
 use mooring_core::ReadFrom;
 
@@ -24,6 +28,7 @@ struct Tables {
     states: HashMap<String, StreamState>,
     records: HashMap<String, BTreeMap<u64, Vec<Bytes>>>,
     producers: HashMap<String, HashMap<String, ProducerState>>,
+    aux: HashMap<(String, AuxTable), BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 /// Streams held in memory.
@@ -110,6 +115,27 @@ impl LogView for Tables {
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect())
     }
+
+    fn aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .aux
+            .get(&(name.to_owned(), table))
+            .and_then(|t| t.get(key))
+            .cloned())
+    }
+
+    fn aux_all(&mut self, name: &str, table: AuxTable) -> Result<AuxEntries, StoreError> {
+        Ok(self
+            .aux
+            .get(&(name.to_owned(), table))
+            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
 }
 
 impl LogTxn for Tables {
@@ -139,9 +165,24 @@ impl LogTxn for Tables {
         Ok(())
     }
 
+    fn put_aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.aux
+            .entry((name.to_owned(), table))
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
         self.records.remove(name);
         self.producers.remove(name);
+        self.aux.retain(|(stream, _), _| stream != name);
         Ok(())
     }
 
@@ -182,6 +223,21 @@ impl LogStore for MemoryStore {
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {
         let now = self.now();
         self.write(|t| ops::delete(t, name, now))
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        groups: Vec<PublishGroup>,
+        dedupe_window_ms: u64,
+    ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
+        let now = self.now();
+        self.write(|t| publish::publish(t, name, &groups, now, dedupe_window_ms))
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {
+        let now = self.now();
+        publish::snapshot(&mut *self.lock()?, name, now)
     }
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {

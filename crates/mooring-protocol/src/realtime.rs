@@ -178,6 +178,10 @@ pub enum ErrorCode {
     /// The session's live events outran the replay of its history; attach again from the last
     /// position seen.
     SeamOverflow,
+    /// The session is closed or deleted: it accepts no more events.
+    SessionClosed,
+    /// The name belongs to a Durable Stream that is not JSON, so it cannot hold events.
+    NotASession,
     /// The storage refused the write (full disk, failed fsync); nothing was acknowledged.
     StoreUnavailable,
     /// The server is shutting down.

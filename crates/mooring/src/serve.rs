@@ -34,10 +34,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn open_store(
-    args: &ServeArgs,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Arc<dyn LogStore>> {
+async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn LogStore>> {
     Ok(match args.engine {
         EngineKind::Memory => {
             tracing::warn!("engine: memory; nothing is kept when the process stops");

@@ -24,7 +24,9 @@ use mooring_core::append::{AppendError, AppendOutcome, AppendRequest};
 use mooring_core::clock::Clock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::ops::{self, Now};
+use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::{DeleteError, LogStore, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
@@ -32,7 +34,7 @@ use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::mpsc;
 
-use tables::{EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS, RECORDS, STATES};
+use tables::{AUX, EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS, RECORDS, STATES};
 use txn::{redb_error, ReadTables, WriteTables};
 use writer::{BatchLimits, Job, WriteError, Writer, WriterState};
 
@@ -241,7 +243,7 @@ impl EmbeddedStore {
     }
 
     /// Runs `view` on a snapshot of the last commit.
-    fn snapshot<T, E: From<StoreError>>(
+    fn read_view<T, E: From<StoreError>>(
         &self,
         now_ms: u64,
         view: impl FnOnce(&mut ReadTables, Now<'_>) -> Result<T, E>,
@@ -301,6 +303,9 @@ fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         txn.open_table(EXPIRING)
             .map_err(|e| redb_error(create, e))?;
     }
+    // Added after format 1 shipped; creating it on open keeps older files readable.
+    txn.open_table(AUX)
+        .map_err(|e| redb_error("creating the side tables", e))?;
     txn.commit()
         .map_err(|e| redb_error("committing the opening transaction", e))
 }
@@ -357,12 +362,12 @@ impl LogStore for EmbeddedStore {
     ) -> Result<ReadBatch, ReadError> {
         let now = self.now();
         if max_bytes <= INLINE_READ_MAX_BYTES {
-            return self.snapshot(now, |t, now| ops::read(t, name, from, max_bytes, now));
+            return self.read_view(now, |t, now| ops::read(t, name, from, max_bytes, now));
         }
         let store = self.clone();
         let name = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            store.snapshot(now, |t, now| ops::read(t, &name, from, max_bytes, now))
+            store.read_view(now, |t, now| ops::read(t, &name, from, max_bytes, now))
         })
         .await
         .unwrap_or_else(|e| Err(StoreError::Io(format!("a read task failed: {e}")).into()))
@@ -371,13 +376,38 @@ impl LogStore for EmbeddedStore {
     async fn head(&self, name: &str) -> Result<StreamInfo, HeadError> {
         // One state lookup: always cheaper inline than a hand-off (see INLINE_READ_MAX_BYTES).
         let now = self.now();
-        self.snapshot(now, |t, now| ops::head(t, name, now))
+        self.read_view(now, |t, now| ops::head(t, name, now))
     }
 
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {
         let name = name.to_owned();
         self.write(name.len(), move |t, now| ops::delete(t, &name, now))
             .await
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        groups: Vec<PublishGroup>,
+        dedupe_window_ms: u64,
+    ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
+        let weight = name.len()
+            + groups
+                .iter()
+                .flat_map(|g| &g.events)
+                // A cheap estimate: text dominates sessions; other values are small.
+                .map(|e| e.data.as_str().map_or(64, str::len))
+                .sum::<usize>();
+        let name = name.to_owned();
+        self.write(weight, move |t, now| {
+            publish::publish(t, &name, &groups, now, dedupe_window_ms)
+        })
+        .await
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {
+        let now = self.now();
+        self.read_view(now, |t, now| publish::snapshot(t, name, now))
     }
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {

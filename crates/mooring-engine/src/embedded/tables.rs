@@ -33,6 +33,10 @@ pub(super) const PRODUCERS: TableDefinition<(&str, &str), &[u8]> =
 /// every stream's state.
 pub(super) const EXPIRING: TableDefinition<&str, ()> = TableDefinition::new("expiring_streams");
 
+/// (stream name, side-table tag, key) -> value: the side tables of `AuxTable`. Values are
+/// written by the core already versioned (JSON with their own shape), so they are stored as is.
+pub(super) const AUX: TableDefinition<(&str, u8, &[u8]), &[u8]> = TableDefinition::new("aux");
+
 const STATE_V1: u8 = 1;
 const RECORD_V1: u8 = 1;
 const PRODUCER_V1: u8 = 1;

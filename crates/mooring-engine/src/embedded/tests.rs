@@ -491,13 +491,13 @@ async fn read_path_timing() {
         let batch = if offload {
             tokio::task::spawn_blocking(move || {
                 let now = store.now();
-                store.snapshot(now, |t, now| ops::read(t, name, ReadFrom::Start, max, now))
+                store.read_view(now, |t, now| ops::read(t, name, ReadFrom::Start, max, now))
             })
             .await
             .expect("joined")
         } else {
             let now = store.now();
-            store.snapshot(now, |t, now| ops::read(t, name, ReadFrom::Start, max, now))
+            store.read_view(now, |t, now| ops::read(t, name, ReadFrom::Start, max, now))
         };
         assert!(!batch.expect("read").records.is_empty());
     }

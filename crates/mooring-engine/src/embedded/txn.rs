@@ -9,26 +9,28 @@ use std::fmt::Display;
 
 use bytes::Bytes;
 use mooring_core::producer::ProducerState;
-use mooring_core::store::{LogTxn, LogView, StoreError};
+use mooring_core::store::{AuxEntries, AuxTable, LogTxn, LogView, StoreError};
 use mooring_core::stream::{Expiry, Record, StreamState};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use super::tables::{
     decode_producer, decode_record, decode_state, encode_producer, encode_record, encode_state,
-    CodecError, EXPIRING, PRODUCERS, RECORDS, STATES,
+    CodecError, AUX, EXPIRING, PRODUCERS, RECORDS, STATES,
 };
 
 type StateKey = &'static str;
 type RecordKey = (&'static str, u64);
 type ProducerKey = (&'static str, &'static str);
 type Blob = &'static [u8];
+type AuxKey = (&'static str, u8, &'static [u8]);
 
 /// The engine's tables within one transaction.
-pub(super) struct Tables<S, R, P, X> {
+pub(super) struct Tables<S, R, P, X, A> {
     states: S,
     records: R,
     producers: P,
     expiring: X,
+    aux: A,
     /// The first redb failure in this transaction, if any.
     failure: Option<String>,
     /// Whether anything was written, so a batch that wrote nothing can skip its commit.
@@ -41,6 +43,7 @@ pub(super) type ReadTables = Tables<
     ReadOnlyTable<RecordKey, Blob>,
     ReadOnlyTable<ProducerKey, Blob>,
     ReadOnlyTable<StateKey, ()>,
+    ReadOnlyTable<AuxKey, Blob>,
 >;
 
 /// The tables of a write transaction.
@@ -49,6 +52,7 @@ pub(super) type WriteTables<'txn> = Tables<
     Table<'txn, RecordKey, Blob>,
     Table<'txn, ProducerKey, Blob>,
     Table<'txn, StateKey, ()>,
+    Table<'txn, AuxKey, Blob>,
 >;
 
 /// A redb failure as a [`StoreError`]; `what` says which operation failed.
@@ -71,6 +75,7 @@ impl ReadTables {
             records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
             producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
+            aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
             failure: None,
             dirty: false,
         })
@@ -85,6 +90,7 @@ impl<'txn> WriteTables<'txn> {
             records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
             producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
+            aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
             failure: None,
             dirty: false,
         })
@@ -114,13 +120,37 @@ fn check<T>(
     })
 }
 
-impl<S, R, P, X> LogView for Tables<S, R, P, X>
+impl<S, R, P, X, A> LogView for Tables<S, R, P, X, A>
 where
     S: ReadableTable<StateKey, Blob>,
     R: ReadableTable<RecordKey, Blob>,
     P: ReadableTable<ProducerKey, Blob>,
     X: ReadableTable<StateKey, ()>,
+    A: ReadableTable<AuxKey, Blob>,
 {
+    fn aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let found = self.aux.get((name, table.tag(), key));
+        let found = check(&mut self.failure, "reading a side table", found)?;
+        Ok(found.map(|guard| guard.value().to_vec()))
+    }
+
+    fn aux_all(&mut self, name: &str, table: AuxTable) -> Result<AuxEntries, StoreError> {
+        let what = "reading a side table";
+        let empty: &[u8] = &[];
+        let range = self
+            .aux
+            .range((name, table.tag(), empty)..(name, table.tag() + 1, empty));
+        let entries = check(&mut self.failure, what, range)?
+            .map(|entry| entry.map(|(k, v)| (k.value().2.to_vec(), v.value().to_vec())))
+            .collect::<Result<Vec<_>, _>>();
+        check(&mut self.failure, what, entries)
+    }
+
     fn state(&mut self, name: &str) -> Result<Option<StreamState>, StoreError> {
         let found = self.states.get(name);
         let Some(guard) = check(&mut self.failure, "reading a stream state", found)? else {
@@ -231,8 +261,25 @@ impl LogTxn for WriteTables<'_> {
         check(&mut self.failure, "writing a producer state", put)
     }
 
+    fn put_aux(
+        &mut self,
+        name: &str,
+        table: AuxTable,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.dirty = true;
+        let put = self.aux.insert((name, table.tag(), key), value).map(drop);
+        check(&mut self.failure, "writing a side table", put)
+    }
+
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
         self.dirty = true;
+        let empty: &[u8] = &[];
+        let cleared = self
+            .aux
+            .retain_in((name, 0, empty)..=(name, u8::MAX, empty), |_, _| false);
+        check(&mut self.failure, "removing side tables", cleared)?;
         let cleared = self
             .records
             .retain_in((name, 0)..=(name, u64::MAX), |_, _| false);
