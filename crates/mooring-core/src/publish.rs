@@ -110,6 +110,7 @@ fn stage(
             data: new.data.clone(),
             extras: new.extras.clone(),
             ts: now.ms,
+            version: None,
         };
         if event.reference.is_some_and(|r| r >= next_serial) {
             return Ok(Err(PublishError::MessageNotFound {

@@ -162,6 +162,7 @@ pub fn event_of(record: &Record) -> Event {
         data,
         extras: BTreeMap::new(),
         ts: 0,
+        version: None,
     }
 }
 
@@ -201,6 +202,7 @@ mod tests {
             data: data.into(),
             extras: BTreeMap::new(),
             ts: serial,
+            version: None,
         }
     }
 

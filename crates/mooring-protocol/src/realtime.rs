@@ -263,6 +263,7 @@ mod tests {
                 data: serde_json::json!("he"),
                 extras: Default::default(),
                 ts: 5,
+                version: None,
             },
         };
         let text = serde_json::to_string(&frame).unwrap_or_default();

@@ -87,6 +87,27 @@ pub struct Event {
     pub extras: Extras,
     /// Server time of the append, Unix milliseconds.
     pub ts: u64,
+    /// Only on a materialized message (attach `latest`): the last serial folded into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl MessageView {
+    /// The message as one whole `message.create` event, as a late joiner receives it.
+    pub fn as_event(&self) -> Event {
+        Event {
+            serial: self.serial,
+            action: Action::MessageCreate,
+            id: None,
+            name: self.name.clone(),
+            reference: None,
+            client_id: self.client_id.clone(),
+            data: self.data.clone(),
+            extras: self.extras.clone(),
+            ts: self.ts,
+            version: Some(self.version),
+        }
+    }
 }
 
 /// A message folded from its create and every later append, update and delete.
@@ -149,6 +170,7 @@ mod tests {
             data: serde_json::json!("lo"),
             extras: Extras::new(),
             ts: 7,
+            version: None,
         };
         let text = serde_json::to_string(&e).unwrap_or_default();
         assert_eq!(
