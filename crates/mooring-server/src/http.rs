@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
-use crate::durable_streams;
 use crate::state::AppState;
+use crate::{durable_streams, realtime};
 
 /// Headers browsers may read from our responses.
 const EXPOSED: [&str; 11] = [
@@ -32,6 +32,7 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(durable_streams::routes())
+        .merge(realtime::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors())
         .layer(middleware::from_fn(security_headers))

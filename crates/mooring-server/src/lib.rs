@@ -1,6 +1,7 @@
 //! The Mooring node: every HTTP surface on one port, over one [`LogStore`].
 //!
 //! - [`durable_streams`]: the Durable Streams protocol under `/v1/stream/`.
+//! - [`realtime`]: the native realtime protocol at `/v1/ws`.
 //! - [`hub`]: wake-ups for live readers.
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
 //! - [`serve`]: runs a node until its shutdown token fires, then drains within a deadline.
@@ -8,6 +9,7 @@
 pub mod durable_streams;
 pub mod http;
 pub mod hub;
+pub mod realtime;
 mod serve;
 pub mod state;
 mod upkeep;

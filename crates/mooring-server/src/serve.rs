@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::http::router;
 use crate::hub::Hub;
+use crate::realtime::sessions::Sessions;
 use crate::state::{AppState, ServerConfig};
 use crate::upkeep;
 
@@ -36,12 +37,22 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<(), ServeError> {
     let tasks = TaskTracker::new();
+    let hub = Hub::default();
+    let sessions = Sessions::new(
+        store.clone(),
+        hub.clone(),
+        config.realtime.clone(),
+        shutdown.clone(),
+        tasks.clone(),
+    );
     let app = AppState {
         store: store.clone(),
-        hub: Hub::default(),
+        hub,
         clock,
         config: Arc::new(config),
         shutdown: shutdown.clone(),
+        sessions,
+        tasks: tasks.clone(),
     };
     tasks.spawn(upkeep::sweep_expired(
         store.clone(),

@@ -6,8 +6,11 @@ use std::time::Duration;
 use mooring_core::clock::Clock;
 use mooring_core::store::LogStore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::hub::Hub;
+use crate::realtime::sessions::Sessions;
+use crate::realtime::RealtimeConfig;
 
 /// Limits and timings of the HTTP surfaces.
 #[derive(Clone, Debug)]
@@ -22,6 +25,7 @@ pub struct ServerConfig {
     pub max_append_bytes: usize,
     /// How often expired streams are reclaimed.
     pub sweep_interval: Duration,
+    pub realtime: RealtimeConfig,
 }
 
 impl Default for ServerConfig {
@@ -32,6 +36,7 @@ impl Default for ServerConfig {
             max_read_bytes: 1 << 20,
             max_append_bytes: 16 << 20,
             sweep_interval: Duration::from_secs(1),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -45,4 +50,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Cancelled when the node starts shutting down; live reads end on it.
     pub shutdown: CancellationToken,
+    /// Realtime sessions of this node.
+    pub sessions: Sessions,
+    /// Long-lived tasks (connections, sessions) that shutdown waits for.
+    pub tasks: TaskTracker,
 }

@@ -159,6 +159,7 @@ pub(super) async fn append(
     let outcome = app.store.append(&name, req).await?;
     if outcome.kind == AppendKind::Written {
         app.hub.notify(&name);
+        app.sessions.poke(&name);
     }
     let mut out = HeaderMap::new();
     response::next_offset(&mut out, outcome.next);

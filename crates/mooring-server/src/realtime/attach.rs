@@ -1,0 +1,224 @@
+//! One attachment: history (or the materialized view), then live events, joined by the seam.
+//!
+//! The feed is registered with the session task *before* history is read; live events queue in
+//! the feed while history is sent; then only queued events above the history's high-water are
+//! released. If the feed overflows during the replay, the attachment fails closed with a
+//! resumable `seam_overflow` instead of skipping anything.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use mooring_core::session::event_of;
+use mooring_protocol::realtime::{AttachFrom, AttachMode, AttachPoint, ErrorCode, ServerFrame};
+use mooring_protocol::session::Event;
+use mooring_protocol::{Position, ReadFrom};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::{LiveItem, Subscriber};
+use super::errors::body;
+use super::sessions::Sessions;
+
+/// Live events an attachment buffers while it replays history.
+pub(crate) const SEAM_BUFFER: usize = 4096;
+/// Bytes of history read per step of a replay.
+const REPLAY_PAGE_BYTES: usize = 256 << 10;
+
+/// Why an attachment ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttachmentEnd {
+    /// Detached, or the connection is closing.
+    Stopped,
+    /// The client does not read fast enough: close the connection (resumable).
+    SlowConsumer,
+    /// Told the client with `detached`; the connection stays.
+    Detached,
+}
+
+/// What an attachment needs from its connection.
+#[derive(Debug, Clone)]
+pub(crate) struct AttachmentContext {
+    pub(crate) sessions: Sessions,
+    pub(crate) outbound: mpsc::Sender<Utf8Bytes>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) id: u64,
+}
+
+fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
+    serde_json::to_string(frame).ok().map(Utf8Bytes::from)
+}
+
+impl AttachmentContext {
+    /// Sends a frame, waiting for room (history is paced by the client); false if stopped.
+    async fn send(&self, frame: &ServerFrame) -> bool {
+        let Some(bytes) = encode(frame) else {
+            return true;
+        };
+        tokio::select! {
+            sent = self.outbound.send(bytes) => sent.is_ok(),
+            () = self.cancel.cancelled() => false,
+        }
+    }
+}
+
+/// Runs an attachment of `session` from `from` until it is stopped or fails.
+pub(crate) async fn run(
+    ctx: AttachmentContext,
+    session: String,
+    from: Option<AttachFrom>,
+) -> AttachmentEnd {
+    let (tx, mut feed) = mpsc::channel::<LiveItem>(SEAM_BUFFER);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let subscriber = Subscriber {
+        id: ctx.id,
+        tx,
+        overflowed: overflowed.clone(),
+    };
+    let Ok((epoch, high_water)) = ctx.sessions.subscribe(&session, subscriber).await else {
+        return AttachmentEnd::Stopped;
+    };
+    let released = match catch_up(&ctx, &session, from, epoch, high_water).await {
+        Some(serial) => serial,
+        None => return AttachmentEnd::Stopped,
+    };
+    if overflowed.load(Ordering::SeqCst) {
+        let frame = ServerFrame::Detached {
+            session: session.clone(),
+            error: Some(body(
+                ErrorCode::SeamOverflow,
+                "live events outran the replay of history; attach again from the last serial seen",
+            )),
+        };
+        ctx.send(&frame).await;
+        return AttachmentEnd::Detached;
+    }
+    let live = ServerFrame::Live {
+        session: session.clone(),
+        serial: released,
+    };
+    if !ctx.send(&live).await {
+        return AttachmentEnd::Stopped;
+    }
+    loop {
+        tokio::select! {
+            item = feed.recv() => match item {
+                Some((serial, _)) if serial <= released => {}
+                Some((_, bytes)) => {
+                    if ctx.outbound.try_send(bytes).is_err() {
+                        return AttachmentEnd::SlowConsumer;
+                    }
+                }
+                None if overflowed.load(Ordering::SeqCst) => return AttachmentEnd::SlowConsumer,
+                None => return AttachmentEnd::Stopped,
+            },
+            () = ctx.cancel.cancelled() => return AttachmentEnd::Stopped,
+        }
+    }
+}
+
+/// Sends `attached` and the catch-up; returns the serial live events are released after.
+async fn catch_up(
+    ctx: &AttachmentContext,
+    session: &str,
+    from: Option<AttachFrom>,
+    epoch: u64,
+    high_water: u64,
+) -> Option<u64> {
+    let replay_after = match from {
+        None | Some(AttachFrom::Named(AttachPoint::Latest)) => None,
+        Some(AttachFrom::Named(AttachPoint::Start)) => Some(0),
+        Some(AttachFrom::Rewind { rewind }) => Some(high_water.saturating_sub(rewind)),
+        // A position from another life, or ahead of the log (a log that lost its tail), cannot
+        // be resumed: say so and send the view.
+        Some(AttachFrom::Position(p)) if p.epoch != epoch || p.serial > high_water => {
+            return send_view(ctx, session, AttachMode::HistoryLost).await;
+        }
+        Some(AttachFrom::Position(p)) => Some(p.serial),
+    };
+    match replay_after {
+        None => send_view(ctx, session, AttachMode::Latest).await,
+        Some(after) => replay(ctx, session, epoch, after, high_water).await,
+    }
+}
+
+async fn send_view(ctx: &AttachmentContext, session: &str, mode: AttachMode) -> Option<u64> {
+    let snapshot = ctx.sessions.store().snapshot(session).await.ok().flatten();
+    let (epoch, serial, messages) = match snapshot {
+        Some(s) => (s.info.tail.epoch, s.info.tail.serial, s.messages),
+        None => (0, 0, Vec::new()),
+    };
+    let attached = ServerFrame::Attached {
+        session: session.to_owned(),
+        epoch,
+        mode,
+        serial,
+    };
+    if !ctx.send(&attached).await {
+        return None;
+    }
+    for message in messages {
+        if !ctx
+            .send(&event_frame(session, epoch, message.as_event()))
+            .await
+        {
+            return None;
+        }
+    }
+    Some(serial)
+}
+
+async fn replay(
+    ctx: &AttachmentContext,
+    session: &str,
+    epoch: u64,
+    after: u64,
+    high_water: u64,
+) -> Option<u64> {
+    let attached = ServerFrame::Attached {
+        session: session.to_owned(),
+        epoch,
+        mode: AttachMode::Replay,
+        serial: high_water,
+    };
+    if !ctx.send(&attached).await {
+        return None;
+    }
+    let mut position = after;
+    while position < high_water {
+        let from = ReadFrom::After(Position {
+            epoch,
+            serial: position,
+        });
+        let batch = ctx
+            .sessions
+            .store()
+            .read(session, from, REPLAY_PAGE_BYTES)
+            .await
+            .ok()?;
+        if batch.records.is_empty() {
+            break;
+        }
+        for record in batch.records.iter().filter(|r| r.serial <= high_water) {
+            if !ctx
+                .send(&event_frame(session, epoch, event_of(record)))
+                .await
+            {
+                return None;
+            }
+            position = record.serial;
+        }
+        if batch.records.last().is_some_and(|r| r.serial >= high_water) {
+            break;
+        }
+    }
+    Some(high_water)
+}
+
+fn event_frame(session: &str, epoch: u64, event: Event) -> ServerFrame {
+    ServerFrame::Event {
+        session: session.to_owned(),
+        epoch,
+        event,
+    }
+}

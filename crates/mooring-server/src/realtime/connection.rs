@@ -1,0 +1,362 @@
+//! One WebSocket connection: the hello, heartbeats, attachments and publishes of one client.
+//!
+//! One task owns the socket. Everything sent to the client goes through one bounded outbound
+//! queue, so a connection's memory is bounded; attachments and acknowledgements feed it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use mooring_core::session::PublishGroup;
+use mooring_protocol::realtime::{
+    close, ClientFrame, ErrorBody, ErrorCode, ServerFrame, PROTOCOL_VERSION,
+};
+use mooring_protocol::session::is_valid_session_name;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::attach::{self, AttachmentContext, AttachmentEnd};
+use super::errors::{body, of_publish};
+use super::sessions::Sessions;
+
+/// Frames queued for one client before it counts as a slow consumer.
+const OUTBOUND_FRAMES: usize = 1024;
+/// Publishes of one connection waiting for their acknowledgement.
+const MAX_PUBLISHES_IN_FLIGHT: usize = 1024;
+
+static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+static ATTACHMENTS: AtomicU64 = AtomicU64::new(1);
+
+/// How a connection ended, for the log (and, later, presence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The client sent a close frame.
+    Clean,
+    /// The socket ended without a close frame, or the peer went silent.
+    Lost,
+    /// The server closed it (protocol error, slow consumer, shutdown).
+    Closed(u16),
+}
+
+struct Attachment {
+    cancel: CancellationToken,
+    task: JoinHandle<AttachmentEnd>,
+}
+
+struct Connection {
+    id: String,
+    client_id: String,
+    sessions: Sessions,
+    outbound: mpsc::Sender<Utf8Bytes>,
+    attachments: HashMap<String, Attachment>,
+    publishes: Arc<Semaphore>,
+    /// Attachments report a slow consumer here.
+    slow: mpsc::Sender<()>,
+}
+
+fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
+    serde_json::to_string(frame).ok().map(Utf8Bytes::from)
+}
+
+fn error_frame(req: Option<u64>, session: Option<&str>, error: ErrorBody) -> ServerFrame {
+    ServerFrame::Error {
+        req,
+        session: session.map(str::to_owned),
+        error,
+    }
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) -> Ending {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    Ending::Closed(code)
+}
+
+/// Serves one upgraded connection until it ends.
+pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: CancellationToken) {
+    let config = sessions.config().clone();
+    let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    let id = format!("c{number:x}");
+    let Some(client_id) = hello(&mut socket, &id, config.hello_timeout).await else {
+        return;
+    };
+    let (outbound, mut queue) = mpsc::channel::<Utf8Bytes>(OUTBOUND_FRAMES);
+    let (slow, mut slow_rx) = mpsc::channel::<()>(1);
+    let mut conn = Connection {
+        id: id.clone(),
+        client_id,
+        sessions,
+        outbound,
+        attachments: HashMap::new(),
+        publishes: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT)),
+        slow,
+    };
+    let welcome = ServerFrame::Welcome {
+        protocol: PROTOCOL_VERSION,
+        connection_id: conn.id.clone(),
+        client_id: conn.client_id.clone(),
+        heartbeat_ms: config.heartbeat.as_millis() as u64,
+        dead_after_ms: config.dead_after().as_millis() as u64,
+    };
+    if let Some(text) = encode(&welcome) {
+        if socket.send(Message::Text(text)).await.is_err() {
+            return;
+        }
+    }
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.tick().await;
+    let mut last_heard = Instant::now();
+    let mut nonce = 0;
+    let ending = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                last_heard = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        if let Err(code) = conn.on_frame(&text).await {
+                            break close_with(&mut socket, code, "protocol error").await;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let err = body(ErrorCode::BadFrame, "frames are JSON text, not binary");
+                        conn.push(&error_frame(None, None, err)).await;
+                    }
+                    Some(Ok(Message::Close(_))) => break Ending::Clean,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break Ending::Lost,
+                }
+            }
+            Some(text) = queue.recv() => {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    break Ending::Lost;
+                }
+            }
+            Some(()) = slow_rx.recv() => {
+                break close_with(&mut socket, close::SLOW_CONSUMER, "slow consumer: resume from the last serial").await;
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() >= config.dead_after() {
+                    let _ = close_with(&mut socket, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
+                    break Ending::Lost;
+                }
+                nonce += 1;
+                if let Some(text) = encode(&ServerFrame::Ping { nonce }) {
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        break Ending::Lost;
+                    }
+                }
+            }
+            () = shutdown.cancelled() => {
+                break close_with(&mut socket, 1001, "server shutting down").await;
+            }
+        }
+    };
+    conn.detach_all().await;
+    tracing::debug!(connection = %id, ?ending, "connection ended");
+}
+
+/// Waits for `hello`; returns the client's identity, or closes the socket.
+async fn hello(socket: &mut WebSocket, id: &str, timeout: Duration) -> Option<String> {
+    let first = tokio::time::timeout(timeout, socket.recv())
+        .await
+        .ok()??
+        .ok()?;
+    let Message::Text(text) = first else {
+        close_with(socket, close::PROTOCOL_ERROR, "send hello first").await;
+        return None;
+    };
+    let refusal = match serde_json::from_str::<ClientFrame>(&text) {
+        Ok(ClientFrame::Hello {
+            protocol,
+            client_id,
+        }) if protocol == PROTOCOL_VERSION => {
+            return Some(client_id.unwrap_or_else(|| format!("anon-{id}")));
+        }
+        Ok(ClientFrame::Hello { protocol, .. }) => body(
+            ErrorCode::UnsupportedProtocol,
+            format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}"),
+        ),
+        Ok(_) => body(ErrorCode::HelloRequired, "the first frame must be hello"),
+        Err(e) => body(ErrorCode::BadFrame, format!("not a hello frame: {e}")),
+    };
+    if let Some(text) = encode(&error_frame(None, None, refusal)) {
+        let _ = socket.send(Message::Text(text)).await;
+    }
+    close_with(socket, close::PROTOCOL_ERROR, "hello refused").await;
+    None
+}
+
+impl Connection {
+    /// Queues a frame for the client, waiting for room.
+    async fn push(&self, frame: &ServerFrame) {
+        if let Some(text) = encode(frame) {
+            let _ = self.outbound.send(text).await;
+        }
+    }
+
+    /// Handles one client frame; `Err(close code)` ends the connection.
+    async fn on_frame(&mut self, text: &str) -> Result<(), u16> {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let err = body(
+                    ErrorCode::BadFrame,
+                    format!("not a frame of protocol 1: {e}"),
+                );
+                self.push(&error_frame(None, None, err)).await;
+                return Ok(());
+            }
+        };
+        match frame {
+            ClientFrame::Hello { .. } => {
+                let err = body(ErrorCode::BadFrame, "hello was already received");
+                self.push(&error_frame(None, None, err)).await;
+            }
+            ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }).await,
+            ClientFrame::Pong { .. } => {}
+            ClientFrame::Attach { session, from } => self.attach(session, from).await,
+            ClientFrame::Detach { session } => {
+                self.detach(&session).await;
+                self.push(&ServerFrame::Detached {
+                    session,
+                    error: None,
+                })
+                .await;
+            }
+            ClientFrame::Publish {
+                req,
+                session,
+                events,
+            } => self.publish(req, session, events).await,
+        }
+        Ok(())
+    }
+
+    fn check_name(&self, session: &str) -> Option<ErrorBody> {
+        (!is_valid_session_name(session)).then(|| {
+            body(
+                ErrorCode::InvalidSessionName,
+                "session names are 1 to 255 of A-Z a-z 0-9 : _ . / -",
+            )
+        })
+    }
+
+    async fn attach(
+        &mut self,
+        session: String,
+        from: Option<mooring_protocol::realtime::AttachFrom>,
+    ) {
+        if let Some(err) = self.check_name(&session) {
+            self.push(&error_frame(None, Some(&session), err)).await;
+            return;
+        }
+        // Attaching again replaces the attachment (a resume from a new position).
+        self.detach(&session).await;
+        let limit = self.sessions.config().max_attachments;
+        if self.attachments.len() >= limit {
+            let err = body(
+                ErrorCode::TooManyAttachments,
+                format!("a connection may attach at most {limit} sessions"),
+            );
+            self.push(&error_frame(None, Some(&session), err)).await;
+            return;
+        }
+        let cancel = CancellationToken::new();
+        let ctx = AttachmentContext {
+            sessions: self.sessions.clone(),
+            outbound: self.outbound.clone(),
+            cancel: cancel.clone(),
+            id: ATTACHMENTS.fetch_add(1, Ordering::Relaxed),
+        };
+        let slow = self.slow.clone();
+        let name = session.clone();
+        let task = tokio::spawn(async move {
+            let id = ctx.id;
+            let sessions = ctx.sessions.clone();
+            let end = attach::run(ctx, name.clone(), from).await;
+            sessions.unsubscribe(&name, id).await;
+            if end == AttachmentEnd::SlowConsumer {
+                let _ = slow.try_send(());
+            }
+            end
+        });
+        self.attachments
+            .insert(session, Attachment { cancel, task });
+    }
+
+    async fn detach(&mut self, session: &str) {
+        if let Some(attachment) = self.attachments.remove(session) {
+            attachment.cancel.cancel();
+            let _ = attachment.task.await;
+        }
+    }
+
+    async fn detach_all(&mut self) {
+        for (_, attachment) in self.attachments.drain() {
+            attachment.cancel.cancel();
+            let _ = attachment.task.await;
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        req: u64,
+        session: String,
+        events: Vec<mooring_protocol::session::NewEvent>,
+    ) {
+        if let Some(err) = self.check_name(&session) {
+            self.push(&error_frame(Some(req), Some(&session), err))
+                .await;
+            return;
+        }
+        if events.is_empty() {
+            let err = body(
+                ErrorCode::InvalidEvent,
+                "a publish needs at least one event",
+            );
+            self.push(&error_frame(Some(req), Some(&session), err))
+                .await;
+            return;
+        }
+        let Ok(permit) = self.publishes.clone().acquire_owned().await else {
+            return;
+        };
+        let group = PublishGroup {
+            client_id: Some(self.client_id.clone()),
+            events,
+        };
+        // Queued in frame order here; only the wait for durability runs on its own.
+        let reply = self.sessions.publish(&session, group).await;
+        let outbound = self.outbound.clone();
+        tokio::spawn(async move {
+            let frame = match reply.await {
+                Ok(Ok(outcome)) => ServerFrame::Ack {
+                    req,
+                    session,
+                    epoch: outcome.epoch,
+                    results: outcome.results,
+                },
+                Ok(Err(e)) => error_frame(Some(req), Some(&session), of_publish(&e)),
+                Err(_) => error_frame(
+                    Some(req),
+                    Some(&session),
+                    body(
+                        ErrorCode::ShuttingDown,
+                        "the session stopped before the write",
+                    ),
+                ),
+            };
+            if let Some(text) = encode(&frame) {
+                let _ = outbound.send(text).await;
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,32 @@
+//! Realtime errors: every refusal as a stable code, a message, and whether to retry.
+
+use mooring_core::session::PublishError;
+use mooring_core::store::StoreError;
+use mooring_protocol::realtime::{ErrorBody, ErrorCode};
+
+pub(crate) fn body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    let retryable = matches!(
+        code,
+        ErrorCode::SeamOverflow | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown
+    );
+    ErrorBody {
+        code,
+        message: message.into(),
+        retryable,
+    }
+}
+
+/// The wire error of a refused publish. Exhaustive: a new error needs a deliberate code.
+pub(crate) fn of_publish(error: &PublishError) -> ErrorBody {
+    let message = error.to_string();
+    match error {
+        PublishError::Closed => body(ErrorCode::SessionClosed, message),
+        PublishError::NotASession(_) => body(ErrorCode::NotASession, message),
+        PublishError::InvalidEvent { .. } => body(ErrorCode::InvalidEvent, message),
+        PublishError::MessageNotFound { .. } => body(ErrorCode::MessageNotFound, message),
+        PublishError::Store(StoreError::ShuttingDown) => body(ErrorCode::ShuttingDown, message),
+        PublishError::Store(
+            StoreError::Poisoned(_) | StoreError::Io(_) | StoreError::Corrupt(_),
+        ) => body(ErrorCode::StoreUnavailable, message),
+    }
+}

@@ -1,0 +1,183 @@
+//! The sessions of this node: one task per hot session, started on first use and stopped when
+//! nobody has used it for a while.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::store::{LogStore, StoreError};
+use mooring_protocol::session::namespace;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actor::{ActorSettings, Command, SessionActor, Subscriber};
+use super::RealtimeConfig;
+use crate::hub::Hub;
+
+/// Commands a session task queues before publishers wait.
+const SESSION_INBOX: usize = 4096;
+
+/// Handle to the node's session tasks.
+#[derive(Clone, Debug)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    running: Mutex<HashMap<String, mpsc::Sender<Command>>>,
+    store: Arc<dyn LogStore>,
+    hub: Hub,
+    config: RealtimeConfig,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Why a session could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the server is shutting down")]
+pub struct SessionsClosed;
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn LogStore>,
+        hub: Hub,
+        config: RealtimeConfig,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                running: Mutex::new(HashMap::new()),
+                store,
+                hub,
+                config,
+                shutdown,
+                tasks,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &RealtimeConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn LogStore> {
+        &self.inner.store
+    }
+
+    /// Sessions with a running task.
+    pub fn running(&self) -> usize {
+        self.inner.running.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Queues a publish; the receiver answers once it is durable (or refused).
+    pub(crate) async fn publish(
+        &self,
+        name: &str,
+        group: PublishGroup,
+    ) -> oneshot::Receiver<Result<PublishOutcome, PublishError>> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Publish { group, reply };
+        if let Err(Command::Publish { reply, .. }) = self.send(name, command).await {
+            let _ = reply.send(Err(PublishError::Store(StoreError::ShuttingDown)));
+        }
+        rx
+    }
+
+    /// Registers a live feed; returns the session's epoch and the serial the feed starts after.
+    pub(crate) async fn subscribe(
+        &self,
+        name: &str,
+        subscriber: Subscriber,
+    ) -> Result<(u64, u64), SessionsClosed> {
+        let (reply, rx) = oneshot::channel();
+        self.send(name, Command::Subscribe { subscriber, reply })
+            .await
+            .map_err(|_| SessionsClosed)?;
+        rx.await.map_err(|_| SessionsClosed)
+    }
+
+    pub(crate) async fn unsubscribe(&self, name: &str, id: u64) {
+        let sender = self
+            .inner
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        if let Some(sender) = sender {
+            let _ = sender.send(Command::Unsubscribe { id }).await;
+        }
+    }
+
+    /// Tells a running session task that its log moved outside it; no task is started.
+    pub fn poke(&self, name: &str) {
+        let sender = self
+            .inner
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned());
+        if let Some(sender) = sender {
+            let _ = sender.try_send(Command::Poke);
+        }
+    }
+
+    /// Sends to the session's task, starting one if none runs. Gives the command back if the
+    /// node is shutting down.
+    async fn send(&self, name: &str, mut command: Command) -> Result<(), Command> {
+        // A task may stop between our lookup and our send; then start a new one and retry.
+        for _ in 0..3 {
+            let Some(sender) = self.sender(name) else {
+                return Err(command);
+            };
+            match sender.send(command).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(back)) => command = back,
+            }
+        }
+        Err(command)
+    }
+
+    fn sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+        if self.inner.shutdown.is_cancelled() {
+            return None;
+        }
+        let mut running = self.inner.running.lock().ok()?;
+        if let Some(sender) = running.get(name).filter(|s| !s.is_closed()) {
+            return Some(sender.clone());
+        }
+        let (tx, rx) = mpsc::channel(SESSION_INBOX);
+        running.insert(name.to_owned(), tx.clone());
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        self.inner.tasks.spawn(async move {
+            let settings = ActorSettings {
+                rollup_window: inner.config.rollup_window(namespace(&name)),
+                dedupe_window_ms: inner.config.dedupe_window.as_millis() as u64,
+                idle_exit: inner.config.session_idle_exit,
+            };
+            let actor = SessionActor::start(
+                name.clone(),
+                inner.store.clone(),
+                inner.hub.clone(),
+                settings,
+            )
+            .await;
+            let release = |inbox: &mpsc::Receiver<Command>| {
+                // Under the map lock, so nobody can pick up our sender while we decide.
+                let Ok(mut running) = inner.running.lock() else {
+                    return true;
+                };
+                if !inbox.is_empty() {
+                    return false;
+                }
+                running.remove(&name);
+                true
+            };
+            actor.run(rx, inner.shutdown.clone(), release).await;
+        });
+        Some(tx)
+    }
+}

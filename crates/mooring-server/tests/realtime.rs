@@ -1,0 +1,256 @@
+//! The realtime protocol end to end over a real WebSocket, in process, on the memory engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use mooring_core::clock::{Clock, SystemClock};
+use mooring_core::store::LogStore;
+use mooring_engine::memory::MemoryStore;
+use mooring_server::realtime::RealtimeConfig;
+use mooring_server::ServerConfig;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+const PROMPT: Duration = Duration::from_secs(15);
+
+struct Node {
+    addr: String,
+    store: Arc<MemoryStore>,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn start(realtime: RealtimeConfig) -> Node {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = Arc::new(MemoryStore::new(clock.clone()));
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        realtime,
+        ..ServerConfig::default()
+    };
+    tokio::spawn(mooring_server::serve(
+        listener,
+        store.clone(),
+        clock,
+        config,
+        shutdown.clone(),
+        Duration::from_secs(5),
+    ));
+    Node {
+        addr,
+        store,
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+fn no_rollup() -> RealtimeConfig {
+    RealtimeConfig {
+        rollup_window: Duration::ZERO,
+        ..RealtimeConfig::default()
+    }
+}
+
+struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);
+
+impl Ws {
+    async fn open(node: &Node) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", node.addr))
+            .await
+            .expect("connect");
+        Ws(ws)
+    }
+
+    async fn connect(node: &Node, client_id: &str) -> Ws {
+        let mut ws = Ws::open(node).await;
+        ws.send(json!({"type":"hello","protocol":1,"client_id":client_id}))
+            .await;
+        let welcome = ws.next_frame().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["client_id"], client_id);
+        ws
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.0
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// The next protocol frame (pings are skipped).
+    async fn next_frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(PROMPT, self.0.next())
+                .await
+                .expect("a frame arrives")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(&text).expect("json");
+                if v["type"] != "ping" {
+                    return v;
+                }
+            }
+        }
+    }
+
+    async fn publish(&mut self, req: u64, session: &str, events: Value) -> Value {
+        self.send(json!({"type":"publish","req":req,"session":session,"events":events}))
+            .await;
+        loop {
+            let f = self.next_frame().await;
+            if f["req"] == req {
+                return f;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_late_joiner_gets_each_message_once_whole_then_live_appends() {
+    let node = start(no_rollup()).await;
+    let mut agent = Ws::connect(&node, "agent").await;
+    let ack = agent
+        .publish(1, "chat:1", json!([{"name":"response","data":"He"}]))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let msg = ack["results"][0]["serial"].as_u64().expect("serial");
+    for (i, piece) in ["l", "lo", " world"].iter().enumerate() {
+        let ack = agent
+            .publish(
+                2 + i as u64,
+                "chat:1",
+                json!([{"action":"message.append","ref":msg,"data":piece}]),
+            )
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let mut late = Ws::connect(&node, "phone").await;
+    late.send(json!({"type":"attach","session":"chat:1"})).await;
+    let attached = late.next_frame().await;
+    assert_eq!(attached["mode"], "latest", "{attached}");
+    assert_eq!(attached["serial"], 4);
+    let whole = late.next_frame().await;
+    assert_eq!(whole["type"], "event");
+    assert_eq!(whole["data"], "Hello world");
+    assert_eq!(whole["version"], 4);
+    assert_eq!(whole["client_id"], "agent");
+    let live = late.next_frame().await;
+    assert_eq!(live["type"], "live");
+    agent
+        .publish(
+            9,
+            "chat:1",
+            json!([{"action":"message.append","ref":msg,"data":"!"}]),
+        )
+        .await;
+    let append = late.next_frame().await;
+    assert_eq!(
+        (append["serial"].as_u64(), append["data"].as_str()),
+        (Some(5), Some("!"))
+    );
+}
+
+#[tokio::test]
+async fn attach_from_a_position_replays_exactly_what_follows_it() {
+    let node = start(no_rollup()).await;
+    let mut writer = Ws::connect(&node, "w").await;
+    for i in 0..10u64 {
+        writer
+            .publish(i, "s", json!([{"action":"event","data":i}]))
+            .await;
+    }
+    let mut reader = Ws::connect(&node, "r").await;
+    reader
+        .send(json!({"type":"attach","session":"s","from":{"epoch":0,"serial":6}}))
+        .await;
+    let attached = reader.next_frame().await;
+    assert_eq!(
+        (attached["mode"].as_str(), attached["serial"].as_u64()),
+        (Some("replay"), Some(10))
+    );
+    for serial in 7..=10 {
+        assert_eq!(reader.next_frame().await["serial"], serial);
+    }
+    assert_eq!(reader.next_frame().await["type"], "live");
+    writer
+        .publish(99, "s", json!([{"action":"event","data":"x"}]))
+        .await;
+    assert_eq!(reader.next_frame().await["serial"], 11);
+}
+
+#[tokio::test]
+async fn appends_inside_the_rollup_window_become_one_event() {
+    let node = start(RealtimeConfig {
+        rollup_window: Duration::from_millis(300),
+        ..RealtimeConfig::default()
+    })
+    .await;
+    let mut agent = Ws::connect(&node, "agent").await;
+    let ack = agent.publish(1, "r", json!([{"data":""}])).await;
+    let msg = ack["results"][0]["serial"].as_u64().expect("serial");
+    for i in 0..20u64 {
+        agent
+            .send(json!({"type":"publish","req":100 + i,"session":"r","events":[{"action":"message.append","ref":msg,"data":format!("{i},")}]}))
+            .await;
+    }
+    let mut serials = Vec::new();
+    while serials.len() < 20 {
+        let f = agent.next_frame().await;
+        assert_eq!(f["type"], "ack", "{f}");
+        serials.push(f["results"][0]["serial"].as_u64().expect("serial"));
+    }
+    serials.dedup();
+    let log = node
+        .store
+        .read("r", mooring_core::ReadFrom::Start, usize::MAX)
+        .await;
+    let events = log.expect("log").records.len();
+    assert!(events <= 4, "20 appends became {events} events");
+    let snap = node
+        .store
+        .snapshot("r")
+        .await
+        .expect("read")
+        .expect("exists");
+    let expected: String = (0..20).map(|i| format!("{i},")).collect();
+    assert_eq!(snap.messages[0].data, expected.as_str());
+}
+
+#[tokio::test]
+async fn errors_name_their_code() {
+    let node = start(no_rollup()).await;
+    let mut ws = Ws::open(&node).await;
+    ws.send(json!({"type":"attach","session":"s"})).await;
+    assert_eq!(ws.next_frame().await["code"], "hello_required");
+
+    let mut ws = Ws::open(&node).await;
+    ws.send(json!({"type":"hello","protocol":9})).await;
+    assert_eq!(ws.next_frame().await["code"], "unsupported_protocol");
+
+    let mut ws = Ws::connect(&node, "c").await;
+    ws.send(json!({"type":"bogus"})).await;
+    assert_eq!(ws.next_frame().await["code"], "bad_frame");
+    let f = ws.publish(1, "bad name", json!([{"data":1}])).await;
+    assert_eq!(f["code"], "invalid_session_name");
+    let f = ws
+        .publish(2, "s", json!([{"action":"message.append","data":"x"}]))
+        .await;
+    assert_eq!(f["code"], "invalid_event");
+    let f = ws
+        .publish(
+            3,
+            "s",
+            json!([{"action":"message.append","ref":42,"data":"x"}]),
+        )
+        .await;
+    assert_eq!(f["code"], "message_not_found");
+    assert_eq!(f["retryable"], false);
+}
