@@ -22,8 +22,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a Mooring node.
     ///
-    /// Listens on one port for every surface: the Durable Streams protocol at /v1/stream/...,
-    /// and /healthz. Every setting can also come from a MOORING_* environment variable.
+    /// Listens on one port for every surface: the realtime protocol at /v1/ws, the Durable
+    /// Streams protocol at /v1/stream/..., and /healthz. Every setting can also come from a
+    /// MOORING_* environment variable.
     Serve(ServeArgs),
 }
 
@@ -64,6 +65,28 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MOORING_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub(crate) drain_timeout_secs: u64,
 
+    /// Rollup window for appends to one message, in milliseconds (0 turns rollup off; at
+    /// most 500).
+    #[arg(long, env = "MOORING_ROLLUP_WINDOW_MS", default_value_t = 40,
+          value_parser = clap::value_parser!(u64).range(0..=500))]
+    pub(crate) rollup_window_ms: u64,
+
+    /// Rollup window of one namespace, as NAMESPACE=MS (repeatable), e.g. chat=20.
+    #[arg(long = "namespace-rollup", env = "MOORING_NAMESPACE_ROLLUP", value_delimiter = ',',
+          value_parser = parse_namespace_rollup)]
+    pub(crate) namespace_rollup: Vec<(String, u64)>,
+
+    /// How long a publish id is remembered for deduplication, in seconds.
+    #[arg(long, env = "MOORING_DEDUPE_WINDOW_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) dedupe_window_secs: u64,
+
+    /// Heartbeat interval of realtime connections, in milliseconds; a peer silent for 2.5
+    /// heartbeats is dead.
+    #[arg(long, env = "MOORING_HEARTBEAT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub(crate) heartbeat_ms: u64,
+
     /// Log format.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
@@ -73,6 +96,24 @@ pub(crate) struct ServeArgs {
 pub(crate) enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {
+    let (namespace, ms) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAMESPACE=MS, got {text:?}"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a whole number of milliseconds"))?;
+    if ms > 500 {
+        return Err(format!(
+            "the rollup window of {namespace:?} is {ms} ms; at most 500"
+        ));
+    }
+    if namespace.is_empty() {
+        return Err("the namespace must not be empty".into());
+    }
+    Ok((namespace.to_owned(), ms))
 }
 
 impl ServeArgs {

@@ -8,6 +8,7 @@ use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
 use mooring_engine::embedded::EmbeddedStore;
 use mooring_engine::memory::MemoryStore;
+use mooring_server::realtime::RealtimeConfig;
 use mooring_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +59,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(address = %local, "mooring is listening");
+    let realtime = RealtimeConfig {
+        heartbeat: Duration::from_millis(args.heartbeat_ms),
+        rollup_window: Duration::from_millis(args.rollup_window_ms),
+        namespace_rollup: args
+            .namespace_rollup
+            .iter()
+            .map(|(ns, ms)| (ns.clone(), Duration::from_millis(*ms)))
+            .collect(),
+        dedupe_window: Duration::from_secs(args.dedupe_window_secs),
+        ..RealtimeConfig::default()
+    };
     let config = ServerConfig {
+        realtime,
         long_poll_timeout: args.long_poll_timeout(),
         max_append_bytes: usize::try_from(args.max_append_bytes).unwrap_or(usize::MAX),
         ..ServerConfig::default()
