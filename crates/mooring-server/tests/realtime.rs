@@ -253,4 +253,7 @@ async fn errors_name_their_code() {
         .await;
     assert_eq!(f["code"], "message_not_found");
     assert_eq!(f["retryable"], false);
+    let big = "x".repeat(70 << 10);
+    let f = ws.publish(4, "s", json!([{"data": big}])).await;
+    assert_eq!(f["code"], "too_large");
 }

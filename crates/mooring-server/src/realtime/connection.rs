@@ -193,6 +193,13 @@ async fn hello(socket: &mut WebSocket, id: &str, timeout: Duration) -> Option<St
     None
 }
 
+/// The size an event counts against the limit: its data, name and extras as JSON.
+fn event_size(event: &mooring_protocol::session::NewEvent) -> usize {
+    let data = serde_json::to_string(&event.data).map_or(0, |d| d.len());
+    let extras: usize = event.extras.iter().map(|(k, v)| k.len() + v.len()).sum();
+    data + extras + event.name.as_ref().map_or(0, String::len)
+}
+
 impl Connection {
     /// Queues a frame for the client, waiting for room.
     async fn push(&self, frame: &ServerFrame) {
@@ -203,6 +210,7 @@ impl Connection {
 
     /// Handles one client frame; `Err(close code)` ends the connection.
     async fn on_frame(&mut self, text: &str) -> Result<(), u16> {
+        let frame_len = text.len();
         let frame = match serde_json::from_str::<ClientFrame>(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -234,7 +242,23 @@ impl Connection {
                 req,
                 session,
                 events,
-            } => self.publish(req, session, events).await,
+            } => {
+                // A frame within the limit cannot hold an event over it; only measure big ones.
+                let limit = self.sessions.config().max_event_bytes;
+                if let Some(index) = (frame_len > limit)
+                    .then(|| events.iter().position(|e| event_size(e) > limit))
+                    .flatten()
+                {
+                    let err = body(
+                        ErrorCode::TooLarge,
+                        format!("event {index} is over {limit} bytes; split it into appends"),
+                    );
+                    self.push(&error_frame(Some(req), Some(&session), err))
+                        .await;
+                    return Ok(());
+                }
+                self.publish(req, session, events).await
+            }
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct RealtimeConfig {
     pub max_attachments: usize,
     /// Largest frame a client may send.
     pub max_frame_bytes: usize,
+    /// Largest event (its `data`, `name` and `extras`, as JSON) a client may publish.
+    pub max_event_bytes: usize,
     /// How long a new connection has to send `hello`.
     pub hello_timeout: Duration,
     /// How long a session task lingers with nobody attached and nothing to do.
@@ -54,6 +56,7 @@ impl Default for RealtimeConfig {
             dedupe_window: Duration::from_secs(120),
             max_attachments: 256,
             max_frame_bytes: 1 << 20,
+            max_event_bytes: 64 << 10,
             hello_timeout: Duration::from_secs(10),
             session_idle_exit: Duration::from_secs(30),
         }
