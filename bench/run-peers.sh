@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Durable appends, side by side: Mooring and its peers on this machine, in one run.
+#
+#   bench/run-peers.sh
+#
+# Builds Mooring and mooring-bench (release), installs the peers into a scratch directory outside
+# the repository (never committed), then for every point (1 / 64 / 256 producers × 1 / 100
+# streams, 256-byte appends) starts each server afresh on a free port with an empty data
+# directory, runs `mooring-bench durable-appends` against it and stops it. Also measures the
+# fdatasync group-commit ceiling of the same disk at matching batch sizes. Writes every result as
+# JSON to bench/results/<UTC date>/, prints a table and redraws docs/benchmarks-durable-appends.svg.
+#
+# Peers:
+#   electric  ElectricSQL's Rust server, crates.io `durable-streams` 0.1.5, --durability wal
+#   node      the Node reference server, npm `@durable-streams/server` 0.3.7, file-backed
+# A peer that cannot be installed or started is reported and skipped; the others still run.
+#
+# Settings (environment):
+#   BENCH_SCRATCH    scratch directory for peers and data   [~/.cache/mooring-bench]
+#   BENCH_OUT        results directory                      [bench/results/<UTC date>]
+#   BENCH_SECS       measured seconds per point             [8]
+#   BENCH_WARMUP     warm-up seconds per point              [2]
+#   BENCH_PRODUCERS  producer counts                        [1 64 256]
+#   BENCH_STREAMS    stream counts                          [1 100]
+#   BENCH_SERVERS    servers to run                         [mooring electric node]
+#   BENCH_FSYNC_SECS seconds per fsync-limit measurement    [5]
+#   BENCH_CHART      where to draw the chart ("" for none)  [docs/benchmarks-durable-appends.svg]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+scratch="${BENCH_SCRATCH:-$HOME/.cache/mooring-bench}"
+out="${BENCH_OUT:-$root/bench/results/$(date -u +%Y-%m-%d)}"
+secs="${BENCH_SECS:-8}"
+warmup="${BENCH_WARMUP:-2}"
+producer_counts="${BENCH_PRODUCERS:-1 64 256}"
+stream_counts="${BENCH_STREAMS:-1 100}"
+servers="${BENCH_SERVERS:-mooring electric node}"
+fsync_secs="${BENCH_FSYNC_SECS:-5}"
+chart="${BENCH_CHART-$root/docs/benchmarks-durable-appends.svg}"
+
+electric_version=0.1.5
+node_server_version=0.3.7
+
+say() { printf '\n== %s\n' "$*"; }
+warn() { printf '!! %s\n' "$*" >&2; }
+
+mkdir -p "$scratch" "$out"
+scratch="$(cd "$scratch" && pwd)"
+case "$scratch/" in
+  "$root"/*) warn "BENCH_SCRATCH must be outside the repository"; exit 2 ;;
+esac
+runs="$(mktemp -d "$scratch/run.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$runs"
+}
+trap cleanup EXIT
+
+say "build (release)"
+cargo build --release --locked -p mooring -p mooring-bench
+mooring="$root/target/release/mooring"
+bench="$root/target/release/mooring-bench"
+
+# ---- peers -------------------------------------------------------------------------------------
+available=""
+electric_bin="$scratch/electric/bin/durable-streams-server"
+node_dir="$scratch/node"
+for server in $servers; do
+  case "$server" in
+    mooring) available="$available mooring" ;;
+    electric)
+      say "peer: ElectricSQL's Rust server (durable-streams $electric_version)"
+      if [ -x "$electric_bin" ] && [ -f "$scratch/electric/.version-$electric_version" ]; then
+        echo "already installed in $scratch/electric"
+        available="$available electric"
+      elif cargo install --locked --version "$electric_version" durable-streams \
+             --root "$scratch/electric" >"$scratch/electric-install.log" 2>&1; then
+        touch "$scratch/electric/.version-$electric_version"
+        echo "installed into $scratch/electric"
+        available="$available electric"
+      else
+        warn "could not install durable-streams $electric_version (log: $scratch/electric-install.log); skipping ElectricSQL's server"
+        tail -5 "$scratch/electric-install.log" >&2 || true
+      fi
+      ;;
+    node)
+      say "peer: Node reference server (@durable-streams/server $node_server_version)"
+      installed=""
+      if [ -f "$node_dir/node_modules/@durable-streams/server/package.json" ]; then
+        installed="$(node -p "require('$node_dir/node_modules/@durable-streams/server/package.json').version" 2>/dev/null || true)"
+      fi
+      if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        warn "node or npm is not installed; skipping the Node reference server"
+        continue
+      fi
+      if [ "$installed" != "$node_server_version" ]; then
+        mkdir -p "$node_dir"
+        [ -f "$node_dir/package.json" ] || echo '{"private":true,"type":"module"}' >"$node_dir/package.json"
+        if ! npm install --prefix "$node_dir" --no-audit --no-fund \
+               "@durable-streams/server@$node_server_version" >"$scratch/node-install.log" 2>&1; then
+          warn "could not install @durable-streams/server $node_server_version (log: $scratch/node-install.log); skipping the Node server"
+          tail -5 "$scratch/node-install.log" >&2 || true
+          continue
+        fi
+      fi
+      cat >"$node_dir/launch.mjs" <<'JS'
+// The Node reference server, file-backed: node launch.mjs PORT DATA_DIR
+import { DurableStreamTestServer } from "@durable-streams/server"
+const [port, dataDir] = process.argv.slice(2)
+const server = new DurableStreamTestServer({
+  port: Number(port), host: "127.0.0.1", dataDir, longPollTimeout: 500,
+})
+await server.start()
+console.log(`node reference server on 127.0.0.1:${port}, file-backed in ${dataDir}`)
+const stop = async () => { await server.stop(); process.exit(0) }
+process.on("SIGTERM", stop)
+process.on("SIGINT", stop)
+JS
+      echo "installed in $node_dir (node $(node --version))"
+      available="$available node"
+      ;;
+    *) warn "unknown server '$server' in BENCH_SERVERS; skipping" ;;
+  esac
+done
+
+# ---- the machine -------------------------------------------------------------------------------
+{
+  echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "nproc: $(nproc)"
+  lscpu | grep -E '^(Model name|Hypervisor vendor|CPU\(s\)|Thread\(s\) per core)' || true
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "scratch filesystem:"; df -hT "$scratch" | tail -1
+  echo "rustc: $(rustc --version)"
+  command -v node >/dev/null && echo "node: $(node --version)"
+  echo "points: producers [$producer_counts] x streams [$stream_counts], ${secs}s + ${warmup}s warm-up, 256-byte appends"
+} >"$out/machine.txt"
+say "machine"; cat "$out/machine.txt"
+
+# ---- servers -----------------------------------------------------------------------------------
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for_port() { # port pid
+  for _ in $(seq 1 100); do
+    kill -0 "$2" 2>/dev/null || return 1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+start_server() { # name port data log
+  case "$1" in
+    mooring) "$mooring" serve --listen "127.0.0.1:$2" --data-dir "$3" --engine embedded >"$4" 2>&1 & ;;
+    electric) "$electric_bin" --host 127.0.0.1 --port "$2" --data-dir "$3" --durability wal >"$4" 2>&1 & ;;
+    node) (cd "$node_dir" && exec node launch.mjs "$2" "$3") >"$4" 2>&1 & ;;
+  esac
+  server_pid=$!
+}
+
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+ticks_per_sec="$(getconf CLK_TCK)"
+
+# Adds the server's CPU use and peak memory to a result file.
+annotate() { # json cpu_ticks start_secs end_secs rss_kib
+  python3 - "$@" "$ticks_per_sec" <<'PY'
+import json, sys
+path, ticks, rss, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6])
+wall = float(sys.argv[4]) - float(sys.argv[3])
+with open(path) as f:
+    r = json.load(f)
+# Over the whole client run (stream creation, warm-up and measurement): 100 = one core.
+r["server_cpu_percent"] = round(100.0 * ticks / hz / wall, 1) if wall > 0 else None
+r["server_peak_rss_kib"] = rss
+with open(path, "w") as f:
+    json.dump(r, f, indent=2)
+    f.write("\n")
+PY
+}
+
+failed=""
+for streams in $stream_counts; do
+  for producers in $producer_counts; do
+    for server in $available; do
+      case " $failed " in *" $server "*) continue ;; esac
+      say "$server: $producers producers, $streams streams"
+      port="$(free_port)"
+      data="$runs/$server-p$producers-s$streams"
+      log="$runs/$server-p$producers-s$streams.log"
+      mkdir -p "$data"
+      sync
+      start_server "$server" "$port" "$data" "$log"
+      if ! wait_for_port "$port" "$server_pid"; then
+        warn "$server did not start on port $port; skipping it from here on. Its log:"
+        tail -20 "$log" >&2 || true
+        stop_server
+        failed="$failed $server"
+        continue
+      fi
+      json="$out/durable-appends-$server-p$producers-s$streams.json"
+      t0="$(cpu_ticks "$server_pid")"; s0="$(date +%s.%N)"
+      if "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
+           --producers "$producers" --streams "$streams" --size 256 \
+           --duration-secs "$secs" --warmup-secs "$warmup" --json "$json"; then
+        t1="$(cpu_ticks "$server_pid")"; s1="$(date +%s.%N)"
+        annotate "$json" "$((t1 - t0))" "$s0" "$s1" "$(rss_kib "$server_pid")"
+      else
+        warn "the run against $server failed (server log: last lines below)"
+        tail -10 "$log" >&2 || true
+      fi
+      stop_server
+      rm -rf "$data"
+    done
+  done
+done
+
+say "fsync limit of this disk (the scratch directory's file system)"
+batches="$(for p in $producer_counts; do echo "$p"; done | sort -n | uniq)"
+for batch in $batches; do
+  sync
+  "$bench" fsync-limit --dir "$runs" --batch "$batch" --size 256 --duration-secs "$fsync_secs" \
+    --file-mode prewritten --json "$out/fsync-limit-b$batch-prewritten.json"
+done
+sync
+"$bench" fsync-limit --dir "$runs" --batch 1 --size 256 --duration-secs "$fsync_secs" \
+  --file-mode growing --json "$out/fsync-limit-b1-growing.json"
+
+say "results in ${out#"$root"/}"
+python3 "$root/bench/table.py" "$out"
+if [ -n "$chart" ]; then
+  python3 "$root/bench/chart.py" "$out" --out "$chart"
+  echo "chart: ${chart#"$root"/}"
+fi
