@@ -257,3 +257,49 @@ async fn errors_name_their_code() {
     let f = ws.publish(4, "s", json!([{"data": big}])).await;
     assert_eq!(f["code"], "too_large");
 }
+
+#[tokio::test]
+async fn a_session_is_a_durable_stream_and_the_reverse() {
+    let node = start(no_rollup()).await;
+    let mut agent = Ws::connect(&node, "agent").await;
+    agent
+        .publish(1, "chat:ds", json!([{"name":"response","data":"hello"}]))
+        .await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/stream/chat:ds", node.addr);
+    let events: Value = http
+        .get(format!("{url}?offset=-1"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json array");
+    assert_eq!(events[0]["serial"], 1);
+    assert_eq!(events[0]["data"], "hello");
+    assert_eq!(events[0]["client_id"], "agent");
+
+    let mut reader = Ws::connect(&node, "reader").await;
+    reader
+        .send(json!({"type":"attach","session":"chat:ds","from":{"epoch":0,"serial":1}}))
+        .await;
+    assert_eq!(reader.next_frame().await["type"], "attached");
+    assert_eq!(reader.next_frame().await["type"], "live");
+    let res = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"note":"from a Durable Streams client"}"#)
+        .send()
+        .await
+        .expect("append");
+    assert_eq!(res.status(), 204);
+    let live = reader.next_frame().await;
+    assert_eq!(live["serial"], 2, "{live}");
+    assert_eq!(live["action"], "event");
+    assert_eq!(live["name"], "durable-stream");
+    assert_eq!(live["data"]["note"], "from a Durable Streams client");
+    agent
+        .publish(2, "chat:ds", json!([{"name":"response","data":"after"}]))
+        .await;
+    assert_eq!(reader.next_frame().await["serial"], 3);
+}
