@@ -2,7 +2,7 @@
 //!
 //! - [`memory`]: plain maps behind a mutex; the oracle the others are tested against.
 //! - [`embedded`]: redb files with group commit; the default for one node.
-//! - [`conformance`]: the suite every engine must pass (under `cfg(test)` or the `conformance`
+//! - `conformance`: the suite every engine must pass (under `cfg(test)` or the `conformance`
 //!   feature).
 //!
 //! Engines store; the rules live in `mooring_core::ops`, which engines run inside their

@@ -1,10 +1,10 @@
-//! The Mooring node: every HTTP surface on one port, over one [`LogStore`].
+//! The Mooring node: every HTTP surface on one port, over one `LogStore`.
 //!
 //! - [`durable_streams`]: the Durable Streams protocol under `/v1/stream/`.
 //! - [`realtime`]: the native realtime protocol at `/v1/ws`.
 //! - [`hub`]: wake-ups for live readers.
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
-//! - [`serve`]: runs a node until its shutdown token fires, then drains within a deadline.
+//! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
 
 pub mod durable_streams;
 pub mod http;

@@ -1,4 +1,4 @@
-//! Command-line arguments: parsed raw by clap, then validated into a [`ServeSettings`].
+//! Command-line arguments, parsed by clap (with `MOORING_*` environment fallbacks).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

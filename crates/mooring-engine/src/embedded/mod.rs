@@ -1,8 +1,8 @@
 //! The embedded engine: streams in one redb file, written through a group-commit writer.
 //!
-//! - [`tables`]: the redb tables and the byte layouts of their values;
-//! - [`txn`]: `LogView` and `LogTxn` over redb transactions;
-//! - [`writer`]: the thread that batches writes into one durable commit.
+//! - `tables`: the redb tables and the byte layouts of their values;
+//! - `txn`: `LogView` and `LogTxn` over redb transactions;
+//! - `writer`: the thread that batches writes into one durable commit.
 //!
 //! Reads run on read transactions, which see the last commit and never wait for the writer.
 

@@ -1,8 +1,8 @@
 //! The Durable Streams HTTP protocol under `/v1/stream/{path}`.
 //!
 //! Handlers decode a request into a core request, call the store, and encode the answer; the
-//! rules themselves live in `mooring_core`. Module per operation family: [`write`] (create,
-//! append, close, delete), [`read`] (catch-up, long-poll, HEAD), [`sse`].
+//! rules themselves live in `mooring_core`. Module per operation family: `write` (create,
+//! append, close, delete), `read` (catch-up, long-poll, HEAD), `sse`.
 
 mod error;
 mod query;

@@ -1,8 +1,8 @@
 //! The native realtime protocol over WebSocket at `/v1/ws` (see `docs/protocol.md`).
 //!
-//! - [`sessions`]: one task per hot session ([`actor`]), which orders, rolls up ([`rollup`]),
+//! - `sessions`: one task per hot session (`actor`), which orders, rolls up (`rollup`),
 //!   writes and broadcasts;
-//! - [`connection`]: one task per client socket; [`attach`]: the seam between history and live.
+//! - `connection`: one task per client socket; `attach`: the seam between history and live.
 
 mod actor;
 mod attach;
