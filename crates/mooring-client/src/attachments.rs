@@ -1,0 +1,375 @@
+//! The sessions a client is attached to, as the connection task sees them: each one's cursor,
+//! its subscriber's queue, and whether an attach is in flight, paused or still to be sent.
+//!
+//! A subscriber that falls behind never blocks the socket: its session is detached, and
+//! attached again from its cursor once the subscriber has room. The server answers frames in
+//! the order it receives them, so after the client sends `detach`, everything about that
+//! session up to the matching `detached` belongs to the old attachment and is ignored.
+
+use std::collections::HashMap;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use mooring_protocol::realtime::{AttachFrom, AttachMode, ClientFrame};
+use mooring_protocol::session::Event;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cursor::{Cursor, Verdict};
+use crate::error::{AttachError, AttachErrorKind, ServerError};
+use crate::subscription::{Delivery, EndReason, SessionItem};
+
+pub(crate) type AttachReply = oneshot::Sender<Result<(), AttachError>>;
+
+/// A new subscription's request, as the task receives it.
+#[derive(Debug)]
+pub(crate) struct AttachRequest {
+    pub(crate) session: String,
+    pub(crate) from: AttachFrom,
+    pub(crate) items: mpsc::Sender<Delivery>,
+    pub(crate) end: oneshot::Sender<EndReason>,
+    pub(crate) reply: AttachReply,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// An attach is to be sent on the next connection.
+    Unsent,
+    /// An attach was sent on this connection.
+    Sent,
+    /// The subscriber's queue is full: detached until it has room.
+    Paused,
+}
+
+#[derive(Debug)]
+struct Attachment {
+    cursor: Cursor,
+    items: mpsc::Sender<Delivery>,
+    end: Option<oneshot::Sender<EndReason>>,
+    /// The first `attached` (or refusal) answers the caller of `attach`.
+    reply: Option<AttachReply>,
+    state: State,
+}
+
+/// Every session the client is attached to.
+#[derive(Default)]
+pub(crate) struct Attachments {
+    sessions: HashMap<String, Attachment>,
+    /// `detached` answers still owed for detaches sent on this connection.
+    detaches: HashMap<String, u32>,
+    /// Resolve (with the session's name) when a paused subscriber has room again.
+    rooms: FuturesUnordered<BoxFuture<'static, String>>,
+    connected: bool,
+}
+
+impl std::fmt::Debug for Attachments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachments")
+            .field("sessions", &self.sessions)
+            .field("detaches", &self.detaches)
+            .field("paused", &self.rooms.len())
+            .field("connected", &self.connected)
+            .finish()
+    }
+}
+
+impl Attachments {
+    pub(crate) fn add(&mut self, request: AttachRequest, out: &mut Vec<ClientFrame>) {
+        let AttachRequest {
+            session,
+            from,
+            items,
+            end,
+            reply,
+        } = request;
+        if let Some(existing) = self.sessions.get(&session) {
+            if !existing.items.is_closed() {
+                let _ = reply.send(Err(AttachError::new(
+                    AttachErrorKind::AlreadyAttached,
+                    format!("this client already has a subscription to {session:?}"),
+                )));
+                return;
+            }
+            self.forget(&session, out);
+        }
+        let mut attachment = Attachment {
+            cursor: Cursor::new(from),
+            items,
+            end: Some(end),
+            reply: Some(reply),
+            state: State::Unsent,
+        };
+        if self.connected {
+            out.push(attach_frame(&session, &mut attachment));
+        }
+        self.sessions.insert(session, attachment);
+    }
+
+    /// The subscriber let go of its subscription.
+    pub(crate) fn detach(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        if self
+            .sessions
+            .get(session)
+            .is_some_and(|a| a.items.is_closed())
+        {
+            self.forget(session, out);
+        }
+    }
+
+    /// Drops a session whose subscriber is gone, detaching it on the server.
+    fn forget(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        if let Some(a) = self.sessions.remove(session) {
+            if a.state == State::Sent && self.connected {
+                self.send_detach(session, out);
+            }
+        }
+    }
+
+    fn send_detach(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        *self.detaches.entry(session.to_owned()).or_default() += 1;
+        out.push(ClientFrame::Detach {
+            session: session.to_owned(),
+        });
+    }
+
+    /// A new connection: every session not paused is attached again from its cursor.
+    pub(crate) fn on_connected(&mut self, out: &mut Vec<ClientFrame>) {
+        self.connected = true;
+        for (session, a) in &mut self.sessions {
+            if a.state == State::Unsent {
+                out.push(attach_frame(session, a));
+            }
+        }
+    }
+
+    pub(crate) fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.detaches.clear();
+        for a in self.sessions.values_mut() {
+            if a.state == State::Sent {
+                a.cursor.interrupt();
+                a.state = State::Unsent;
+            }
+        }
+    }
+
+    /// The attachment of `session` that frames are about, unless they belong to an old one.
+    fn current(&mut self, session: &str) -> Option<&mut Attachment> {
+        if self.detaches.get(session).is_some_and(|n| *n > 0) {
+            return None;
+        }
+        self.sessions
+            .get_mut(session)
+            .filter(|a| a.state == State::Sent)
+    }
+
+    pub(crate) fn on_attached(
+        &mut self,
+        session: &str,
+        epoch: u64,
+        mode: AttachMode,
+        high_water: u64,
+        out: &mut Vec<ClientFrame>,
+    ) {
+        let Some(a) = self.current(session) else {
+            return;
+        };
+        let reset = a.cursor.on_attached(epoch, mode, high_water);
+        if let Some(reply) = a.reply.take() {
+            if reply.send(Ok(())).is_err() {
+                self.forget(session, out);
+                return;
+            }
+        }
+        if let Some(reason) = reset {
+            let before = a.cursor.clone();
+            a.cursor.reset_delivered();
+            self.deliver(session, before, SessionItem::Reset(reason), out);
+        }
+    }
+
+    pub(crate) fn on_event(
+        &mut self,
+        session: &str,
+        epoch: u64,
+        event: Event,
+        out: &mut Vec<ClientFrame>,
+    ) {
+        let Some(a) = self.current(session) else {
+            return;
+        };
+        let before = a.cursor.clone();
+        match a.cursor.on_event(epoch, &event) {
+            Verdict::Deliver => self.deliver(session, before, SessionItem::Event(event), out),
+            Verdict::Duplicate | Verdict::Stale => {
+                tracing::trace!(session, serial = event.serial, "event dropped as seen")
+            }
+            Verdict::Gap => self.reattach_after_gap(session, event.serial, out),
+        }
+    }
+
+    pub(crate) fn on_live(&mut self, session: &str, serial: u64, out: &mut Vec<ClientFrame>) {
+        let Some(a) = self.current(session) else {
+            return;
+        };
+        let before = a.cursor.clone();
+        match a.cursor.on_live(serial) {
+            Verdict::Deliver => self.deliver(session, before, SessionItem::Live { serial }, out),
+            Verdict::Duplicate | Verdict::Stale => {}
+            Verdict::Gap => self.reattach_after_gap(session, serial, out),
+        }
+    }
+
+    /// The server skipped serials: detach and attach again from the cursor.
+    fn reattach_after_gap(&mut self, session: &str, serial: u64, out: &mut Vec<ClientFrame>) {
+        tracing::warn!(
+            session,
+            serial,
+            "serials skipped; attaching again from the last seen"
+        );
+        self.send_detach(session, out);
+        if let Some(a) = self.sessions.get_mut(session) {
+            a.cursor.interrupt();
+            out.push(attach_frame(session, a));
+        }
+    }
+
+    pub(crate) fn on_detached(
+        &mut self,
+        session: &str,
+        error: Option<ServerError>,
+        out: &mut Vec<ClientFrame>,
+    ) {
+        if let Some(owed) = self.detaches.get_mut(session).filter(|n| **n > 0) {
+            *owed -= 1;
+            return;
+        }
+        let Some(a) = self.current(session) else {
+            return;
+        };
+        match error {
+            Some(error) if !error.retryable => self.end(session, error),
+            retryable => {
+                tracing::info!(
+                    session,
+                    ?retryable,
+                    "detached by the server; attaching again"
+                );
+                a.cursor.interrupt();
+                out.push(attach_frame(session, a));
+            }
+        }
+    }
+
+    /// An error about `session` that answers no publish: a refused attach.
+    pub(crate) fn on_error(&mut self, session: &str, error: ServerError) {
+        let Some(a) = self.current(session) else {
+            return;
+        };
+        if !a.cursor.is_requested() {
+            tracing::warn!(session, %error, "error about an attached session");
+        } else if a.reply.is_none() && error.retryable {
+            // A resumed attach refused for now: try again on the next connection.
+            a.state = State::Unsent;
+        } else {
+            self.end(session, error);
+        }
+    }
+
+    /// Ends `session`'s subscription (or fails its attach) with `error`.
+    fn end(&mut self, session: &str, error: ServerError) {
+        let Some(mut a) = self.sessions.remove(session) else {
+            return;
+        };
+        if let Some(reply) = a.reply.take() {
+            let _ = reply.send(Err(AttachError::server(AttachErrorKind::Refused, error)));
+        } else if let Some(end) = a.end.take() {
+            let _ = end.send(EndReason::Detached(error));
+        }
+    }
+
+    /// Ends every subscription: the client is closing.
+    pub(crate) fn end_all(&mut self, reason: &EndReason) {
+        for (_, mut a) in self.sessions.drain() {
+            if let Some(reply) = a.reply.take() {
+                let _ = reply.send(Err(AttachError::new(
+                    AttachErrorKind::Closed,
+                    "the client closed before the session was attached",
+                )));
+            } else if let Some(end) = a.end.take() {
+                let _ = end.send(reason.clone());
+            }
+        }
+    }
+
+    /// Hands `item` to the session's subscriber; if its queue is full, restores the cursor to
+    /// `before` and pauses the session.
+    fn deliver(
+        &mut self,
+        session: &str,
+        before: Cursor,
+        item: SessionItem,
+        out: &mut Vec<ClientFrame>,
+    ) {
+        let Some(a) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let delivery = Delivery {
+            item,
+            position: a.cursor.position(),
+        };
+        match a.items.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(session, "subscriber behind; pausing the session");
+                a.cursor = before;
+                a.cursor.interrupt();
+                a.state = State::Paused;
+                let items = a.items.clone();
+                let name = session.to_owned();
+                self.rooms.push(
+                    async move { items.reserve_owned().await.map(drop).ok() }
+                        .map(move |_| name)
+                        .boxed(),
+                );
+                if self.connected {
+                    self.send_detach(session, out);
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.forget(session, out),
+        }
+    }
+
+    /// Whether some paused session waits for its subscriber.
+    pub(crate) fn any_paused(&self) -> bool {
+        !self.rooms.is_empty()
+    }
+
+    /// The next paused session whose subscriber has room (or is gone).
+    pub(crate) async fn next_room(&mut self) -> Option<String> {
+        self.rooms.next().await
+    }
+
+    /// A paused subscriber has room: attach its session again.
+    pub(crate) fn on_room(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        let Some(a) = self.sessions.get_mut(session) else {
+            return;
+        };
+        if a.items.is_closed() {
+            self.sessions.remove(session);
+        } else if a.state == State::Paused {
+            a.state = State::Unsent;
+            if self.connected {
+                out.push(attach_frame(session, a));
+            }
+        }
+    }
+}
+
+fn attach_frame(session: &str, a: &mut Attachment) -> ClientFrame {
+    a.state = State::Sent;
+    ClientFrame::Attach {
+        session: session.to_owned(),
+        from: Some(a.cursor.attach_from()),
+    }
+}

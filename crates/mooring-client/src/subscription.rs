@@ -1,0 +1,165 @@
+//! A subscription: the items of one attached session, in order, and the messages folded from
+//! them so far.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use mooring_protocol::session::{Event, MessageView};
+use mooring_protocol::Position;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accumulate::Accumulator;
+use crate::cursor::ResetReason;
+use crate::error::ServerError;
+use crate::task::Command;
+
+/// What a subscription yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionItem {
+    /// An event, each serial exactly once and in order (a materialized view's whole messages
+    /// arrive as `message.create` events with a `version`).
+    Event(Event),
+    /// Catch-up is complete up to `serial`; what follows is live. Sent again after each
+    /// resume.
+    Live { serial: u64 },
+    /// Drop everything held for this session: the materialized view follows. The
+    /// subscription's own [`messages`](Subscription::messages) are already cleared.
+    Reset(ResetReason),
+    /// The last item: the subscription is over and will not resume.
+    Ended(EndReason),
+}
+
+/// Why a subscription ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The server detached the session and attaching again will not help (for example
+    /// `session_closed`).
+    Detached(ServerError),
+    /// The client was closed.
+    ClientClosed,
+    /// The client gave up reconnecting, or the server refused it for good.
+    Disconnected,
+}
+
+/// What the connection task sends a subscription: an item and the resume position after it,
+/// when trusted.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) item: SessionItem,
+    pub(crate) position: Option<Position>,
+}
+
+/// The items of one attached session: a [`Stream`] of [`SessionItem`]s that continues across
+/// reconnects with no gap and no duplicate, plus the messages folded from them.
+///
+/// Dropping it detaches the session.
+#[derive(Debug)]
+pub struct Subscription {
+    session: String,
+    items: mpsc::Receiver<Delivery>,
+    end: Option<oneshot::Receiver<EndReason>>,
+    commands: mpsc::Sender<Command>,
+    messages: Accumulator,
+    position: Option<Position>,
+    ended: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        session: String,
+        items: mpsc::Receiver<Delivery>,
+        end: oneshot::Receiver<EndReason>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Self {
+            session,
+            items,
+            end: Some(end),
+            commands,
+            messages: Accumulator::new(),
+            position: None,
+            ended: false,
+        }
+    }
+
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// The next item; `None` after [`SessionItem::Ended`].
+    pub async fn next(&mut self) -> Option<SessionItem> {
+        futures::StreamExt::next(self).await
+    }
+
+    /// The session's live messages folded from every item yielded so far, in serial order:
+    /// equal to the server's materialized view as of the last event yielded.
+    pub fn messages(&self) -> Vec<MessageView> {
+        self.messages.messages()
+    }
+
+    /// The message created at `serial`, as folded so far.
+    pub fn message(&self, serial: u64) -> Option<&MessageView> {
+        self.messages.message(serial)
+    }
+
+    /// Where this subscription stands once everything yielded so far forms a prefix of the
+    /// log: attaching from here (even from another process) continues with no gap and no
+    /// duplicate. `None` while a materialized view is arriving.
+    pub fn position(&self) -> Option<Position> {
+        self.position
+    }
+
+    fn observe(&mut self, delivery: Delivery) -> SessionItem {
+        match &delivery.item {
+            SessionItem::Event(event) => {
+                self.messages.apply(event);
+            }
+            SessionItem::Reset(_) => self.messages.clear(),
+            SessionItem::Live { .. } | SessionItem::Ended(_) => {}
+        }
+        if delivery.position.is_some() {
+            self.position = delivery.position;
+        }
+        delivery.item
+    }
+}
+
+impl Stream for Subscription {
+    type Item = SessionItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SessionItem>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.items.poll_recv(cx) {
+            Poll::Ready(Some(delivery)) => Poll::Ready(Some(self.observe(delivery))),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                // The task sends the reason before it lets go of the items, so it is ready.
+                let reason = match self.end.as_mut() {
+                    Some(end) => match Pin::new(end).poll(cx) {
+                        Poll::Ready(Ok(reason)) => reason,
+                        Poll::Ready(Err(_)) | Poll::Pending => EndReason::ClientClosed,
+                    },
+                    None => EndReason::ClientClosed,
+                };
+                self.end = None;
+                self.ended = true;
+                Poll::Ready(Some(SessionItem::Ended(reason)))
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Best effort: if the queue is full the task notices the dropped receiver later.
+            let _ = self.commands.try_send(Command::Detach {
+                session: std::mem::take(&mut self.session),
+            });
+        }
+    }
+}

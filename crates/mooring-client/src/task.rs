@@ -1,0 +1,300 @@
+//! The one task that owns a client's socket: it connects, answers and sends heartbeats,
+//! routes frames to attachments and publishes, reconnects with backoff, and exits with a
+//! named [`CloseReason`].
+
+use std::time::Duration;
+
+use mooring_protocol::realtime::{ClientFrame, ServerFrame};
+use mooring_protocol::session::NewEvent;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::attachments::{AttachRequest, Attachments};
+use crate::backoff::Backoff;
+use crate::connection::{Connection, Incoming, Lost};
+use crate::error::{ConnectErrorKind, ServerError};
+use crate::options::ClientOptions;
+use crate::publishes::{PublishReply, Publishes};
+use crate::subscription::EndReason;
+
+/// What a client handle (or a subscription) asks of the task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Attach(AttachRequest),
+    /// A subscription was dropped.
+    Detach {
+        session: String,
+    },
+    Publish {
+        session: String,
+        events: Vec<NewEvent>,
+        reply: PublishReply,
+    },
+    Close {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The client's connection, as its handles can watch it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Connected {
+        connection_id: String,
+        /// The identity the server stamps on this client's events.
+        client_id: String,
+    },
+    /// The connection was lost; waiting before attempt number `attempt`.
+    Reconnecting { attempt: u32 },
+    /// The task has exited; every operation now fails.
+    Closed(CloseReason),
+}
+
+/// Why a client's task exited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// [`Client::close`](crate::Client::close) was called, or every handle and subscription
+    /// was dropped.
+    Closed,
+    /// Reconnecting failed this many times in a row (see `ReconnectPolicy::max_attempts`).
+    GaveUp { attempts: u32 },
+    /// The server refused the client for good (for example `unsupported_protocol`).
+    Refused(ServerError),
+}
+
+/// How one connection ended.
+enum Ended {
+    Lost(Lost),
+    Close(Option<oneshot::Sender<()>>),
+}
+
+type Exit = (CloseReason, Option<oneshot::Sender<()>>);
+
+#[derive(Debug)]
+pub(crate) struct Task {
+    url: String,
+    client_id: Option<String>,
+    connect_timeout: Duration,
+    commands: mpsc::Receiver<Command>,
+    status: watch::Sender<ConnectionStatus>,
+    attachments: Attachments,
+    publishes: Publishes,
+    backoff: Backoff,
+    rng: StdRng,
+}
+
+impl Task {
+    pub(crate) fn new(
+        options: &ClientOptions,
+        commands: mpsc::Receiver<Command>,
+        status: watch::Sender<ConnectionStatus>,
+    ) -> Self {
+        Self {
+            url: options.url.clone(),
+            client_id: options.client_id.clone(),
+            connect_timeout: options.connect_timeout,
+            commands,
+            status,
+            attachments: Attachments::default(),
+            publishes: Publishes::default(),
+            backoff: Backoff::new(options.reconnect.clone()),
+            rng: StdRng::from_entropy(),
+        }
+    }
+
+    /// Runs until the client is closed or gives up; returns why.
+    pub(crate) async fn run(mut self, mut connection: Connection) -> CloseReason {
+        let (reason, done) = loop {
+            let started = Instant::now();
+            match self.serve(&mut connection).await {
+                Ended::Close(done) => {
+                    connection.close().await;
+                    break (CloseReason::Closed, done);
+                }
+                Ended::Lost(lost) => tracing::warn!(%lost, url = %self.url, "connection lost"),
+            }
+            self.attachments.on_disconnected();
+            self.publishes.on_disconnected();
+            self.backoff.connection_ended(started.elapsed());
+            match self.reconnect().await {
+                Ok(next) => connection = next,
+                Err(exit) => break exit,
+            }
+        };
+        let end = match reason {
+            CloseReason::Closed => EndReason::ClientClosed,
+            CloseReason::GaveUp { .. } | CloseReason::Refused(_) => EndReason::Disconnected,
+        };
+        self.attachments.end_all(&end);
+        self.publishes
+            .fail_all(&format!("the client closed: {reason:?}"));
+        tracing::info!(?reason, "client task exiting");
+        self.status
+            .send_replace(ConnectionStatus::Closed(reason.clone()));
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+        reason
+    }
+
+    /// Serves one connection until it is lost or the client closes.
+    async fn serve(&mut self, connection: &mut Connection) -> Ended {
+        let welcome = connection.welcome.clone();
+        tracing::debug!(connection_id = %welcome.connection_id, "connected");
+        // Keep the identity the server gave us across reconnects.
+        self.client_id = Some(welcome.client_id.clone());
+        self.status.send_replace(ConnectionStatus::Connected {
+            connection_id: welcome.connection_id,
+            client_id: welcome.client_id,
+        });
+        let mut out = Vec::new();
+        self.attachments.on_connected(&mut out);
+        out.extend(self.publishes.on_connected());
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + welcome.heartbeat, welcome.heartbeat);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let dead = tokio::time::sleep(welcome.dead_after);
+        tokio::pin!(dead);
+        let mut nonce = 0;
+        loop {
+            for frame in out.drain(..) {
+                if let Err(lost) = connection.send(&frame).await {
+                    return Ended::Lost(lost);
+                }
+            }
+            tokio::select! {
+                incoming = connection.recv() => {
+                    dead.as_mut().reset(Instant::now() + welcome.dead_after);
+                    match incoming {
+                        Incoming::Frame(frame) => self.on_frame(frame, &mut out),
+                        Incoming::Alive => {}
+                        Incoming::Lost(lost) => return Ended::Lost(lost),
+                    }
+                }
+                command = self.commands.recv() => {
+                    if let Some(close) = self.on_command(command, &mut out) {
+                        return Ended::Close(close);
+                    }
+                }
+                _ = ping.tick() => {
+                    nonce += 1;
+                    out.push(ClientFrame::Ping { nonce });
+                }
+                () = &mut dead => return Ended::Lost(Lost::Silent),
+                Some(session) = self.attachments.next_room(), if self.attachments.any_paused() => {
+                    self.attachments.on_room(&session, &mut out);
+                }
+            }
+        }
+    }
+
+    /// Waits out the backoff (still taking commands) and reconnects.
+    async fn reconnect(&mut self) -> Result<Connection, Exit> {
+        // Nothing is sent while disconnected: the tables keep what the next connection needs.
+        let mut unsent = Vec::new();
+        loop {
+            if !self.backoff.may_retry() {
+                let attempts = self.backoff.failures();
+                return Err((CloseReason::GaveUp { attempts }, None));
+            }
+            let delay = self.backoff.next_delay(&mut self.rng);
+            let attempt = self.backoff.failures();
+            self.status
+                .send_replace(ConnectionStatus::Reconnecting { attempt });
+            tracing::debug!(attempt, ?delay, "reconnecting");
+            let wake = tokio::time::sleep(delay);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    () = &mut wake => break,
+                    command = self.commands.recv() => {
+                        if let Some(close) = self.on_command(command, &mut unsent) {
+                            return Err((CloseReason::Closed, close));
+                        }
+                    }
+                    Some(session) = self.attachments.next_room(), if self.attachments.any_paused() => {
+                        self.attachments.on_room(&session, &mut unsent);
+                    }
+                }
+                unsent.clear();
+            }
+            let opened =
+                Connection::open(&self.url, self.client_id.as_deref(), self.connect_timeout).await;
+            match opened {
+                Ok(connection) => return Ok(connection),
+                Err(e) if e.kind() == ConnectErrorKind::Refused => {
+                    match e.server_error().filter(|s| !s.retryable) {
+                        Some(server) => return Err((CloseReason::Refused(server.clone()), None)),
+                        None => tracing::warn!(error = %e, attempt, "reconnect refused"),
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, attempt, "reconnect failed"),
+            }
+        }
+    }
+
+    /// Applies a command; returns `Some` when the client is closing (with the closer's
+    /// acknowledgement, if it waits for one).
+    fn on_command(
+        &mut self,
+        command: Option<Command>,
+        out: &mut Vec<ClientFrame>,
+    ) -> Option<Option<oneshot::Sender<()>>> {
+        match command {
+            None => return Some(None),
+            Some(Command::Close { done }) => return Some(Some(done)),
+            Some(Command::Attach(request)) => self.attachments.add(request, out),
+            Some(Command::Detach { session }) => self.attachments.detach(&session, out),
+            Some(Command::Publish {
+                session,
+                events,
+                reply,
+            }) => out.extend(self.publishes.add(session, events, reply)),
+        }
+        None
+    }
+
+    fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<ClientFrame>) {
+        match frame {
+            ServerFrame::Ping { nonce } => out.push(ClientFrame::Pong { nonce }),
+            ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+            ServerFrame::Attached {
+                session,
+                epoch,
+                mode,
+                serial,
+            } => self
+                .attachments
+                .on_attached(&session, epoch, mode, serial, out),
+            ServerFrame::Live { session, serial } => {
+                self.attachments.on_live(&session, serial, out)
+            }
+            ServerFrame::Event {
+                session,
+                epoch,
+                event,
+            } => self.attachments.on_event(&session, epoch, event, out),
+            ServerFrame::Detached { session, error } => {
+                self.attachments
+                    .on_detached(&session, error.map(ServerError::from), out)
+            }
+            ServerFrame::Ack { req, results, .. } => self.publishes.on_ack(req, results),
+            ServerFrame::Error {
+                req: Some(req),
+                error,
+                ..
+            } => self.publishes.on_error(req, error.into()),
+            ServerFrame::Error {
+                req: None,
+                session: Some(session),
+                error,
+            } => self.attachments.on_error(&session, error.into()),
+            ServerFrame::Error {
+                req: None,
+                session: None,
+                error,
+            } => tracing::warn!(code = ?error.code, message = %error.message, "server error"),
+        }
+    }
+}

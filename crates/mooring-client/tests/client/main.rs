@@ -1,0 +1,8 @@
+//! The client against a real node, in process, on the memory engine: one test binary, a
+//! module per feature.
+
+mod node;
+
+mod attach;
+mod publish;
+mod resume;
