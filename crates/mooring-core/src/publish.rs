@@ -109,7 +109,8 @@ fn stage(
             client_id: group.client_id.clone(),
             data: new.data.clone(),
             extras: new.extras.clone(),
-            ts: now.ms,
+            // Never behind an earlier event, so history can be searched by time.
+            ts: now.ms.max(state.last_write_ms),
             version: None,
         };
         if event.reference.is_some_and(|r| r >= next_serial) {

@@ -182,6 +182,10 @@ pub enum ErrorCode {
     SessionClosed,
     /// The name belongs to a Durable Stream that is not JSON, so it cannot hold events.
     NotASession,
+    /// (REST) No session by this name.
+    SessionNotFound,
+    /// (REST) A query parameter or body is malformed; the message names it.
+    InvalidRequest,
     /// The storage refused the write (full disk, failed fsync); nothing was acknowledged.
     StoreUnavailable,
     /// The server is shutting down.

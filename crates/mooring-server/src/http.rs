@@ -9,7 +9,7 @@ use axum::Router;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
 use crate::state::AppState;
-use crate::{durable_streams, realtime};
+use crate::{durable_streams, realtime, rest};
 
 /// Headers browsers may read from our responses.
 const EXPOSED: [&str; 11] = [
@@ -33,6 +33,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(durable_streams::routes())
         .merge(realtime::routes())
+        .merge(rest::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors())
         .layer(middleware::from_fn(security_headers))

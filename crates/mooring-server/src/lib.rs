@@ -2,6 +2,7 @@
 //!
 //! - [`durable_streams`]: the Durable Streams protocol under `/v1/stream/`.
 //! - [`realtime`]: the native realtime protocol at `/v1/ws`.
+//! - [`rest`]: REST and SSE over sessions at `/v1/sessions/`.
 //! - [`hub`]: wake-ups for live readers.
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
 //! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
@@ -10,6 +11,7 @@ pub mod durable_streams;
 pub mod http;
 pub mod hub;
 pub mod realtime;
+pub mod rest;
 mod serve;
 pub mod state;
 mod upkeep;

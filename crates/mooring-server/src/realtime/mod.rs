@@ -7,7 +7,7 @@
 mod actor;
 mod attach;
 mod connection;
-mod errors;
+pub(crate) mod errors;
 mod rollup;
 pub mod sessions;
 

@@ -1,0 +1,27 @@
+//! REST and SSE over sessions, under `/v1/sessions/{name}/` (see `docs/protocol.md`).
+
+mod error;
+mod history;
+mod publish;
+mod sse;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::RestError;
+
+use crate::state::AppState;
+
+/// Routes of the REST surface.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/sessions/{name}/events",
+            post(publish::events).get(sse::events),
+        )
+        .route(
+            "/v1/sessions/{name}/messages/{serial}/append",
+            post(publish::append),
+        )
+        .route("/v1/sessions/{name}/history", get(history::history))
+}

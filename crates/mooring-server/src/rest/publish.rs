@@ -1,0 +1,110 @@
+//! `POST /v1/sessions/{name}/events` and `POST /v1/sessions/{name}/messages/{serial}/append`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mooring_core::session::PublishGroup;
+use mooring_protocol::realtime::ErrorCode;
+use mooring_protocol::session::{is_valid_session_name, Action, NewEvent};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::RestError;
+use crate::realtime::errors::of_publish;
+use crate::state::AppState;
+
+/// Header naming the publisher on a node without auth (with auth, the credential does).
+pub(crate) const CLIENT_ID_HEADER: &str = "mooring-client-id";
+
+/// One event, or `{"events": [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PublishBody {
+    Many { events: Vec<NewEvent> },
+    One(NewEvent),
+}
+
+pub(crate) fn client_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CLIENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+pub(crate) fn check_name(name: &str) -> Result<(), RestError> {
+    if is_valid_session_name(name) {
+        Ok(())
+    } else {
+        Err(RestError::new(
+            ErrorCode::InvalidSessionName,
+            "session names are 1 to 255 of A-Z a-z 0-9 : _ . / -",
+        ))
+    }
+}
+
+/// Publishes through the session's task, so REST writes are ordered and broadcast like any.
+pub(crate) async fn publish_events(
+    app: &AppState,
+    name: &str,
+    client_id: Option<String>,
+    events: Vec<NewEvent>,
+) -> Result<Response, RestError> {
+    check_name(name)?;
+    if events.is_empty() {
+        return Err(RestError::new(
+            ErrorCode::InvalidEvent,
+            "a publish needs at least one event",
+        ));
+    }
+    let group = PublishGroup { client_id, events };
+    let outcome = app
+        .sessions
+        .publish(name, group)
+        .await
+        .await
+        .map_err(|_| RestError::new(ErrorCode::ShuttingDown, "the session stopped"))?
+        .map_err(|e| RestError(of_publish(&e)))?;
+    let body = json!({ "session": name, "epoch": outcome.epoch, "results": outcome.results });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub(crate) async fn events(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, RestError> {
+    let Json(body) = body.map_err(|e| RestError::invalid(e.body_text()))?;
+    let events = match body {
+        PublishBody::Many { events } => events,
+        PublishBody::One(event) => vec![event],
+    };
+    publish_events(&app, &name, client_id(&headers), events).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendBody {
+    data: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+pub(crate) async fn append(
+    State(app): State<AppState>,
+    Path((name, serial)): Path<(String, u64)>,
+    headers: HeaderMap,
+    body: Result<Json<AppendBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, RestError> {
+    let Json(body) = body.map_err(|e| RestError::invalid(e.body_text()))?;
+    let event = NewEvent {
+        id: body.id,
+        action: Action::MessageAppend,
+        name: None,
+        reference: Some(serial),
+        data: body.data.into(),
+        extras: Default::default(),
+    };
+    publish_events(&app, &name, client_id(&headers), vec![event]).await
+}
