@@ -126,6 +126,19 @@ JS
 done
 
 # ---- the machine -------------------------------------------------------------------------------
+# Share of CPU time not idle over two seconds: anything else running skews every figure.
+cpu_busy() {
+  python3 - <<'PY'
+import time
+def sample():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+t0, i0 = sample(); time.sleep(2); t1, i1 = sample()
+print(round(100 * (1 - (i1 - i0) / max(t1 - t0, 1))))
+PY
+}
+busy="$(cpu_busy)"
 {
   echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -137,8 +150,12 @@ done
   echo "rustc: $(rustc --version)"
   command -v node >/dev/null && echo "node: $(node --version)"
   echo "points: producers [$producer_counts] x streams [$stream_counts], ${secs}s + ${warmup}s warm-up, 256-byte appends"
+  echo "cpu busy just before the run (2 s sample, all cores): ${busy}%"
 } >"$out/machine.txt"
 say "machine"; cat "$out/machine.txt"
+if [ "$busy" -gt 15 ]; then
+  warn "the CPUs were ${busy}% busy before the run: other work on this machine will skew the figures"
+fi
 
 # ---- servers -----------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -168,19 +185,27 @@ stop_server() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 ticks_per_sec="$(getconf CLK_TCK)"
 
-# Adds the server's CPU use and peak memory to a result file.
-annotate() { # json cpu_ticks start_secs end_secs rss_kib
+# Adds CPU use (100 = one core) and the server's peak memory to a result file: the server's, the
+# load generator's, the whole machine's, and what is left, which is other work skewing the point.
+annotate() { # json start_secs end_secs server_ticks machine_ticks generator_cpu_secs rss_kib
   python3 - "$@" "$ticks_per_sec" <<'PY'
 import json, sys
-path, ticks, rss, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[5]), int(sys.argv[6])
-wall = float(sys.argv[4]) - float(sys.argv[3])
+path = sys.argv[1]
+start, end = float(sys.argv[2]), float(sys.argv[3])
+server_ticks, machine_ticks = int(sys.argv[4]), int(sys.argv[5])
+generator_secs, rss, hz = float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+wall = max(end - start, 1e-6)
 with open(path) as f:
     r = json.load(f)
-# Over the whole client run (stream creation, warm-up and measurement): 100 = one core.
-r["server_cpu_percent"] = round(100.0 * ticks / hz / wall, 1) if wall > 0 else None
+# Over the whole client run: stream creation, warm-up and measurement.
+r["server_cpu_percent"] = round(100.0 * server_ticks / hz / wall, 1)
+r["generator_cpu_percent"] = round(100.0 * generator_secs / wall, 1)
+r["machine_cpu_percent"] = round(100.0 * machine_ticks / hz / wall, 1)
+r["other_cpu_percent"] = round(max(0.0, r["machine_cpu_percent"] - r["server_cpu_percent"] - r["generator_cpu_percent"]), 1)
 r["server_peak_rss_kib"] = rss
 with open(path, "w") as f:
     json.dump(r, f, indent=2)
@@ -208,12 +233,14 @@ for streams in $stream_counts; do
         continue
       fi
       json="$out/durable-appends-$server-p$producers-s$streams.json"
-      t0="$(cpu_ticks "$server_pid")"; s0="$(date +%s.%N)"
-      if "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
-           --producers "$producers" --streams "$streams" --size 256 \
-           --duration-secs "$secs" --warmup-secs "$warmup" --json "$json"; then
-        t1="$(cpu_ticks "$server_pid")"; s1="$(date +%s.%N)"
-        annotate "$json" "$((t1 - t0))" "$s0" "$s1" "$(rss_kib "$server_pid")"
+      t0="$(cpu_ticks "$server_pid")"; m0="$(machine_ticks)"; s0="$(date +%s.%N)"
+      TIMEFORMAT='%U %S'
+      if { time "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
+             --producers "$producers" --streams "$streams" --size 256 \
+             --duration-secs "$secs" --warmup-secs "$warmup" --json "$json" 2>&3 ; } 3>&2 2>"$runs/time"; then
+        t1="$(cpu_ticks "$server_pid")"; m1="$(machine_ticks)"; s1="$(date +%s.%N)"
+        generator_secs="$(awk '{print $1 + $2}' "$runs/time")"
+        annotate "$json" "$s0" "$s1" "$((t1 - t0))" "$((m1 - m0))" "$generator_secs" "$(rss_kib "$server_pid")"
       else
         warn "the run against $server failed (server log: last lines below)"
         tail -10 "$log" >&2 || true

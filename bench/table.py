@@ -46,6 +46,10 @@ def limit_for(limits, producers):
     return r["records_per_sec"] if r else None
 
 
+def human_us(us):
+    return f"{us} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
 def fmt_rate(r):
     if r is None:
         return "—"
@@ -90,7 +94,10 @@ def tables(directory):
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
 
-    lines.append("#### Server CPU during each point (100 % = one core; the load generator uses the rest)")
+    lines.append(
+        "#### CPU during each point: server / load generator / other work "
+        "(100 % = one core of 2; \"other\" above a few % means the point was disturbed)"
+    )
     lines.append("")
     head = ["producers × streams"] + [NAMES.get(s, s) for s in servers]
     lines.append("| " + " | ".join(head) + " |")
@@ -100,8 +107,11 @@ def tables(directory):
             row = [f"{producers} × {streams}"]
             for s in servers:
                 r = appends.get((s, streams, producers))
-                cpu = r.get("server_cpu_percent") if r else None
-                row.append(f"{cpu:.0f} %" if cpu is not None else "—")
+                if r is None or r.get("server_cpu_percent") is None:
+                    row.append("—")
+                    continue
+                parts = [r.get("server_cpu_percent"), r.get("generator_cpu_percent"), r.get("other_cpu_percent")]
+                row.append(" / ".join("?" if v is None else f"{v:.0f} %" for v in parts))
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
 
@@ -114,7 +124,7 @@ def tables(directory):
             l = r["sync_latency"]
             lines.append(
                 f"| {batch} | {mode} | {r['syncs_per_sec']:,.0f} | {r['records_per_sec']:,.0f} "
-                f"| {l['p50_us']} µs | {l['p99_us']} µs |"
+                f"| {human_us(l['p50_us'])} | {human_us(l['p99_us'])} |"
             )
         lines.append("")
     return "\n".join(lines)
