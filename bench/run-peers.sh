@@ -60,8 +60,9 @@ trap cleanup EXIT
 
 say "build (release)"
 cargo build --release --locked -p mooring -p mooring-bench
-mooring="$root/target/release/mooring"
-bench="$root/target/release/mooring-bench"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+mooring="$target_dir/release/mooring"
+bench="$target_dir/release/mooring-bench"
 
 # ---- peers -------------------------------------------------------------------------------------
 available=""

@@ -7,8 +7,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 # The test command has built these already; build whichever is missing.
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/debug"
 for bin in mooring mooring-bench; do
-  [ -x "target/debug/$bin" ] || cargo build --locked -p "$bin"
+  [ -x "$bin_dir/$bin" ] || cargo build --locked -p "$bin"
 done
 
 work="$(mktemp -d)"
@@ -20,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-target/debug/mooring serve --listen "127.0.0.1:$port" --data-dir "$work/data" --engine embedded \
+"$bin_dir/mooring" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --engine embedded \
   >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
@@ -29,7 +30,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-target/debug/mooring-bench durable-appends --url "http://127.0.0.1:$port" --label mooring \
+"$bin_dir/mooring-bench" durable-appends --url "http://127.0.0.1:$port" --label mooring \
   --producers 4 --streams 2 --duration-secs 1 --warmup-secs 0 --json "$work/result.json"
 
 python3 - "$work/result.json" <<'PY'
