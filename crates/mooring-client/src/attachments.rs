@@ -373,3 +373,269 @@ fn attach_frame(session: &str, a: &mut Attachment) -> ClientFrame {
         from: Some(a.cursor.attach_from()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mooring_protocol::realtime::{AttachPoint, ErrorCode};
+    use mooring_protocol::session::{Action, Extras};
+    use mooring_protocol::Position;
+
+    struct Sub {
+        items: mpsc::Receiver<Delivery>,
+        end: oneshot::Receiver<EndReason>,
+        reply: oneshot::Receiver<Result<(), AttachError>>,
+    }
+
+    impl Sub {
+        fn drain(&mut self) -> Vec<SessionItem> {
+            std::iter::from_fn(|| self.items.try_recv().ok().map(|d| d.item)).collect()
+        }
+    }
+
+    fn attach(table: &mut Attachments, from: AttachFrom, buffer: usize) -> (Sub, Vec<ClientFrame>) {
+        let (items, items_rx) = mpsc::channel(buffer);
+        let (end, end_rx) = oneshot::channel();
+        let (reply, reply_rx) = oneshot::channel();
+        let mut out = Vec::new();
+        let request = AttachRequest {
+            session: "s".into(),
+            from,
+            items,
+            end,
+            reply,
+        };
+        table.add(request, &mut out);
+        let sub = Sub {
+            items: items_rx,
+            end: end_rx,
+            reply: reply_rx,
+        };
+        (sub, out)
+    }
+
+    fn event(serial: u64) -> Event {
+        Event {
+            serial,
+            action: Action::Event,
+            id: None,
+            name: None,
+            reference: None,
+            client_id: None,
+            data: serde_json::Value::Null,
+            extras: Extras::new(),
+            ts: 0,
+            version: None,
+        }
+    }
+
+    fn from_position(serial: u64) -> Option<AttachFrom> {
+        Some(AttachFrom::Position(Position { epoch: 0, serial }))
+    }
+
+    fn attach_from(frames: &[ClientFrame]) -> Vec<Option<AttachFrom>> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                ClientFrame::Attach { from, .. } => Some(from.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn error(code: ErrorCode, retryable: bool) -> ServerError {
+        ServerError {
+            code,
+            message: "m".into(),
+            retryable,
+        }
+    }
+
+    fn connected() -> Attachments {
+        let mut table = Attachments::default();
+        table.on_connected(&mut Vec::new());
+        table
+    }
+
+    #[test]
+    fn an_attach_waits_for_a_connection_and_resumes_from_the_last_serial() {
+        let mut table = Attachments::default();
+        let start = AttachFrom::Named(AttachPoint::Start);
+        let (mut sub, out) = attach(&mut table, start.clone(), 16);
+        assert!(out.is_empty(), "nothing is sent while disconnected");
+        let mut out = Vec::new();
+        table.on_connected(&mut out);
+        assert_eq!(attach_from(&out), vec![Some(start)]);
+        table.on_attached("s", 0, AttachMode::Replay, 2, &mut out);
+        assert_eq!(sub.reply.try_recv().ok(), Some(Ok(())));
+        table.on_event("s", 0, event(1), &mut out);
+        table.on_event("s", 0, event(2), &mut out);
+        table.on_live("s", 2, &mut out);
+        table.on_disconnected();
+        let mut out = Vec::new();
+        table.on_connected(&mut out);
+        assert_eq!(attach_from(&out), vec![from_position(2)]);
+        table.on_attached("s", 0, AttachMode::Replay, 3, &mut out);
+        table.on_event("s", 0, event(2), &mut out);
+        table.on_event("s", 0, event(3), &mut out);
+        let serials: Vec<u64> = sub
+            .drain()
+            .iter()
+            .filter_map(|i| match i {
+                SessionItem::Event(e) => Some(e.serial),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(serials, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_full_subscriber_pauses_its_session_and_resumes_where_it_stopped() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Start), 2);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Replay, 5, &mut out);
+        for serial in 1..=3 {
+            table.on_event("s", 0, event(serial), &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![ClientFrame::Detach {
+                session: "s".into()
+            }],
+            "the third event did not fit: the session is detached"
+        );
+        assert!(table.any_paused());
+        // Frames of the old attachment, up to its `detached`, are ignored.
+        out.clear();
+        table.on_event("s", 0, event(4), &mut out);
+        table.on_detached("s", None, &mut out);
+        assert_eq!(sub.drain().len(), 2);
+        let room = futures::executor::block_on(table.next_room());
+        assert_eq!(room.as_deref(), Some("s"));
+        table.on_room("s", &mut out);
+        assert_eq!(attach_from(&out), vec![from_position(2)]);
+        table.on_attached("s", 0, AttachMode::Replay, 5, &mut out);
+        table.on_event("s", 0, event(3), &mut out);
+        assert!(matches!(&sub.drain()[..], [SessionItem::Event(e)] if e.serial == 3));
+    }
+
+    #[test]
+    fn frames_before_the_detached_answer_belong_to_the_old_attachment() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Start), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Replay, 9, &mut out);
+        table.on_event("s", 0, event(1), &mut out);
+        // Serial 2 is skipped: detach and attach again from 1.
+        table.on_event("s", 0, event(3), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(attach_from(&out), vec![from_position(1)]);
+        table.on_event("s", 0, event(4), &mut out);
+        table.on_live("s", 9, &mut out);
+        table.on_detached("s", None, &mut out);
+        table.on_attached("s", 0, AttachMode::Replay, 9, &mut out);
+        table.on_event("s", 0, event(2), &mut out);
+        let items = sub.drain();
+        let serials: Vec<u64> = items
+            .iter()
+            .filter_map(|i| match i {
+                SessionItem::Event(e) => Some(e.serial),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(serials, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_retryable_detach_attaches_again_and_a_final_one_ends_the_subscription() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Start), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Replay, 1, &mut out);
+        table.on_event("s", 0, event(1), &mut out);
+        let overflow = error(ErrorCode::SeamOverflow, true);
+        table.on_detached("s", Some(overflow), &mut out);
+        assert_eq!(attach_from(&out), vec![from_position(1)]);
+        table.on_attached("s", 0, AttachMode::Replay, 1, &mut out);
+        let closed = error(ErrorCode::SessionClosed, false);
+        table.on_detached("s", Some(closed.clone()), &mut out);
+        assert_eq!(sub.end.try_recv().ok(), Some(EndReason::Detached(closed)));
+        assert_eq!(sub.drain().len(), 1);
+        assert!(sub.items.try_recv().is_err(), "the queue is closed");
+    }
+
+    #[test]
+    fn a_refused_attach_answers_its_caller_with_the_code() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        table.on_error("s", error(ErrorCode::TooManyAttachments, false));
+        let refused = sub.reply.try_recv().ok().and_then(Result::err);
+        assert_eq!(
+            refused.and_then(|e| e.code()),
+            Some(ErrorCode::TooManyAttachments)
+        );
+    }
+
+    #[test]
+    fn a_dropped_subscriber_is_detached_and_its_session_can_be_attached_again() {
+        let mut table = connected();
+        let (sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Latest, 0, &mut out);
+        drop(sub);
+        table.detach("s", &mut out);
+        assert_eq!(
+            out,
+            vec![ClientFrame::Detach {
+                session: "s".into()
+            }]
+        );
+        let (mut again, out) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        assert_eq!(out.len(), 1);
+        let mut out = Vec::new();
+        // The old attachment's `detached` does not end the new one.
+        table.on_detached("s", None, &mut out);
+        table.on_attached("s", 0, AttachMode::Latest, 0, &mut out);
+        assert_eq!(again.reply.try_recv().ok(), Some(Ok(())));
+        table.on_live("s", 0, &mut out);
+        assert_eq!(again.drain(), vec![SessionItem::Live { serial: 0 }]);
+    }
+
+    #[test]
+    fn a_view_cut_short_is_reset_and_sent_again() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Latest, 9, &mut out);
+        let mut whole = event(4);
+        whole.version = Some(8);
+        table.on_event("s", 0, whole.clone(), &mut out);
+        table.on_disconnected();
+        let mut out = Vec::new();
+        table.on_connected(&mut out);
+        assert_eq!(
+            attach_from(&out),
+            vec![Some(AttachFrom::Named(AttachPoint::Latest))]
+        );
+        table.on_attached("s", 0, AttachMode::Latest, 9, &mut out);
+        table.on_event("s", 0, whole.clone(), &mut out);
+        assert_eq!(
+            sub.drain(),
+            vec![
+                SessionItem::Event(whole.clone()),
+                SessionItem::Reset(crate::ResetReason::ViewInterrupted),
+                SessionItem::Event(whole),
+            ]
+        );
+    }
+
+    #[test]
+    fn closing_answers_every_subscriber() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        table.end_all(&EndReason::ClientClosed);
+        let failed = sub.reply.try_recv().ok().and_then(Result::err);
+        assert_eq!(failed.map(|e| e.kind()), Some(AttachErrorKind::Closed));
+    }
+}

@@ -6,3 +6,4 @@ mod node;
 mod attach;
 mod publish;
 mod resume;
+mod scripted;
