@@ -12,6 +12,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 1024;
 /// Publishes awaiting their acknowledgement at once, per client.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// How long after its first send a publish may be resent: below the server's default dedupe
+/// window (2 minutes), with a margin.
+pub const DEFAULT_RESEND_WITHIN: Duration = Duration::from_secs(100);
 
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 #[derive(Clone, Debug)]
@@ -39,6 +42,10 @@ pub struct ClientOptions {
     pub subscription_buffer: usize,
     /// Publishes awaiting acknowledgement at once; more wait for a slot.
     pub max_in_flight: usize,
+    /// A publish interrupted by a disconnect is resent only if it was first sent less than
+    /// this long ago; older ones fail as interrupted, since the server would no longer
+    /// recognize the retry. Keep it below the server's dedupe window (`--dedupe-window-secs`).
+    pub resend_within: Duration,
 }
 
 impl ClientOptions {
@@ -68,6 +75,7 @@ impl Default for ClientOptions {
             assign_ids: true,
             subscription_buffer: DEFAULT_SUBSCRIPTION_BUFFER,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            resend_within: DEFAULT_RESEND_WITHIN,
         }
     }
 }

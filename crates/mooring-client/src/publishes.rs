@@ -3,10 +3,12 @@
 //! interrupted.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use mooring_protocol::realtime::{ClientFrame, Published};
 use mooring_protocol::session::NewEvent;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::error::{PublishError, PublishErrorKind, ServerError};
 
@@ -17,6 +19,8 @@ struct Pending {
     session: String,
     events: Vec<NewEvent>,
     reply: PublishReply,
+    /// When it was first sent; a resend is only safe inside the server's dedupe window.
+    first_sent: Option<Instant>,
 }
 
 impl Pending {
@@ -30,20 +34,32 @@ impl Pending {
 }
 
 /// The publishes of one client not yet answered, in request order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Publishes {
     next_req: u64,
     pending: BTreeMap<u64, Pending>,
     connected: bool,
+    /// How long after its first send a publish may still be resent.
+    resend_within: Duration,
 }
 
 impl Publishes {
+    pub(crate) fn new(resend_within: Duration) -> Self {
+        Self {
+            next_req: 0,
+            pending: BTreeMap::new(),
+            connected: false,
+            resend_within,
+        }
+    }
+
     /// Records a publish; returns its frame to send now if connected.
     pub(crate) fn add(
         &mut self,
         session: String,
         events: Vec<NewEvent>,
         reply: PublishReply,
+        now: Instant,
     ) -> Option<ClientFrame> {
         self.next_req += 1;
         let req = self.next_req;
@@ -51,6 +67,7 @@ impl Publishes {
             session,
             events,
             reply,
+            first_sent: self.connected.then_some(now),
         };
         let frame = self.connected.then(|| pending.frame(req));
         self.pending.insert(req, pending);
@@ -77,10 +94,36 @@ impl Publishes {
         }
     }
 
-    /// The connection is up: every pending publish is (re)sent, in request order.
-    pub(crate) fn on_connected(&mut self) -> Vec<ClientFrame> {
+    /// The connection is up: every pending publish is (re)sent, in request order, except
+    /// those nobody waits for any more (their caller timed out and was told the outcome is
+    /// unknown) and those first sent too long ago for the server to recognize a retry.
+    pub(crate) fn on_connected(&mut self, now: Instant) -> Vec<ClientFrame> {
         self.connected = true;
-        self.pending.iter().map(|(req, p)| p.frame(*req)).collect()
+        self.pending.retain(|_, p| !p.reply.is_closed());
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                p.first_sent
+                    .is_some_and(|t| now.duration_since(t) >= self.resend_within)
+            })
+            .map(|(req, _)| *req)
+            .collect();
+        for req in expired {
+            if let Some(p) = self.pending.remove(&req) {
+                let _ = p.reply.send(Err(PublishError::new(
+                    PublishErrorKind::Interrupted,
+                    "the connection was lost before the ack, and the publish is too old to be \
+                     resent inside the server's dedupe window",
+                )));
+            }
+        }
+        let mut frames = Vec::with_capacity(self.pending.len());
+        for (req, p) in &mut self.pending {
+            p.first_sent.get_or_insert(now);
+            frames.push(p.frame(*req));
+        }
+        frames
     }
 
     /// The connection is lost: publishes whose events all have ids wait for the next
@@ -135,7 +178,11 @@ mod tests {
     fn add(table: &mut Publishes, ids: &[Option<&str>]) -> (Option<ClientFrame>, Answer) {
         let (tx, rx) = oneshot::channel();
         let events = ids.iter().map(|id| event(*id)).collect();
-        (table.add("s".into(), events, tx), rx)
+        (table.add("s".into(), events, tx, Instant::now()), rx)
+    }
+
+    fn table() -> Publishes {
+        Publishes::new(Duration::from_secs(100))
     }
 
     fn req(frame: &ClientFrame) -> u64 {
@@ -147,8 +194,8 @@ mod tests {
 
     #[test]
     fn acks_and_errors_answer_their_own_request() {
-        let mut table = Publishes::default();
-        table.on_connected();
+        let mut table = table();
+        table.on_connected(Instant::now());
         let (first, mut first_rx) = add(&mut table, &[Some("a")]);
         let (second, mut second_rx) = add(&mut table, &[Some("b")]);
         let (first, second) = (first.map(|f| req(&f)), second.map(|f| req(&f)));
@@ -179,10 +226,10 @@ mod tests {
 
     #[test]
     fn publishes_with_ids_are_resent_after_a_reconnect_and_others_fail() {
-        let mut table = Publishes::default();
+        let mut table = table();
         let (queued, _queued_rx) = add(&mut table, &[Some("a")]);
         assert!(queued.is_none(), "nothing is sent while disconnected");
-        assert_eq!(table.on_connected().len(), 1);
+        assert_eq!(table.on_connected(Instant::now()).len(), 1);
         let (_, mut unsafe_rx) = add(&mut table, &[Some("b"), None]);
         let (_, _safe_rx) = add(&mut table, &[Some("c")]);
         table.on_disconnected();
@@ -191,13 +238,32 @@ mod tests {
             failed.map(|e| e.kind()),
             Some(PublishErrorKind::Interrupted)
         );
-        let resent: Vec<u64> = table.on_connected().iter().map(req).collect();
+        let resent: Vec<u64> = table.on_connected(Instant::now()).iter().map(req).collect();
         assert_eq!(resent, vec![1, 3]);
     }
 
     #[test]
+    fn publishes_nobody_waits_for_or_too_old_to_dedupe_are_not_resent() {
+        let mut table = table();
+        let start = Instant::now();
+        table.on_connected(start);
+        let (_, abandoned) = add(&mut table, &[Some("a")]);
+        drop(abandoned);
+        let (_, mut old_rx) = add(&mut table, &[Some("b")]);
+        table.on_disconnected();
+        let (_, _fresh_rx) = add(&mut table, &[Some("c")]);
+        let resent = table.on_connected(start + Duration::from_secs(101));
+        assert_eq!(resent.iter().map(req).collect::<Vec<_>>(), vec![3]);
+        let failed = old_rx.try_recv().ok().and_then(Result::err);
+        assert_eq!(
+            failed.map(|e| e.kind()),
+            Some(PublishErrorKind::Interrupted)
+        );
+    }
+
+    #[test]
     fn closing_fails_everything_pending() {
-        let mut table = Publishes::default();
+        let mut table = table();
         let (_, mut rx) = add(&mut table, &[Some("a")]);
         table.fail_all("closed");
         let failed = rx.try_recv().ok().and_then(Result::err);

@@ -97,7 +97,7 @@ impl Task {
             commands,
             status,
             attachments: Attachments::default(),
-            publishes: Publishes::default(),
+            publishes: Publishes::new(options.resend_within),
             backoff: Backoff::new(options.reconnect.clone()),
             rng: StdRng::from_entropy(),
         }
@@ -150,7 +150,7 @@ impl Task {
         });
         let mut out = Vec::new();
         self.attachments.on_connected(&mut out);
-        out.extend(self.publishes.on_connected());
+        out.extend(self.publishes.on_connected(Instant::now()));
         let mut ping =
             tokio::time::interval_at(Instant::now() + welcome.heartbeat, welcome.heartbeat);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -250,7 +250,7 @@ impl Task {
                 session,
                 events,
                 reply,
-            }) => out.extend(self.publishes.add(session, events, reply)),
+            }) => out.extend(self.publishes.add(session, events, reply, Instant::now())),
         }
         None
     }
