@@ -2,7 +2,7 @@
 //! its subscriber's queue, and whether an attach is in flight, paused or still to be sent.
 //!
 //! A subscriber that falls behind never blocks the socket: its session is detached, and
-//! attached again from its cursor once the subscriber has room. The server answers frames in
+//! attached again from its cursor once the subscriber has read half its buffer. The server answers frames in
 //! the order it receives them, so after the client sends `detach`, everything about that
 //! session up to the matching `detached` belongs to the old attachment and is ignored.
 
@@ -325,12 +325,17 @@ impl Attachments {
                 a.cursor = before;
                 a.cursor.interrupt();
                 a.state = State::Paused;
+                // Resume once half the buffer is free, not at the first free slot, so a
+                // subscriber that reads slowly is not detached and attached item by item.
                 let items = a.items.clone();
+                let room = (items.max_capacity() / 2).max(1);
                 let name = session.to_owned();
                 self.rooms.push(
-                    async move { items.reserve_owned().await.map(drop).ok() }
-                        .map(move |_| name)
-                        .boxed(),
+                    async move {
+                        let _ = items.reserve_many(room).await;
+                        name
+                    }
+                    .boxed(),
                 );
                 if self.connected {
                     self.send_detach(session, out);

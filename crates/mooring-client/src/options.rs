@@ -38,7 +38,7 @@ pub struct ClientOptions {
     pub assign_ids: bool,
     /// Items each subscription buffers. When a subscriber falls this far behind, the client
     /// detaches that session (other sessions keep flowing) and attaches it again from its last
-    /// serial once the subscriber has read some: nothing is lost and memory stays bounded.
+    /// serial once the subscriber has read half of them: nothing is lost and memory stays bounded.
     pub subscription_buffer: usize,
     /// Publishes awaiting acknowledgement at once; more wait for a slot.
     pub max_in_flight: usize,
