@@ -217,3 +217,49 @@ async fn lost_history_resets_the_subscriber_and_sends_the_view() {
         })
     );
 }
+
+#[tokio::test]
+async fn appends_rolled_up_by_the_server_fold_into_the_same_message() {
+    let node = Node::with(mooring_server::realtime::RealtimeConfig::default()).await;
+    let options = mooring_client::ClientOptions {
+        assign_ids: false,
+        ..node.options("agent")
+    };
+    let agent = mooring_client::Client::connect(options)
+        .await
+        .expect("connect");
+    let reader = node.client("reader").await;
+    let answer = agent
+        .create_message("roll:1", "response", "")
+        .await
+        .expect("create");
+    let mut early = reader
+        .attach("roll:1", StartAt::Latest)
+        .await
+        .expect("attach");
+    until_live(&mut early).await;
+
+    let appends = (0..30).map(|n| agent.append("roll:1", answer, format!("t{n} ")));
+    let serials = futures::future::join_all(appends).await;
+    let last = serials
+        .into_iter()
+        .map(|s| s.expect("append"))
+        .max()
+        .expect("some");
+    assert!(last < answer + 30, "appends inside the window share events");
+
+    let late_client = node.client("late").await;
+    let mut late = late_client
+        .attach("roll:1", StartAt::Latest)
+        .await
+        .expect("attach");
+    until_live(&mut late).await;
+    while early.position().map(|p| p.serial) != Some(last) {
+        next(&mut early).await;
+    }
+    let snapshot = node.snapshot("roll:1").await;
+    assert_eq!(early.messages(), snapshot);
+    assert_eq!(late.messages(), snapshot);
+    let text = snapshot[0].data.as_str().unwrap_or_default().to_owned();
+    assert_eq!(text.split_whitespace().count(), 30);
+}
