@@ -156,7 +156,9 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if !self.ended {
-            // Best effort: if the queue is full the task notices the dropped receiver later.
+            // Closed first, so the task sees the subscriber gone when the command arrives.
+            self.items.close();
+            // Best effort: if the queue is full the task notices the closed queue later.
             let _ = self.commands.try_send(Command::Detach {
                 session: std::mem::take(&mut self.session),
             });
