@@ -26,7 +26,11 @@ impl From<ErrorBody> for ServerError {
 
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
+        // The code as it travels (`message_not_found`), so it can be looked up in the docs.
+        match serde_json::to_value(self.code) {
+            Ok(serde_json::Value::String(code)) => write!(f, "{code}: {}", self.message),
+            _ => write!(f, "{:?}: {}", self.code, self.message),
+        }
     }
 }
 
@@ -170,7 +174,7 @@ mod tests {
         assert_eq!(error.code(), Some(ErrorCode::MessageNotFound));
         assert_eq!(
             error.to_string(),
-            "the server refused the publish: MessageNotFound: message 9 does not exist"
+            "the server refused the publish: message_not_found: message 9 does not exist"
         );
         let local = AttachError::new(AttachErrorKind::InvalidSessionName, "\"a b\"");
         assert_eq!(local.code(), None);

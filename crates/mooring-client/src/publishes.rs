@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mooring_protocol::realtime::{ClientFrame, Published};
+use mooring_protocol::realtime::{ClientFrame, ErrorCode, Published};
 use mooring_protocol::session::NewEvent;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -83,14 +83,24 @@ impl Publishes {
         }
     }
 
+    /// A refusal. A node shutting down refuses what it did not write; a publish whose events
+    /// all have ids then waits for the next connection, as if the connection had been lost.
     pub(crate) fn on_error(&mut self, req: u64, error: ServerError) {
-        match self.pending.remove(&req) {
-            Some(p) => {
-                let _ = p
-                    .reply
-                    .send(Err(PublishError::server(PublishErrorKind::Refused, error)));
-            }
-            None => tracing::debug!(req, ?error, "error for no pending publish"),
+        let Some(p) = self.pending.get(&req) else {
+            tracing::debug!(req, ?error, "error for no pending publish");
+            return;
+        };
+        if error.code == ErrorCode::ShuttingDown && p.events.iter().all(|e| e.id.is_some()) {
+            tracing::debug!(
+                req,
+                "node shutting down; the publish waits for the next connection"
+            );
+            return;
+        }
+        if let Some(p) = self.pending.remove(&req) {
+            let _ = p
+                .reply
+                .send(Err(PublishError::server(PublishErrorKind::Refused, error)));
         }
     }
 
@@ -160,7 +170,6 @@ impl Publishes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mooring_protocol::realtime::ErrorCode;
 
     fn event(id: Option<&str>) -> NewEvent {
         NewEvent {
@@ -259,6 +268,33 @@ mod tests {
             failed.map(|e| e.kind()),
             Some(PublishErrorKind::Interrupted)
         );
+    }
+
+    #[test]
+    fn a_publish_refused_by_a_node_shutting_down_waits_for_the_next_connection() {
+        let mut table = table();
+        table.on_connected(Instant::now());
+        let (_, mut with_id) = add(&mut table, &[Some("a")]);
+        let (_, mut without_id) = add(&mut table, &[None]);
+        for req in [1, 2] {
+            table.on_error(
+                req,
+                ServerError {
+                    code: ErrorCode::ShuttingDown,
+                    message: "stopping".into(),
+                    retryable: true,
+                },
+            );
+        }
+        assert!(with_id.try_recv().is_err(), "still waiting");
+        let refused = without_id.try_recv().ok().and_then(Result::err);
+        assert_eq!(
+            refused.and_then(|e| e.code()),
+            Some(ErrorCode::ShuttingDown)
+        );
+        table.on_disconnected();
+        let resent: Vec<u64> = table.on_connected(Instant::now()).iter().map(req).collect();
+        assert_eq!(resent, vec![1]);
     }
 
     #[test]
