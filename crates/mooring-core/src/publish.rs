@@ -100,6 +100,12 @@ fn stage(
                 continue;
             }
         }
+        if let Err(reason) = crate::runs::validate(new.action, &new.data) {
+            return Ok(Err(PublishError::InvalidEvent {
+                index,
+                reason: reason.to_owned(),
+            }));
+        }
         let event = Event {
             serial: next_serial,
             action: new.action,

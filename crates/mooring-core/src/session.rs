@@ -76,7 +76,12 @@ pub fn fold(
     event: &Event,
 ) -> Result<Option<MessageView>, FoldError> {
     match event.action {
-        Action::Event => Ok(None),
+        Action::Event
+        | Action::RunStart
+        | Action::RunEnd
+        | Action::RunStalled
+        | Action::ControlCancel
+        | Action::ControlSteer => Ok(None),
         Action::MessageCreate => {
             if event.reference.is_some() {
                 return Err(FoldError::UnexpectedRef);

@@ -23,6 +23,22 @@ pub enum Action {
     /// Deletes message `ref`.
     #[serde(rename = "message.delete")]
     MessageDelete,
+    /// An agent starts a run: `data: {run_id, input?}`.
+    #[serde(rename = "run.start")]
+    RunStart,
+    /// A run ends: `data: {run_id, status, reason?}`; status is `completed`, `cancelled`,
+    /// `failed` or `agent_lost`.
+    #[serde(rename = "run.end")]
+    RunEnd,
+    /// (Server) a run made no progress for the namespace's `stall_after`: `data: {run_id}`.
+    #[serde(rename = "run.stalled")]
+    RunStalled,
+    /// Stop a run (`data: {run_id}`), or every active run (no `run_id`).
+    #[serde(rename = "control.cancel")]
+    ControlCancel,
+    /// Redirect a run: `data: {run_id, data}`.
+    #[serde(rename = "control.steer")]
+    ControlSteer,
     /// Anything else an application publishes; kept in the log, not materialized.
     #[serde(rename = "event")]
     Event,

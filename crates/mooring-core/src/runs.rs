@@ -1,0 +1,302 @@
+//! Runs: which agent work is active in a session, held cancels, stalls, and lost agents.
+//!
+//! Pure: the session task tells it every event it wrote (in serial order) and the time, and
+//! publishes the events it asks for. A run starts with `run.start {run_id}` and ends with
+//! `run.end {run_id, status}`; any event carrying `extras.run_id` is progress of that run.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use mooring_protocol::session::{Action, Event};
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    Cancelled,
+    Failed,
+    AgentLost,
+}
+
+/// Cancels held for runs that have not started, at most this many per session.
+pub const MAX_HELD_CANCELS: usize = 1024;
+/// How long a held cancel waits for its run.
+pub const HELD_CANCEL_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// An active run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Run {
+    pub run_id: String,
+    /// The agent that started it.
+    pub client_id: Option<String>,
+    /// The connection that started it (or last showed progress), if any.
+    #[serde(skip)]
+    pub connection_id: Option<String>,
+    /// Serial of its `run.start`.
+    pub serial: u64,
+    pub started_ms: u64,
+    pub last_progress_ms: u64,
+    pub stalled: bool,
+    pub cancel_requested: bool,
+}
+
+/// Something the session must publish because of what the table saw.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEffect {
+    /// Apply a held cancel to a run that just started.
+    Cancel {
+        run_id: String,
+        by: Option<String>,
+    },
+    Stalled {
+        run_id: String,
+    },
+    /// The agent is gone: end the run.
+    End {
+        run_id: String,
+        status: RunStatus,
+        reason: String,
+    },
+}
+
+/// The run id an event names in its data.
+pub fn run_id_of(event: &Event) -> Option<&str> {
+    event.data.get("run_id").and_then(|v| v.as_str())
+}
+
+/// Checks a run or control event a client publishes; `Err(reason)` if malformed.
+pub fn validate(action: Action, data: &serde_json::Value) -> Result<(), &'static str> {
+    let run_id = data.get("run_id").map(|v| v.as_str());
+    match action {
+        Action::RunStart | Action::ControlSteer if !matches!(run_id, Some(Some(_))) => {
+            Err("run.start and control.steer need data.run_id, a string")
+        }
+        Action::RunEnd => {
+            if !matches!(run_id, Some(Some(_))) {
+                return Err("run.end needs data.run_id, a string");
+            }
+            let status = data.get("status").cloned();
+            match status.map(serde_json::from_value::<RunStatus>) {
+                Some(Ok(_)) => Ok(()),
+                _ => Err("run.end needs data.status: completed, cancelled, failed or agent_lost"),
+            }
+        }
+        Action::ControlCancel if matches!(run_id, Some(None)) => {
+            Err("control.cancel takes data.run_id as a string, or none for every active run")
+        }
+        Action::RunStalled => Err("run.stalled is published by the server"),
+        _ => Ok(()),
+    }
+}
+
+/// The runs of one session.
+#[derive(Clone, Debug, Default)]
+pub struct RunTable {
+    active: BTreeMap<String, Run>,
+    held: VecDeque<(String, Option<String>, u64)>,
+}
+
+impl RunTable {
+    /// Takes in one written event (in serial order) from `connection_id` (if it came from one).
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        connection_id: Option<&str>,
+        now_ms: u64,
+    ) -> Vec<RunEffect> {
+        let mut effects = Vec::new();
+        match event.action {
+            Action::RunStart => {
+                let Some(run_id) = run_id_of(event) else {
+                    return effects;
+                };
+                self.active.insert(
+                    run_id.to_owned(),
+                    Run {
+                        run_id: run_id.to_owned(),
+                        client_id: event.client_id.clone(),
+                        connection_id: connection_id.map(str::to_owned),
+                        serial: event.serial,
+                        started_ms: now_ms,
+                        last_progress_ms: now_ms,
+                        stalled: false,
+                        cancel_requested: false,
+                    },
+                );
+                if let Some(i) = self.held.iter().position(|(id, _, _)| id == run_id) {
+                    if let Some((run_id, by, _)) = self.held.remove(i) {
+                        if let Some(run) = self.active.get_mut(&run_id) {
+                            run.cancel_requested = true;
+                        }
+                        effects.push(RunEffect::Cancel { run_id, by });
+                    }
+                }
+            }
+            Action::RunEnd => {
+                if let Some(run_id) = run_id_of(event) {
+                    self.active.remove(run_id);
+                }
+            }
+            Action::ControlCancel => match run_id_of(event) {
+                None => self
+                    .active
+                    .values_mut()
+                    .for_each(|r| r.cancel_requested = true),
+                Some(run_id) => match self.active.get_mut(run_id) {
+                    Some(run) => run.cancel_requested = true,
+                    None => self.hold(run_id, event.client_id.clone(), now_ms),
+                },
+            },
+            _ => {}
+        }
+        // Progress is what the agent emits for a run: events tagged `extras.run_id`.
+        let progress_of = event.extras.get("run_id").map(String::as_str);
+        if let Some(run) = progress_of.and_then(|id| self.active.get_mut(id)) {
+            run.last_progress_ms = now_ms;
+            run.stalled = false;
+            if let Some(conn) = connection_id {
+                run.connection_id = Some(conn.to_owned());
+            }
+        }
+        effects
+    }
+
+    fn hold(&mut self, run_id: &str, by: Option<String>, now_ms: u64) {
+        self.held
+            .retain(|(_, _, at)| now_ms.saturating_sub(*at) < HELD_CANCEL_TTL_MS);
+        if self.held.len() >= MAX_HELD_CANCELS {
+            self.held.pop_front();
+        }
+        self.held.push_back((run_id.to_owned(), by, now_ms));
+    }
+
+    /// Runs without progress for `stall_after_ms` stall (once each, until they progress).
+    pub fn tick(&mut self, now_ms: u64, stall_after_ms: u64) -> Vec<RunEffect> {
+        self.active
+            .values_mut()
+            .filter(|r| !r.stalled && now_ms.saturating_sub(r.last_progress_ms) >= stall_after_ms)
+            .map(|r| {
+                r.stalled = true;
+                RunEffect::Stalled {
+                    run_id: r.run_id.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// The agent behind `connection_id` is gone: its runs end `agent_lost`.
+    pub fn connection_gone(&mut self, connection_id: &str) -> Vec<RunEffect> {
+        self.active
+            .values()
+            .filter(|r| r.connection_id.as_deref() == Some(connection_id))
+            .map(|r| RunEffect::End {
+                run_id: r.run_id.clone(),
+                status: RunStatus::AgentLost,
+                reason:
+                    "the agent's connection was lost and did not come back within the grace period"
+                        .into(),
+            })
+            .collect()
+    }
+
+    /// A client showed up again on a new connection: its runs follow it.
+    pub fn rebind(&mut self, client_id: &str, connection_id: &str) {
+        for run in self.active.values_mut() {
+            if run.client_id.as_deref() == Some(client_id) {
+                run.connection_id = Some(connection_id.to_owned());
+            }
+        }
+    }
+
+    /// The earliest time a run may stall.
+    pub fn next_stall(&self, stall_after_ms: u64) -> Option<u64> {
+        self.active
+            .values()
+            .filter(|r| !r.stalled)
+            .map(|r| r.last_progress_ms + stall_after_ms)
+            .min()
+    }
+
+    pub fn active(&self) -> Vec<Run> {
+        self.active.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(serial: u64, action: Action, data: serde_json::Value) -> Event {
+        Event {
+            serial,
+            action,
+            id: None,
+            name: None,
+            reference: None,
+            client_id: Some("agent".into()),
+            data,
+            extras: Default::default(),
+            ts: 0,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn a_cancel_before_the_run_is_held_and_applied_when_it_starts() {
+        let mut t = RunTable::default();
+        let cancel = event(1, Action::ControlCancel, json!({"run_id":"r1"}));
+        assert!(t.observe(&cancel, Some("user-conn"), 0).is_empty());
+        let start = event(2, Action::RunStart, json!({"run_id":"r1"}));
+        let effects = t.observe(&start, Some("agent-conn"), 5);
+        assert_eq!(
+            effects,
+            [RunEffect::Cancel {
+                run_id: "r1".into(),
+                by: Some("agent".into())
+            }]
+        );
+        assert!(t.active()[0].cancel_requested);
+    }
+
+    #[test]
+    fn stalls_once_until_progress_and_ends_with_the_agent() {
+        let mut t = RunTable::default();
+        t.observe(
+            &event(1, Action::RunStart, json!({"run_id":"r"})),
+            Some("c"),
+            0,
+        );
+        assert!(t.tick(29_999, 30_000).is_empty());
+        assert_eq!(t.tick(30_000, 30_000).len(), 1);
+        assert!(t.tick(40_000, 30_000).is_empty(), "stalls once");
+        let mut progress = event(2, Action::MessageAppend, json!("x"));
+        progress.extras.insert("run_id".into(), "r".into());
+        t.observe(&progress, Some("c"), 41_000);
+        assert_eq!(t.next_stall(30_000), Some(71_000));
+        assert_eq!(t.connection_gone("c").len(), 1);
+        assert!(t.connection_gone("other").is_empty());
+        t.observe(
+            &event(
+                3,
+                Action::RunEnd,
+                json!({"run_id":"r","status":"completed"}),
+            ),
+            None,
+            42_000,
+        );
+        assert!(t.active().is_empty());
+    }
+
+    #[test]
+    fn run_events_are_validated() {
+        assert!(validate(Action::RunStart, &json!({"run_id":"r"})).is_ok());
+        assert!(validate(Action::RunStart, &json!({})).is_err());
+        assert!(validate(Action::RunEnd, &json!({"run_id":"r","status":"done"})).is_err());
+        assert!(validate(Action::RunEnd, &json!({"run_id":"r","status":"failed"})).is_ok());
+        assert!(validate(Action::ControlCancel, &json!({})).is_ok());
+        assert!(validate(Action::ControlCancel, &json!({"run_id": 3})).is_err());
+        assert!(validate(Action::RunStalled, &json!({"run_id":"r"})).is_err());
+    }
+}
