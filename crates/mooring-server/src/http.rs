@@ -31,6 +31,7 @@ pub fn router(app: AppState) -> Router {
     let body_limit = app.config.max_append_bytes;
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::render))
         .merge(durable_streams::routes())
         .merge(realtime::routes())
         .merge(rest::routes())

@@ -10,6 +10,7 @@
 pub mod durable_streams;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod realtime;
 pub mod rest;
 mod serve;

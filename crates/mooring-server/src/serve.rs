@@ -36,6 +36,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     drain: Duration,
 ) -> Result<(), ServeError> {
+    crate::metrics::install();
     let tasks = TaskTracker::new();
     let hub = Hub::default();
     let sessions = Sessions::new(

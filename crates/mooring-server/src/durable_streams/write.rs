@@ -158,6 +158,7 @@ pub(super) async fn append(
     };
     let outcome = app.store.append(&name, req).await?;
     if outcome.kind == AppendKind::Written {
+        metrics::counter!(crate::metrics::DS_APPENDS).increment(1);
         app.hub.notify(&name);
         app.sessions.poke(&name);
     }

@@ -1,0 +1,85 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Metric names are the contract with dashboards; they are listed in `docs/protocol.md`.
+//! The recorder is process-wide (the `metrics` facade allows one), installed on first use, so
+//! several nodes in one test process share it.
+
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "mooring_connections";
+pub const CONNECTIONS_CLOSED: &str = "mooring_connections_closed_total";
+pub const ATTACHMENTS: &str = "mooring_attached_sessions";
+pub const EVENTS_IN: &str = "mooring_events_published_total";
+pub const EVENTS_OUT: &str = "mooring_events_delivered_total";
+pub const RESUMES: &str = "mooring_resumes_total";
+pub const SEAM_FAILURES: &str = "mooring_seam_failures_total";
+pub const SLOW_CONSUMERS: &str = "mooring_slow_consumer_disconnects_total";
+pub const ACTIVE_RUNS: &str = "mooring_active_runs";
+pub const PUBLISH_TO_DELIVER: &str = "mooring_publish_to_deliver_seconds";
+pub const DS_APPENDS: &str = "mooring_stream_appends_total";
+
+/// Buckets of the latency histogram, in seconds: 100 µs to 5 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder (once per process) and describes the metrics.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(PUBLISH_TO_DELIVER.into()),
+                &LATENCY_BUCKETS,
+            )
+            .ok()?;
+        let handle = builder.install_recorder().ok()?;
+        describe();
+        Some(handle)
+    });
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS, "Open realtime connections.");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Realtime connections ended, by how (clean, lost, closed)."
+    );
+    describe_gauge!(ATTACHMENTS, "Sessions attached across all connections.");
+    describe_counter!(
+        EVENTS_IN,
+        "Events written to sessions (duplicates excluded)."
+    );
+    describe_counter!(EVENTS_OUT, "Events queued to attached clients.");
+    describe_counter!(RESUMES, "Attaches from a position (resumes).");
+    describe_counter!(
+        SEAM_FAILURES,
+        "Attachments failed closed because live events outran the replay."
+    );
+    describe_counter!(
+        SLOW_CONSUMERS,
+        "Connections closed because the client read too slowly."
+    );
+    describe_gauge!(ACTIVE_RUNS, "Runs by state (active, stalled).");
+    describe_histogram!(
+        PUBLISH_TO_DELIVER,
+        Unit::Seconds,
+        "From a publish reaching its session to its event being queued to subscribers."
+    );
+    describe_counter!(DS_APPENDS, "Appends through the Durable Streams surface.");
+}
+
+pub(crate) async fn render() -> impl IntoResponse {
+    let text = HANDLE
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
