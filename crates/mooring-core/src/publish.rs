@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use mooring_protocol::realtime::Published;
-use mooring_protocol::session::{Event, MessageView};
+use mooring_protocol::session::{Action, Event, MessageView};
 
 use crate::create::{new_stream_state, CreateRequest};
 use crate::ops::{live_state, live_state_reclaiming, Now};
@@ -90,6 +90,8 @@ fn stage(
         ids: Vec::new(),
     };
     let mut next_serial = state.tail + 1;
+    // In a coalescing group, the serial of the one event its appends fold into.
+    let mut merged: Option<u64> = None;
     for (index, new) in group.events.iter().enumerate() {
         if let Some(id) = &new.id {
             if let Some(serial) = known_id(txn, name, id, &staged.ids, now.ms, dedupe_window_ms)? {
@@ -106,8 +108,14 @@ fn stage(
                 reason: reason.to_owned(),
             }));
         }
+        if group.coalesce && (new.action != Action::MessageAppend || !new.data.is_string()) {
+            return Ok(Err(PublishError::InvalidEvent {
+                index,
+                reason: "only text appends can be rolled up".to_owned(),
+            }));
+        }
         let event = Event {
-            serial: next_serial,
+            serial: merged.unwrap_or(next_serial),
             action: new.action,
             id: new.id.clone(),
             name: new.name.clone(),
@@ -137,6 +145,35 @@ fn stage(
             }
             Ok(None) => {}
             Err(e) => return Ok(Err(refusal(index, e))),
+        }
+        if let Some(serial) = merged {
+            // Rolled up: the fragment joins the event already staged for this group.
+            if let Some(last) = staged.outcome.events.last_mut() {
+                let text = format!(
+                    "{}{}",
+                    last.data.as_str().unwrap_or_default(),
+                    event.data.as_str().unwrap_or_default()
+                );
+                last.data = text.into();
+                if last.reference != event.reference {
+                    return Ok(Err(PublishError::InvalidEvent {
+                        index,
+                        reason: "rolled-up appends must target one message".to_owned(),
+                    }));
+                }
+                last.id = None;
+            }
+            if let Some(id) = &new.id {
+                staged.ids.push((id.clone(), serial));
+            }
+            staged.outcome.results.push(Published {
+                serial,
+                duplicate: false,
+            });
+            continue;
+        }
+        if group.coalesce {
+            merged = Some(next_serial);
         }
         if let Some(id) = &new.id {
             staged.ids.push((id.clone(), next_serial));

@@ -25,6 +25,20 @@ pub struct PublishGroup {
     /// The publisher's verified identity, stamped on every event.
     pub client_id: Option<String>,
     pub events: Vec<NewEvent>,
+    /// Rollup: the events are text appends to one message (from several requests), written as
+    /// one event; each keeps its own result, and each `id` is remembered for that event.
+    pub coalesce: bool,
+}
+
+impl PublishGroup {
+    /// A group written event by event.
+    pub fn new(client_id: Option<String>, events: Vec<NewEvent>) -> Self {
+        Self {
+            client_id,
+            events,
+            coalesce: false,
+        }
+    }
 }
 
 /// What a group's publish did.

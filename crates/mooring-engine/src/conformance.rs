@@ -57,6 +57,7 @@ where
     sessions_fold_appends_into_messages(&fresh().await.0).await;
     publish_ids_dedupe_within_the_window(&fresh().await.0).await;
     refused_groups_write_nothing(&fresh().await.0).await;
+    coalesced_appends_become_one_event(&fresh().await.0).await;
     let (store, _) = fresh().await;
     concurrent_appends_never_share_a_serial(Arc::new(store)).await;
     let (store, clock) = fresh().await;
@@ -514,10 +515,7 @@ fn new_event(action: Action, reference: Option<u64>, data: &str) -> NewEvent {
 }
 
 fn group(events: Vec<NewEvent>) -> PublishGroup {
-    PublishGroup {
-        client_id: Some("agent".into()),
-        events,
-    }
+    PublishGroup::new(Some("agent".into()), events)
 }
 
 async fn publish_one(store: &impl LogStore, name: &str, events: Vec<NewEvent>) -> PublishOutcome {
@@ -622,6 +620,52 @@ async fn refused_groups_write_nothing(store: &impl LogStore) {
         .await
         .expect("store");
     assert!(matches!(out[0], Err(PublishError::NotASession(_))));
+}
+
+async fn coalesced_appends_become_one_event(store: &impl LogStore) {
+    publish_one(
+        store,
+        "co",
+        vec![new_event(Action::MessageCreate, None, "")],
+    )
+    .await;
+    let mut retried = new_event(Action::MessageAppend, Some(1), "a");
+    retried.id = Some("t1".into());
+    publish_one(store, "co", vec![retried.clone()]).await;
+    let mut fresh_id = new_event(Action::MessageAppend, Some(1), "c");
+    fresh_id.id = Some("t3".into());
+    let mut rolled = group(vec![
+        retried,
+        new_event(Action::MessageAppend, Some(1), "b"),
+        fresh_id.clone(),
+    ]);
+    rolled.coalesce = true;
+    let out = store
+        .publish("co", vec![rolled], DEFAULT_DEDUPE_WINDOW_MS)
+        .await
+        .expect("store");
+    let out = out[0].as_ref().expect("published");
+    assert_eq!(out.events.len(), 1, "three appends, one event");
+    assert_eq!(
+        out.events[0].data, "bc",
+        "the retried fragment is not appended twice"
+    );
+    let results: Vec<(u64, bool)> = out
+        .results
+        .iter()
+        .map(|r| (r.serial, r.duplicate))
+        .collect();
+    assert_eq!(results, [(2, true), (3, false), (3, false)]);
+    let again = publish_one(store, "co", vec![fresh_id]).await;
+    assert_eq!(
+        (again.results[0].serial, again.results[0].duplicate),
+        (3, true)
+    );
+    let snap = store.snapshot("co").await.expect("read").expect("exists");
+    assert_eq!(
+        (snap.messages[0].data.as_str(), snap.messages[0].version),
+        (Some("abc"), 3)
+    );
 }
 
 /// A tiny deterministic generator, so a failing seed replays exactly.

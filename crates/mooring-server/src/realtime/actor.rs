@@ -203,22 +203,23 @@ impl SessionActor {
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                for reply in flush.replies.into_iter().flatten() {
+                for (reply, _) in flush.waiters.into_iter().flatten() {
                     let _ = reply.send(Err(PublishError::Store(e.clone())));
                 }
                 return;
             }
         };
         let mut written: Vec<Event> = Vec::new();
-        for (outcome, replies) in outcomes.into_iter().zip(flush.replies) {
+        for (outcome, waiters) in outcomes.into_iter().zip(flush.waiters) {
             if let Ok(o) = &outcome {
                 self.epoch = o.epoch;
                 written.extend(o.events.iter().cloned());
             }
-            for reply in replies {
+            for (reply, own) in waiters {
                 let _ = reply.send(outcome.clone().map(|o| PublishOutcome {
+                    epoch: o.epoch,
+                    results: o.results.get(own).map(<[_]>::to_vec).unwrap_or_default(),
                     events: Vec::new(),
-                    ..o
                 }));
             }
         }

@@ -352,10 +352,7 @@ impl Connection {
         let Ok(permit) = self.publishes.clone().acquire_owned().await else {
             return;
         };
-        let group = PublishGroup {
-            client_id: Some(self.client_id.clone()),
-            events,
-        };
+        let group = PublishGroup::new(Some(self.client_id.clone()), events);
         // Queued in frame order here; only the wait for durability runs on its own.
         let reply = self.sessions.publish(&session, group).await;
         let outbound = self.outbound.clone();

@@ -1,10 +1,10 @@
 //! Rollup: folding appends that arrive within a window into one log event.
 //!
-//! The pending list keeps arrival order. A mergeable append (one `message.append` without an
-//! `id`) joins the latest pending append of the same message from the same client, unless some
-//! other request was queued after that append: then order would change, so it starts a new entry.
-//! Every entry keeps the replies of the requests it holds, so each is acknowledged with the serial
-//! of the event that carried it.
+//! The pending list keeps arrival order. A mergeable request (one text `message.append`) joins
+//! the latest pending append of the same message from the same client, unless some other request
+//! was queued after that append: then order would change, so it starts a new entry. A merged
+//! entry goes to the store as one coalescing group: the store drops retried ids, folds the rest
+//! into one event, and remembers every id for it. Each request keeps its own reply and result.
 
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
 use mooring_protocol::session::{Action, NewEvent};
@@ -13,6 +13,9 @@ use tokio::sync::oneshot;
 /// Where a request's outcome goes.
 pub(crate) type Reply = oneshot::Sender<Result<PublishOutcome, PublishError>>;
 
+/// A reply and which of its group's results are its own.
+pub(crate) type Waiter = (Reply, std::ops::Range<usize>);
+
 /// A request waiting for the next flush.
 #[derive(Debug)]
 enum Pending {
@@ -20,7 +23,7 @@ enum Pending {
     Merged {
         client_id: Option<String>,
         reference: u64,
-        text: String,
+        appends: Vec<NewEvent>,
         replies: Vec<Reply>,
     },
     /// A request written as it came.
@@ -37,20 +40,20 @@ pub(crate) struct Rollup {
 #[derive(Debug)]
 pub(crate) struct Flush {
     pub(crate) groups: Vec<PublishGroup>,
-    pub(crate) replies: Vec<Vec<Reply>>,
+    pub(crate) waiters: Vec<Vec<Waiter>>,
 }
 
-/// The text of a request that can be merged, if it can.
-fn mergeable(group: &PublishGroup) -> Option<(u64, &str)> {
+/// The message a request appends text to, if it can be merged.
+fn mergeable(group: &PublishGroup) -> Option<u64> {
     match group.events.as_slice() {
         [NewEvent {
-            id: None,
             action: Action::MessageAppend,
             name: None,
             reference: Some(reference),
-            data: serde_json::Value::String(text),
+            data: serde_json::Value::String(_),
             extras,
-        }] if extras.is_empty() => Some((*reference, text.as_str())),
+            ..
+        }] if extras.is_empty() => Some(*reference),
         _ => None,
     }
 }
@@ -63,19 +66,24 @@ impl Rollup {
     /// Queues a request. Returns whether it must be written without waiting for the window
     /// (it is not an append, so it flushes the appends before it).
     pub(crate) fn push(&mut self, group: PublishGroup, reply: Reply, merge: bool) -> bool {
-        let Some((reference, text)) = mergeable(&group).filter(|_| merge) else {
+        let Some(reference) = mergeable(&group).filter(|_| merge) else {
             self.pending.push(Pending::Group { group, reply });
             return true;
         };
+        let PublishGroup {
+            client_id,
+            mut events,
+            ..
+        } = group;
         for entry in self.pending.iter_mut().rev() {
             match entry {
                 Pending::Merged {
-                    client_id,
+                    client_id: c,
                     reference: r,
-                    text: acc,
+                    appends,
                     replies,
-                } if *r == reference && *client_id == group.client_id => {
-                    acc.push_str(text);
+                } if *r == reference && *c == client_id => {
+                    appends.append(&mut events);
                     replies.push(reply);
                     return false;
                 }
@@ -84,9 +92,9 @@ impl Rollup {
             }
         }
         self.pending.push(Pending::Merged {
-            client_id: group.client_id.clone(),
+            client_id,
             reference,
-            text: text.to_owned(),
+            appends: events,
             replies: vec![reply],
         });
         false
@@ -96,32 +104,29 @@ impl Rollup {
     pub(crate) fn take(&mut self) -> Flush {
         let mut flush = Flush {
             groups: Vec::with_capacity(self.pending.len()),
-            replies: Vec::with_capacity(self.pending.len()),
+            waiters: Vec::with_capacity(self.pending.len()),
         };
         for entry in self.pending.drain(..) {
             match entry {
                 Pending::Merged {
                     client_id,
-                    reference,
-                    text,
+                    appends,
                     replies,
+                    ..
                 } => {
+                    // One append per request, so request i owns result i.
+                    let waiters = replies.into_iter().enumerate().map(|(i, r)| (r, i..i + 1));
+                    flush.waiters.push(waiters.collect());
                     flush.groups.push(PublishGroup {
                         client_id,
-                        events: vec![NewEvent {
-                            id: None,
-                            action: Action::MessageAppend,
-                            name: None,
-                            reference: Some(reference),
-                            data: text.into(),
-                            extras: Default::default(),
-                        }],
+                        events: appends,
+                        coalesce: true,
                     });
-                    flush.replies.push(replies);
                 }
                 Pending::Group { group, reply } => {
+                    let all = 0..group.events.len();
                     flush.groups.push(group);
-                    flush.replies.push(vec![reply]);
+                    flush.waiters.push(vec![(reply, all)]);
                 }
             }
         }
@@ -134,9 +139,9 @@ mod tests {
     use super::*;
 
     fn append(client: &str, reference: u64, text: &str) -> PublishGroup {
-        PublishGroup {
-            client_id: Some(client.into()),
-            events: vec![NewEvent {
+        PublishGroup::new(
+            Some(client.into()),
+            vec![NewEvent {
                 id: None,
                 action: Action::MessageAppend,
                 name: None,
@@ -144,13 +149,13 @@ mod tests {
                 data: text.into(),
                 extras: Default::default(),
             }],
-        }
+        )
     }
 
     fn create(client: &str) -> PublishGroup {
-        PublishGroup {
-            client_id: Some(client.into()),
-            events: vec![NewEvent {
+        PublishGroup::new(
+            Some(client.into()),
+            vec![NewEvent {
                 id: None,
                 action: Action::MessageCreate,
                 name: None,
@@ -158,7 +163,7 @@ mod tests {
                 data: "".into(),
                 extras: Default::default(),
             }],
-        }
+        )
     }
 
     fn reply() -> Reply {
@@ -169,9 +174,9 @@ mod tests {
         flush
             .groups
             .iter()
-            .map(|g| match g.events[0].data.as_str() {
-                Some(t) => format!("{}:{t}", g.events[0].reference.unwrap_or(0)),
-                None => "other".into(),
+            .map(|g| {
+                let text: String = g.events.iter().filter_map(|e| e.data.as_str()).collect();
+                format!("{}:{text}", g.events[0].reference.unwrap_or(0))
             })
             .collect()
     }
@@ -184,7 +189,9 @@ mod tests {
         assert!(!r.push(append("a", 1, "llo"), reply(), true));
         let flush = r.take();
         assert_eq!(texts(&flush), ["1:Hello", "2:x"]);
-        assert_eq!(flush.replies[0].len(), 2);
+        assert!(flush.groups[0].coalesce);
+        let ranges: Vec<_> = flush.waiters[0].iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(ranges, [0..1, 1..2]);
         assert!(r.is_empty());
     }
 
@@ -198,14 +205,16 @@ mod tests {
     }
 
     #[test]
-    fn different_clients_and_ids_never_merge() {
+    fn different_clients_never_merge_but_ids_do() {
         let mut r = Rollup::default();
         r.push(append("a", 1, "a"), reply(), true);
         r.push(append("b", 1, "b"), reply(), true);
         let mut with_id = append("a", 1, "c");
         with_id.events[0].id = Some("k".into());
-        assert!(r.push(with_id, reply(), true));
-        assert_eq!(r.take().groups.len(), 3);
+        assert!(!r.push(with_id, reply(), true));
+        let flush = r.take();
+        assert_eq!(texts(&flush), ["1:ac", "1:b"]);
+        assert_eq!(flush.groups[0].events[1].id.as_deref(), Some("k"));
     }
 
     #[test]

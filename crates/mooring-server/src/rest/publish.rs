@@ -57,7 +57,7 @@ pub(crate) async fn publish_events(
             "a publish needs at least one event",
         ));
     }
-    let group = PublishGroup { client_id, events };
+    let group = PublishGroup::new(client_id, events);
     let outcome = app
         .sessions
         .publish(name, group)
