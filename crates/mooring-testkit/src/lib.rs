@@ -7,16 +7,23 @@
 //! - [`payload`]: self-identifying JSON messages for crash tests.
 //! - [`rng`]: a seeded random source so randomized tests replay.
 //! - [`writer`]: a crash-test writer that records what the server acknowledged.
+//! - [`ws`]: a minimal raw client of the realtime protocol (`/v1/ws`).
+//! - [`session_check`]: reconstructs what a realtime client saw of a session, folds it into
+//!   messages, and finds gaps, duplicates and reordering.
+//! - [`faults`]: a store wrapper that makes a real engine's writes fail on demand.
 
 pub mod checker;
 pub mod client;
+pub mod faults;
 pub mod history;
 pub mod observation;
 pub mod observe;
 pub mod payload;
 pub mod rng;
 pub mod server;
+pub mod session_check;
 pub mod writer;
+pub mod ws;
 
 pub use checker::{check, Report, Violation, ViolationKind};
 pub use client::{AppendOutcome, ClientError, StreamClient};
