@@ -25,6 +25,9 @@
 #   BENCH_SERVERS    servers to run                         [mooring electric node]
 #   BENCH_FSYNC_SECS seconds per fsync-limit measurement    [5]
 #   BENCH_CHART      where to draw the chart ("" for none)  [docs/benchmarks-durable-appends.svg]
+#   BENCH_NICE       niceness for servers and load generator, e.g. -10 on a machine shared with
+#                    other work (negative needs root); the figures still carry the CPU that
+#                    other work took                        [unset: inherit]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -37,6 +40,8 @@ producer_counts="${BENCH_PRODUCERS:-1 64 256}"
 stream_counts="${BENCH_STREAMS:-1 100}"
 servers="${BENCH_SERVERS:-mooring electric node}"
 fsync_secs="${BENCH_FSYNC_SECS:-5}"
+nice_prefix=()
+if [ -n "${BENCH_NICE:-}" ]; then nice_prefix=(nice -n "$BENCH_NICE"); fi
 chart="${BENCH_CHART-$root/docs/benchmarks-durable-appends.svg}"
 
 electric_version=0.1.5
@@ -152,6 +157,7 @@ busy="$(cpu_busy)"
   command -v node >/dev/null && echo "node: $(node --version)"
   echo "points: producers [$producer_counts] x streams [$stream_counts], ${secs}s + ${warmup}s warm-up, 256-byte appends"
   echo "cpu busy just before the run (2 s sample, all cores): ${busy}%"
+  echo "niceness of servers and load generator: ${BENCH_NICE:-inherited}"
 } >"$out/machine.txt"
 say "machine"; cat "$out/machine.txt"
 if [ "$busy" -gt 15 ]; then
@@ -172,9 +178,9 @@ wait_for_port() { # port pid
 
 start_server() { # name port data log
   case "$1" in
-    mooring) "$mooring" serve --listen "127.0.0.1:$2" --data-dir "$3" --engine embedded >"$4" 2>&1 & ;;
-    electric) "$electric_bin" --host 127.0.0.1 --port "$2" --data-dir "$3" --durability wal >"$4" 2>&1 & ;;
-    node) (cd "$node_dir" && exec node launch.mjs "$2" "$3") >"$4" 2>&1 & ;;
+    mooring) "${nice_prefix[@]}" "$mooring" serve --listen "127.0.0.1:$2" --data-dir "$3" --engine embedded >"$4" 2>&1 & ;;
+    electric) "${nice_prefix[@]}" "$electric_bin" --host 127.0.0.1 --port "$2" --data-dir "$3" --durability wal >"$4" 2>&1 & ;;
+    node) (cd "$node_dir" && exec "${nice_prefix[@]}" node launch.mjs "$2" "$3") >"$4" 2>&1 & ;;
   esac
   server_pid=$!
 }
@@ -236,7 +242,7 @@ for streams in $stream_counts; do
       json="$out/durable-appends-$server-p$producers-s$streams.json"
       t0="$(cpu_ticks "$server_pid")"; m0="$(machine_ticks)"; s0="$(date +%s.%N)"
       TIMEFORMAT='%U %S'
-      if { time "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
+      if { time "${nice_prefix[@]}" "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
              --producers "$producers" --streams "$streams" --size 256 \
              --duration-secs "$secs" --warmup-secs "$warmup" --json "$json" 2>&3 ; } 3>&2 2>"$runs/time"; then
         t1="$(cpu_ticks "$server_pid")"; m1="$(machine_ticks)"; s1="$(date +%s.%N)"
@@ -256,11 +262,11 @@ say "fsync limit of this disk (the scratch directory's file system)"
 batches="$(for p in $producer_counts; do echo "$p"; done | sort -n | uniq)"
 for batch in $batches; do
   sync
-  "$bench" fsync-limit --dir "$runs" --batch "$batch" --size 256 --duration-secs "$fsync_secs" \
+  "${nice_prefix[@]}" "$bench" fsync-limit --dir "$runs" --batch "$batch" --size 256 --duration-secs "$fsync_secs" \
     --file-mode prewritten --json "$out/fsync-limit-b$batch-prewritten.json"
 done
 sync
-"$bench" fsync-limit --dir "$runs" --batch 1 --size 256 --duration-secs "$fsync_secs" \
+"${nice_prefix[@]}" "$bench" fsync-limit --dir "$runs" --batch 1 --size 256 --duration-secs "$fsync_secs" \
   --file-mode growing --json "$out/fsync-limit-b1-growing.json"
 
 say "results in ${out#"$root"/}"
