@@ -28,5 +28,7 @@ pub mod ws;
 pub use checker::{check, Report, Violation, ViolationKind};
 pub use client::{AppendOutcome, ClientError, StreamClient};
 pub use history::{Attempt, History, Outcome, PayloadId};
+/// The wire types the realtime helpers speak, for tests that do not depend on the protocol crate.
+pub use mooring_protocol as protocol;
 pub use observation::{Observation, ObservedStream, ProbeResult};
 pub use server::{MooringProcess, ServerConfig, ServerError};

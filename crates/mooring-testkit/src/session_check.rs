@@ -49,6 +49,8 @@ pub struct Reconstruction {
     max_seen: u64,
     /// Folded messages by the serial of their create, deleted ones included.
     messages: BTreeMap<u64, MessageView>,
+    /// A materialized view began and its `live` has not arrived yet.
+    in_view: bool,
     report: SessionReport,
 }
 
@@ -229,7 +231,12 @@ impl Reconstruction {
 
     /// Starts over from a materialized view (attach `latest`, or `history_lost`) covering every
     /// event up to `high_water`: what was folded so far is replaced by the view's messages.
+    ///
+    /// The view is whole only at its `live` frame ([`end_view`](Self::end_view)); a client cut
+    /// off before that must attach `latest` again, not resume from the view's high-water, or it
+    /// would miss the messages it had not received yet ([`in_view`](Self::in_view) says so).
     pub fn begin_view(&mut self, epoch: u64, high_water: u64) {
+        self.in_view = true;
         if let Some(e) = self.epoch.filter(|e| *e != epoch) {
             self.report.epoch_changes += 1;
             self.report
@@ -240,6 +247,16 @@ impl Reconstruction {
         self.ahead.clear();
         self.contiguous = high_water;
         self.max_seen = high_water;
+    }
+
+    /// The view begun by [`begin_view`](Self::begin_view) is complete (its `live` arrived).
+    pub fn end_view(&mut self) {
+        self.in_view = false;
+    }
+
+    /// Whether a view began and is not complete yet.
+    pub fn in_view(&self) -> bool {
+        self.in_view
     }
 
     /// Takes one message of a materialized view (a whole `message.create` with its `version`).
@@ -421,6 +438,17 @@ fn short(message: &ExpectedMessage) -> String {
     format!("{:?}/{:?}: {data}", message.name, message.client_id)
 }
 
+/// A session's records as read through the Durable Streams surface (one JSON event each).
+pub fn events_of(items: &[Vec<u8>]) -> Result<Vec<Event>, String> {
+    items
+        .iter()
+        .map(|item| {
+            serde_json::from_slice(item)
+                .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(item)))
+        })
+        .collect()
+}
+
 /// How two lists of materialized messages differ, field for field; empty if equal.
 pub fn view_differences(got: &[MessageView], want: &[MessageView]) -> Vec<String> {
     let mut out = Vec::new();
@@ -559,6 +587,9 @@ mod tests {
         whole.version = Some(4);
         whole.ts = events[0].ts;
         r.observe_view(&whole);
+        assert!(r.in_view());
+        r.end_view();
+        assert!(!r.in_view());
         r.observe(0, &events[4]);
         r.observe(0, &events[5]);
         let report = r.report(Some(6));
