@@ -258,7 +258,11 @@ impl Task {
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<ClientFrame>) {
         match frame {
             ServerFrame::Ping { nonce } => out.push(ClientFrame::Pong { nonce }),
-            ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+            // Presence reaches subscribers once the client speaks it; until then it is ignored.
+            ServerFrame::Pong { .. }
+            | ServerFrame::Welcome { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::PresenceSnapshot { .. } => {}
             ServerFrame::Attached {
                 session,
                 epoch,

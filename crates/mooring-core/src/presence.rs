@@ -7,37 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-/// What a member is in the session as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Agent,
-    Operator,
-}
-
-/// One member as everyone sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Member {
-    pub client_id: String,
-    /// The member's instance: its own stable id, or the connection's.
-    pub instance: String,
-    pub connection_id: String,
-    pub role: Role,
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub data: serde_json::Value,
-}
-
-/// A change everyone attached should hear of.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PresenceAction {
-    Enter,
-    Update,
-    Leave,
-}
+pub use mooring_protocol::presence::{Member, PresenceAction, Role};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct PresenceChange {

@@ -2,7 +2,9 @@
 //!
 //! Pure: the session task tells it every event it wrote (in serial order) and the time, and
 //! publishes the events it asks for. A run starts with `run.start {run_id}` and ends with
-//! `run.end {run_id, status}`; any event carrying `extras.run_id` is progress of that run.
+//! `run.end {run_id, status}`. Progress of a run is any event carrying `extras.run_id`, and any
+//! append, update or delete of a message created with it; so an agent tags the message of its
+//! answer once, and its untagged appends (which rollup can merge) keep the run alive.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -65,12 +67,15 @@ pub fn run_id_of(event: &Event) -> Option<&str> {
     event.data.get("run_id").and_then(|v| v.as_str())
 }
 
-/// Checks a run or control event a client publishes; `Err(reason)` if malformed.
+/// Checks the shape of a run or control event; `Err(reason)` if malformed. (Who may publish
+/// `run.stalled` is the transports' concern: only the server does.)
 pub fn validate(action: Action, data: &serde_json::Value) -> Result<(), &'static str> {
     let run_id = data.get("run_id").map(|v| v.as_str());
     match action {
-        Action::RunStart | Action::ControlSteer if !matches!(run_id, Some(Some(_))) => {
-            Err("run.start and control.steer need data.run_id, a string")
+        Action::RunStart | Action::ControlSteer | Action::RunStalled
+            if !matches!(run_id, Some(Some(_))) =>
+        {
+            Err("run.start, run.stalled and control.steer need data.run_id, a string")
         }
         Action::RunEnd => {
             if !matches!(run_id, Some(Some(_))) {
@@ -85,7 +90,6 @@ pub fn validate(action: Action, data: &serde_json::Value) -> Result<(), &'static
         Action::ControlCancel if matches!(run_id, Some(None)) => {
             Err("control.cancel takes data.run_id as a string, or none for every active run")
         }
-        Action::RunStalled => Err("run.stalled is published by the server"),
         _ => Ok(()),
     }
 }
@@ -95,6 +99,8 @@ pub fn validate(action: Action, data: &serde_json::Value) -> Result<(), &'static
 pub struct RunTable {
     active: BTreeMap<String, Run>,
     held: VecDeque<(String, Option<String>, u64)>,
+    /// Messages of active runs: message serial -> run id.
+    messages: BTreeMap<u64, String>,
 }
 
 impl RunTable {
@@ -136,6 +142,7 @@ impl RunTable {
             Action::RunEnd => {
                 if let Some(run_id) = run_id_of(event) {
                     self.active.remove(run_id);
+                    self.messages.retain(|_, r| r != run_id);
                 }
             }
             Action::ControlCancel => match run_id_of(event) {
@@ -150,9 +157,15 @@ impl RunTable {
             },
             _ => {}
         }
-        // Progress is what the agent emits for a run: events tagged `extras.run_id`.
-        let progress_of = event.extras.get("run_id").map(String::as_str);
-        if let Some(run) = progress_of.and_then(|id| self.active.get_mut(id)) {
+        let tagged = event.extras.get("run_id").cloned();
+        if let (Action::MessageCreate, Some(run_id)) = (event.action, &tagged) {
+            if self.active.contains_key(run_id) {
+                self.messages.insert(event.serial, run_id.clone());
+            }
+        }
+        let progress_of =
+            tagged.or_else(|| event.reference.and_then(|r| self.messages.get(&r).cloned()));
+        if let Some(run) = progress_of.and_then(|id| self.active.get_mut(&id)) {
             run.last_progress_ms = now_ms;
             run.stalled = false;
             if let Some(conn) = connection_id {
@@ -207,6 +220,13 @@ impl RunTable {
                 run.connection_id = Some(connection_id.to_owned());
             }
         }
+    }
+
+    /// Whether any active run belongs to `connection_id`.
+    pub fn owns(&self, connection_id: &str) -> bool {
+        self.active
+            .values()
+            .any(|r| r.connection_id.as_deref() == Some(connection_id))
     }
 
     /// The earliest time a run may stall.
@@ -271,9 +291,12 @@ mod tests {
         assert!(t.tick(29_999, 30_000).is_empty());
         assert_eq!(t.tick(30_000, 30_000).len(), 1);
         assert!(t.tick(40_000, 30_000).is_empty(), "stalls once");
-        let mut progress = event(2, Action::MessageAppend, json!("x"));
-        progress.extras.insert("run_id".into(), "r".into());
-        t.observe(&progress, Some("c"), 41_000);
+        let mut answer = event(2, Action::MessageCreate, json!(""));
+        answer.extras.insert("run_id".into(), "r".into());
+        t.observe(&answer, Some("c"), 35_000);
+        let mut append = event(3, Action::MessageAppend, json!("x"));
+        append.reference = Some(2);
+        t.observe(&append, Some("c"), 41_000);
         assert_eq!(t.next_stall(30_000), Some(71_000));
         assert_eq!(t.connection_gone("c").len(), 1);
         assert!(t.connection_gone("other").is_empty());
@@ -297,6 +320,6 @@ mod tests {
         assert!(validate(Action::RunEnd, &json!({"run_id":"r","status":"failed"})).is_ok());
         assert!(validate(Action::ControlCancel, &json!({})).is_ok());
         assert!(validate(Action::ControlCancel, &json!({"run_id": 3})).is_err());
-        assert!(validate(Action::RunStalled, &json!({"run_id":"r"})).is_err());
+        assert!(validate(Action::RunStalled, &json!({})).is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod durable_streams;
 pub mod json_mode;
 pub mod position;
+pub mod presence;
 pub mod realtime;
 pub mod session;
 

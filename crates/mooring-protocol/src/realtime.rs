@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::presence::{Member, PresenceAction, Role};
 use crate::session::{Event, NewEvent};
 use crate::Position;
 
@@ -60,6 +61,24 @@ pub enum ClientFrame {
         req: u64,
         session: String,
         events: Vec<NewEvent>,
+    },
+    /// Enter, update or leave a session's presence.
+    Presence {
+        session: String,
+        action: PresenceAction,
+        /// On enter: what the member is (default `user`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Role>,
+        /// A stable id of this tab or process, so a reconnect within the grace period keeps
+        /// the member; the connection id if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        data: serde_json::Value,
+    },
+    /// Asks for the current members (answered with `presence_snapshot`).
+    PresenceGet {
+        session: String,
     },
 }
 
@@ -129,6 +148,17 @@ pub enum ServerFrame {
         /// again from the last position seen will work.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorBody>,
+    },
+    /// A member entered, updated or left.
+    Presence {
+        session: String,
+        action: PresenceAction,
+        member: Member,
+    },
+    /// Every member, on attach (after `live`) and in answer to `presence_get`.
+    PresenceSnapshot {
+        session: String,
+        members: Vec<Member>,
     },
     Ack {
         req: u64,

@@ -45,6 +45,7 @@ pub async fn serve(
         config.realtime.clone(),
         shutdown.clone(),
         tasks.clone(),
+        clock.clone(),
     );
     let app = AppState {
         store: store.clone(),

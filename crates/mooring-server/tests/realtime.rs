@@ -1,117 +1,13 @@
 //! The realtime protocol end to end over a real WebSocket, in process, on the memory engine.
 
-use std::sync::Arc;
+mod wire;
+
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
-use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
-use mooring_engine::memory::MemoryStore;
 use mooring_server::realtime::RealtimeConfig;
-use mooring_server::ServerConfig;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
-
-const PROMPT: Duration = Duration::from_secs(15);
-
-struct Node {
-    addr: String,
-    store: Arc<MemoryStore>,
-    _shutdown: tokio_util::sync::DropGuard,
-}
-
-async fn start(realtime: RealtimeConfig) -> Node {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Arc::new(MemoryStore::new(clock.clone()));
-    let shutdown = CancellationToken::new();
-    let config = ServerConfig {
-        realtime,
-        ..ServerConfig::default()
-    };
-    tokio::spawn(mooring_server::serve(
-        listener,
-        store.clone(),
-        clock,
-        config,
-        shutdown.clone(),
-        Duration::from_secs(5),
-    ));
-    Node {
-        addr,
-        store,
-        _shutdown: shutdown.drop_guard(),
-    }
-}
-
-fn no_rollup() -> RealtimeConfig {
-    RealtimeConfig {
-        rollup_window: Duration::ZERO,
-        ..RealtimeConfig::default()
-    }
-}
-
-struct Ws(WebSocketStream<MaybeTlsStream<TcpStream>>);
-
-impl Ws {
-    async fn open(node: &Node) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", node.addr))
-            .await
-            .expect("connect");
-        Ws(ws)
-    }
-
-    async fn connect(node: &Node, client_id: &str) -> Ws {
-        let mut ws = Ws::open(node).await;
-        ws.send(json!({"type":"hello","protocol":1,"client_id":client_id}))
-            .await;
-        let welcome = ws.next_frame().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        assert_eq!(welcome["client_id"], client_id);
-        ws
-    }
-
-    async fn send(&mut self, frame: Value) {
-        self.0
-            .send(Message::text(frame.to_string()))
-            .await
-            .expect("send");
-    }
-
-    /// The next protocol frame (pings are skipped).
-    async fn next_frame(&mut self) -> Value {
-        loop {
-            let msg = tokio::time::timeout(PROMPT, self.0.next())
-                .await
-                .expect("a frame arrives")
-                .expect("socket open")
-                .expect("frame");
-            if let Message::Text(text) = msg {
-                let v: Value = serde_json::from_str(&text).expect("json");
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-        }
-    }
-
-    async fn publish(&mut self, req: u64, session: &str, events: Value) -> Value {
-        self.send(json!({"type":"publish","req":req,"session":session,"events":events}))
-            .await;
-        loop {
-            let f = self.next_frame().await;
-            if f["req"] == req {
-                return f;
-            }
-        }
-    }
-}
+use wire::{no_rollup, start, Ws};
 
 #[tokio::test]
 async fn a_late_joiner_gets_each_message_once_whole_then_live_appends() {
@@ -253,6 +149,14 @@ async fn errors_name_their_code() {
         .await;
     assert_eq!(f["code"], "message_not_found");
     assert_eq!(f["retryable"], false);
+    let f = ws
+        .publish(
+            5,
+            "s",
+            json!([{"action":"run.stalled","data":{"run_id":"r"}}]),
+        )
+        .await;
+    assert_eq!(f["code"], "invalid_event", "only the server reports stalls");
     let big = "x".repeat(70 << 10);
     let f = ws.publish(4, "s", json!([{"data": big}])).await;
     assert_eq!(f["code"], "too_large");

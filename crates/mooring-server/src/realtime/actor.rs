@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
+use mooring_core::clock::Clock;
+use mooring_core::presence::{Member, PresenceChange, PresenceTable};
+use mooring_core::runs::{Run, RunEffect, RunTable};
 use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::LogStore;
 use mooring_protocol::realtime::ServerFrame;
-use mooring_protocol::session::Event;
+use mooring_protocol::session::{Action, Event, NewEvent};
 use mooring_protocol::ReadFrom;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -23,8 +26,29 @@ const MAX_COMMANDS_PER_TURN: usize = 1024;
 /// Bytes of history read per step when catching up on events written outside the actor.
 const CATCH_UP_BYTES: usize = 1 << 20;
 
-/// A live event on its way to one subscriber: its serial and its encoded frame.
-pub(crate) type LiveItem = (u64, Utf8Bytes);
+/// A live frame on its way to one subscriber: the serial of the event it carries (`None` for
+/// frames outside the log, such as presence) and the encoded frame.
+pub(crate) type LiveItem = (Option<u64>, Utf8Bytes);
+
+/// The identity the server publishes its own events under (run stalls, lost agents).
+pub(crate) const SERVER_CLIENT_ID: &str = "mooring";
+
+/// What a subscriber learns when it registers.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    pub(crate) epoch: u64,
+    /// The serial its feed starts after.
+    pub(crate) high_water: u64,
+    pub(crate) members: Vec<Member>,
+}
+
+/// A presence request of one connection.
+#[derive(Debug)]
+pub(crate) enum PresenceRequest {
+    Enter(Member),
+    Update(Member),
+    Leave { client_id: String, instance: String },
+}
 
 /// One attachment's live feed.
 #[derive(Debug)]
@@ -41,11 +65,23 @@ pub(crate) enum Command {
     Publish {
         group: PublishGroup,
         reply: Reply,
+        /// The connection it came from (runs and presence follow a client that reconnects).
+        connection_id: Option<String>,
     },
-    /// Registers a live feed; replies the session's epoch and the serial the feed starts after.
+    /// Registers a live feed.
     Subscribe {
         subscriber: Subscriber,
-        reply: oneshot::Sender<(u64, u64)>,
+        reply: oneshot::Sender<Registered>,
+    },
+    Presence(PresenceRequest),
+    /// A connection that entered presence or started runs here ended.
+    ConnectionEnded {
+        connection_id: String,
+        clean: bool,
+    },
+    /// The session's members and active runs.
+    Inspect {
+        reply: oneshot::Sender<(Vec<Member>, Vec<Run>)>,
     },
     Unsubscribe {
         id: u64,
@@ -60,6 +96,10 @@ pub(crate) struct ActorSettings {
     pub(crate) rollup_window: Duration,
     pub(crate) dedupe_window_ms: u64,
     pub(crate) idle_exit: Duration,
+    /// How long a lost connection's members and runs wait for it to come back.
+    pub(crate) presence_grace: Duration,
+    /// A run without progress this long stalls.
+    pub(crate) stall_after: Duration,
 }
 
 pub(crate) struct SessionActor {
@@ -75,6 +115,15 @@ pub(crate) struct SessionActor {
     /// When the next rollup flush is due (pending appends wait for it).
     flush_at: Option<Instant>,
     last_flush: Option<Instant>,
+    clock: Arc<dyn Clock>,
+    presence: PresenceTable,
+    runs: RunTable,
+    /// Connections lost without a close, and when their runs end if they do not come back.
+    lost: Vec<(String, u64)>,
+    /// When the oldest publish waiting to be written reached this task.
+    oldest_pending: Option<Instant>,
+    /// This session's share of the run gauges: (active, stalled).
+    run_gauges: (f64, f64),
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -92,6 +141,7 @@ impl SessionActor {
         store: Arc<dyn LogStore>,
         hub: Hub,
         settings: ActorSettings,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let (epoch, high_water) = match store.head(&name).await {
             Ok(info) => (info.tail.epoch, info.tail.serial),
@@ -108,7 +158,103 @@ impl SessionActor {
             rollup: Rollup::default(),
             flush_at: None,
             last_flush: None,
+            clock,
+            presence: PresenceTable::default(),
+            runs: RunTable::default(),
+            lost: Vec::new(),
+            oldest_pending: None,
+            run_gauges: (0.0, 0.0),
         }
+    }
+
+    /// Moves the global run gauges by this session's change since the last call.
+    fn sync_run_gauges(&mut self) {
+        let runs = self.runs.active();
+        let stalled = runs.iter().filter(|r| r.stalled).count() as f64;
+        let active = runs.len() as f64 - stalled;
+        let (was_active, was_stalled) = self.run_gauges;
+        metrics::gauge!(crate::metrics::ACTIVE_RUNS, "state" => "active")
+            .increment(active - was_active);
+        metrics::gauge!(crate::metrics::ACTIVE_RUNS, "state" => "stalled")
+            .increment(stalled - was_stalled);
+        self.run_gauges = (active, stalled);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// When presence or runs next need attention (a grace ending, a run stalling).
+    fn next_timer(&self) -> Option<Instant> {
+        let grace = self.lost.iter().map(|(_, at)| *at).min();
+        let stall = self
+            .runs
+            .next_stall(self.settings.stall_after.as_millis() as u64);
+        let due = [grace, stall, self.presence.next_expiry()]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let wait = due.saturating_sub(self.now_ms());
+        Some(Instant::now() + Duration::from_millis(wait))
+    }
+
+    /// Handles what time brought: members whose grace ran out, lost agents, stalled runs.
+    async fn on_timer(&mut self) {
+        let now = self.now_ms();
+        for change in self.presence.expire(now) {
+            self.broadcast_presence(change);
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = self.lost.drain(..).partition(|(_, at)| *at <= now);
+        self.lost = waiting;
+        let mut effects = Vec::new();
+        for (connection, _) in due {
+            effects.extend(self.runs.connection_gone(&connection));
+        }
+        effects.extend(
+            self.runs
+                .tick(now, self.settings.stall_after.as_millis() as u64),
+        );
+        self.apply(effects).await;
+        self.sync_run_gauges();
+    }
+
+    /// Publishes what the run table asked for, as the server.
+    async fn apply(&mut self, effects: Vec<RunEffect>) {
+        if effects.is_empty() {
+            return;
+        }
+        for effect in effects {
+            let (action, data) = match effect {
+                RunEffect::Cancel { run_id, by } => (
+                    Action::ControlCancel,
+                    serde_json::json!({ "run_id": run_id, "held_from": by }),
+                ),
+                RunEffect::Stalled { run_id } => {
+                    (Action::RunStalled, serde_json::json!({ "run_id": run_id }))
+                }
+                RunEffect::End {
+                    run_id,
+                    status,
+                    reason,
+                } => (
+                    Action::RunEnd,
+                    serde_json::json!({ "run_id": run_id, "status": status, "reason": reason }),
+                ),
+            };
+            let event = NewEvent {
+                id: None,
+                action,
+                name: None,
+                reference: None,
+                data,
+                extras: Default::default(),
+            };
+            let group = PublishGroup::new(Some(SERVER_CLIENT_ID.to_owned()), vec![event]);
+            // Nobody waits for the server's own events; their outcome is the broadcast.
+            let (reply, _) = oneshot::channel();
+            self.rollup.push(group, reply, false, None);
+        }
+        self.flush().await;
     }
 
     /// Runs until idle with nobody attached (then `release` decides whether to stop) or until
@@ -120,8 +266,12 @@ impl SessionActor {
         release: impl Fn(&mpsc::Receiver<Command>) -> bool,
     ) {
         loop {
-            let idle = self.subscribers.is_empty() && self.rollup.is_empty();
+            let idle = self.subscribers.is_empty()
+                && self.rollup.is_empty()
+                && self.presence.is_empty()
+                && self.runs.active().is_empty();
             let flush_at = self.flush_at;
+            let timer = self.next_timer();
             tokio::select! {
                 command = inbox.recv() => {
                     let Some(command) = command else { break };
@@ -139,6 +289,7 @@ impl SessionActor {
                     }
                 }
                 () = sleep_until_opt(flush_at) => self.flush().await,
+                () = sleep_until_opt(timer) => self.on_timer().await,
                 () = tokio::time::sleep(self.settings.idle_exit), if idle => {
                     if release(&inbox) {
                         break;
@@ -150,14 +301,27 @@ impl SessionActor {
                 }
             }
         }
+        let (active, stalled) = self.run_gauges;
+        metrics::gauge!(crate::metrics::ACTIVE_RUNS, "state" => "active").decrement(active);
+        metrics::gauge!(crate::metrics::ACTIVE_RUNS, "state" => "stalled").decrement(stalled);
     }
 
     /// Applies one command; returns whether pending publishes must be written now.
     fn handle(&mut self, command: Command) -> bool {
         match command {
-            Command::Publish { group, reply } => {
+            Command::Publish {
+                group,
+                reply,
+                connection_id,
+            } => {
+                if let (Some(conn), Some(client)) = (&connection_id, &group.client_id) {
+                    // A client publishing again after a reconnect keeps its runs.
+                    self.runs.rebind(client, conn);
+                    self.lost.retain(|(c, _)| self.runs.owns(c));
+                }
                 let merge = !self.settings.rollup_window.is_zero();
-                let must_flush = self.rollup.push(group, reply, merge);
+                self.oldest_pending.get_or_insert_with(Instant::now);
+                let must_flush = self.rollup.push(group, reply, merge, connection_id);
                 // The first append after a quiet window goes out at once (leading edge).
                 let quiet = self
                     .last_flush
@@ -165,9 +329,54 @@ impl SessionActor {
                 must_flush || (quiet && self.flush_at.is_none())
             }
             Command::Subscribe { subscriber, reply } => {
-                if reply.send((self.epoch, self.high_water)).is_ok() {
+                let registered = Registered {
+                    epoch: self.epoch,
+                    high_water: self.high_water,
+                    members: self.presence.members(),
+                };
+                if reply.send(registered).is_ok() {
                     self.subscribers.push(subscriber);
                 }
+                false
+            }
+            Command::Presence(request) => {
+                let change = match request {
+                    PresenceRequest::Enter(member) | PresenceRequest::Update(member) => {
+                        let conn = member.connection_id.clone();
+                        self.runs.rebind(&member.client_id, &conn);
+                        Some(self.presence.enter(member))
+                    }
+                    PresenceRequest::Leave {
+                        client_id,
+                        instance,
+                    } => self.presence.leave(&client_id, &instance),
+                };
+                if let Some(change) = change {
+                    self.broadcast_presence(change);
+                }
+                false
+            }
+            Command::ConnectionEnded {
+                connection_id,
+                clean,
+            } => {
+                let now = self.now_ms();
+                let grace = self.settings.presence_grace.as_millis() as u64;
+                for change in self
+                    .presence
+                    .connection_ended(&connection_id, clean, now, grace)
+                {
+                    self.broadcast_presence(change);
+                }
+                if self.runs.owns(&connection_id) {
+                    // A clean close is a goodbye: no grace. A lost one may come back.
+                    let at = if clean { now } else { now + grace };
+                    self.lost.push((connection_id, at));
+                }
+                false
+            }
+            Command::Inspect { reply } => {
+                let _ = reply.send((self.presence.members(), self.runs.active()));
                 false
             }
             Command::Unsubscribe { id } => {
@@ -195,6 +404,7 @@ impl SessionActor {
             return;
         }
         self.last_flush = Some(Instant::now());
+        let received = self.oldest_pending.take();
         let flush = self.rollup.take();
         let result = self
             .store
@@ -210,9 +420,18 @@ impl SessionActor {
             }
         };
         let mut written: Vec<Event> = Vec::new();
-        for (outcome, waiters) in outcomes.into_iter().zip(flush.waiters) {
+        let mut effects = Vec::new();
+        let now = self.now_ms();
+        let groups = outcomes
+            .into_iter()
+            .zip(flush.waiters)
+            .zip(flush.connections);
+        for ((outcome, waiters), connection) in groups {
             if let Ok(o) = &outcome {
                 self.epoch = o.epoch;
+                for event in &o.events {
+                    effects.extend(self.runs.observe(event, connection.as_deref(), now));
+                }
                 written.extend(o.events.iter().cloned());
             }
             for (reply, own) in waiters {
@@ -230,11 +449,21 @@ impl SessionActor {
             }
             self.hub.notify(&self.name);
         }
+        metrics::counter!(crate::metrics::EVENTS_IN).increment(written.len() as u64);
+        let delivered = !written.is_empty();
         for event in written {
             if event.serial > self.high_water {
                 self.broadcast(event);
             }
         }
+        if let (true, Some(received)) = (delivered, received) {
+            metrics::histogram!(crate::metrics::PUBLISH_TO_DELIVER)
+                .record(received.elapsed().as_secs_f64());
+        }
+        if !effects.is_empty() {
+            Box::pin(self.apply(effects)).await;
+        }
+        self.sync_run_gauges();
     }
 
     /// Broadcasts events from the store after the high-water, up to `upto`.
@@ -271,7 +500,25 @@ impl SessionActor {
         let Ok(text) = serde_json::to_string(&frame) else {
             return;
         };
-        let bytes = Utf8Bytes::from(text);
+        self.send_all(Some(serial), Utf8Bytes::from(text));
+    }
+
+    fn broadcast_presence(&mut self, change: PresenceChange) {
+        let frame = ServerFrame::Presence {
+            session: self.name.clone(),
+            action: change.action,
+            member: change.member,
+        };
+        if let Ok(text) = serde_json::to_string(&frame) {
+            self.send_all(None, Utf8Bytes::from(text));
+        }
+    }
+
+    /// Queues a frame to every subscriber; a full feed drops its subscriber (it resumes).
+    fn send_all(&mut self, serial: Option<u64>, bytes: Utf8Bytes) {
+        if serial.is_some() {
+            metrics::counter!(crate::metrics::EVENTS_OUT).increment(self.subscribers.len() as u64);
+        }
         self.subscribers
             .retain(|s| match s.tx.try_send((serial, bytes.clone())) {
                 Ok(()) => true,

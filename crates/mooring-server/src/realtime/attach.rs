@@ -68,6 +68,27 @@ pub(crate) async fn run(
     session: String,
     from: Option<AttachFrom>,
 ) -> AttachmentEnd {
+    metrics::gauge!(crate::metrics::ATTACHMENTS).increment(1.0);
+    if matches!(from, Some(AttachFrom::Position(_))) {
+        metrics::counter!(crate::metrics::RESUMES).increment(1);
+    }
+    let end = attach(ctx, session, from).await;
+    metrics::gauge!(crate::metrics::ATTACHMENTS).decrement(1.0);
+    match end {
+        AttachmentEnd::SlowConsumer => {
+            metrics::counter!(crate::metrics::SLOW_CONSUMERS).increment(1);
+        }
+        AttachmentEnd::Detached => metrics::counter!(crate::metrics::SEAM_FAILURES).increment(1),
+        AttachmentEnd::Stopped => {}
+    }
+    end
+}
+
+async fn attach(
+    ctx: AttachmentContext,
+    session: String,
+    from: Option<AttachFrom>,
+) -> AttachmentEnd {
     let (tx, mut feed) = mpsc::channel::<LiveItem>(SEAM_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
     let subscriber = Subscriber {
@@ -75,9 +96,10 @@ pub(crate) async fn run(
         tx,
         overflowed: overflowed.clone(),
     };
-    let Ok((epoch, high_water)) = ctx.sessions.subscribe(&session, subscriber).await else {
+    let Ok(registered) = ctx.sessions.subscribe(&session, subscriber).await else {
         return AttachmentEnd::Stopped;
     };
+    let (epoch, high_water) = (registered.epoch, registered.high_water);
     let released = match catch_up(&ctx, &session, from, epoch, high_water).await {
         Some(serial) => serial,
         None => return AttachmentEnd::Stopped,
@@ -100,10 +122,21 @@ pub(crate) async fn run(
     if !ctx.send(&live).await {
         return AttachmentEnd::Stopped;
     }
+    // Members as of the registration (none: no frame, the list starts empty); later changes
+    // are queued in the feed behind it.
+    if !registered.members.is_empty() {
+        let snapshot = ServerFrame::PresenceSnapshot {
+            session: session.clone(),
+            members: registered.members,
+        };
+        if !ctx.send(&snapshot).await {
+            return AttachmentEnd::Stopped;
+        }
+    }
     loop {
         tokio::select! {
             item = feed.recv() => match item {
-                Some((serial, _)) if serial <= released => {}
+                Some((Some(serial), _)) if serial <= released => {}
                 Some((_, bytes)) => {
                     if ctx.outbound.try_send(bytes).is_err() {
                         return AttachmentEnd::SlowConsumer;

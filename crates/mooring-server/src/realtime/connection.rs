@@ -3,7 +3,7 @@
 //! One task owns the socket. Everything sent to the client goes through one bounded outbound
 //! queue, so a connection's memory is bounded; attachments and acknowledgements feed it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use mooring_protocol::presence::{Member, PresenceAction, Role};
+
+use super::actor::PresenceRequest;
 use super::attach::{self, AttachmentContext, AttachmentEnd};
 use super::errors::{body, of_publish};
 use super::sessions::Sessions;
@@ -56,6 +59,9 @@ struct Connection {
     publishes: Arc<Semaphore>,
     /// Attachments report a slow consumer here.
     slow: mpsc::Sender<()>,
+    /// Sessions this connection published to or entered: told when it ends, so its presence
+    /// and runs follow (leave, or wait out the grace for a reconnect).
+    touched: HashSet<String>,
 }
 
 fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
@@ -97,7 +103,9 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
         attachments: HashMap::new(),
         publishes: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT)),
         slow,
+        touched: HashSet::new(),
     };
+    metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
     let welcome = ServerFrame::Welcome {
         protocol: PROTOCOL_VERSION,
         connection_id: conn.id.clone(),
@@ -159,6 +167,19 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
         }
     };
     conn.detach_all().await;
+    metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
+    let how = match ending {
+        Ending::Clean => "clean",
+        Ending::Lost => "lost",
+        Ending::Closed(_) => "closed",
+    };
+    metrics::counter!(crate::metrics::CONNECTIONS_CLOSED, "how" => how).increment(1);
+    let clean = ending == Ending::Clean;
+    for session in &conn.touched {
+        conn.sessions
+            .connection_ended(session, &conn.id, clean)
+            .await;
+    }
     tracing::debug!(connection = %id, ?ending, "connection ended");
 }
 
@@ -238,6 +259,22 @@ impl Connection {
                 })
                 .await;
             }
+            ClientFrame::Presence {
+                session,
+                action,
+                role,
+                instance,
+                data,
+            } => self.presence(session, action, role, instance, data).await,
+            ClientFrame::PresenceGet { session } => {
+                if let Some(err) = self.check_name(&session) {
+                    self.push(&error_frame(None, Some(&session), err)).await;
+                    return Ok(());
+                }
+                let (members, _) = self.sessions.inspect(&session).await;
+                self.push(&ServerFrame::PresenceSnapshot { session, members })
+                    .await;
+            }
             ClientFrame::Publish {
                 req,
                 session,
@@ -315,6 +352,47 @@ impl Connection {
             .insert(session, Attachment { cancel, task });
     }
 
+    async fn presence(
+        &mut self,
+        session: String,
+        action: PresenceAction,
+        role: Option<Role>,
+        instance: Option<String>,
+        data: serde_json::Value,
+    ) {
+        if let Some(err) = self.check_name(&session) {
+            self.push(&error_frame(None, Some(&session), err)).await;
+            return;
+        }
+        let limit = self.sessions.config().max_presence_data_bytes;
+        if serde_json::to_string(&data).map_or(0, |d| d.len()) > limit {
+            let err = body(
+                ErrorCode::TooLarge,
+                format!("presence data is limited to {limit} bytes"),
+            );
+            self.push(&error_frame(None, Some(&session), err)).await;
+            return;
+        }
+        let instance = instance.unwrap_or_else(|| self.id.clone());
+        let member = Member {
+            client_id: self.client_id.clone(),
+            instance,
+            connection_id: self.id.clone(),
+            role: role.unwrap_or(Role::User),
+            data,
+        };
+        let request = match action {
+            PresenceAction::Enter => PresenceRequest::Enter(member),
+            PresenceAction::Update => PresenceRequest::Update(member),
+            PresenceAction::Leave => PresenceRequest::Leave {
+                client_id: member.client_id,
+                instance: member.instance,
+            },
+        };
+        self.touched.insert(session.clone());
+        self.sessions.presence(&session, request).await;
+    }
+
     async fn detach(&mut self, session: &str) {
         if let Some(attachment) = self.attachments.remove(session) {
             attachment.cancel.cancel();
@@ -349,12 +427,21 @@ impl Connection {
                 .await;
             return;
         }
+        if let Some(err) = super::errors::server_only(&events) {
+            self.push(&error_frame(Some(req), Some(&session), err))
+                .await;
+            return;
+        }
         let Ok(permit) = self.publishes.clone().acquire_owned().await else {
             return;
         };
         let group = PublishGroup::new(Some(self.client_id.clone()), events);
         // Queued in frame order here; only the wait for durability runs on its own.
-        let reply = self.sessions.publish(&session, group).await;
+        self.touched.insert(session.clone());
+        let reply = self
+            .sessions
+            .publish(&session, group, Some(self.id.clone()))
+            .await;
         let outbound = self.outbound.clone();
         tokio::spawn(async move {
             let frame = match reply.await {

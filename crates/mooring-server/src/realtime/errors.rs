@@ -30,3 +30,14 @@ pub(crate) fn of_publish(error: &PublishError) -> ErrorBody {
         ) => body(ErrorCode::StoreUnavailable, message),
     }
 }
+
+/// Refuses events only the server may publish; `Some(error)` names the first.
+pub(crate) fn server_only(events: &[mooring_protocol::session::NewEvent]) -> Option<ErrorBody> {
+    let index = events
+        .iter()
+        .position(|e| e.action == mooring_protocol::session::Action::RunStalled)?;
+    Some(body(
+        ErrorCode::InvalidEvent,
+        format!("event {index}: run.stalled is published by the server"),
+    ))
+}

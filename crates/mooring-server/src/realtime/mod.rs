@@ -41,10 +41,18 @@ pub struct RealtimeConfig {
     pub max_frame_bytes: usize,
     /// Largest event (its `data`, `name` and `extras`, as JSON) a client may publish.
     pub max_event_bytes: usize,
+    /// Largest presence `data` of a member, as JSON.
+    pub max_presence_data_bytes: usize,
     /// How long a new connection has to send `hello`.
     pub hello_timeout: Duration,
     /// How long a session task lingers with nobody attached and nothing to do.
     pub session_idle_exit: Duration,
+    /// How long a lost connection's presence and runs wait for it to come back.
+    pub presence_grace: Duration,
+    /// A run without progress this long emits `run.stalled`.
+    pub stall_after: Duration,
+    /// `stall_after` by namespace.
+    pub namespace_stall_after: HashMap<String, Duration>,
 }
 
 impl Default for RealtimeConfig {
@@ -57,8 +65,12 @@ impl Default for RealtimeConfig {
             max_attachments: 256,
             max_frame_bytes: 1 << 20,
             max_event_bytes: 64 << 10,
+            max_presence_data_bytes: 1024,
             hello_timeout: Duration::from_secs(10),
             session_idle_exit: Duration::from_secs(30),
+            presence_grace: Duration::from_secs(15),
+            stall_after: Duration::from_secs(30),
+            namespace_stall_after: HashMap::new(),
         }
     }
 }
@@ -67,6 +79,14 @@ impl RealtimeConfig {
     /// A peer silent this long is dead.
     pub fn dead_after(&self) -> Duration {
         self.heartbeat * 5 / 2
+    }
+
+    /// The stall threshold of `namespace`.
+    pub fn stall_after(&self, namespace: &str) -> Duration {
+        self.namespace_stall_after
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.stall_after)
     }
 
     /// The rollup window of `namespace`, capped at [`MAX_ROLLUP_WINDOW`].

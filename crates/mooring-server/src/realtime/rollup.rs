@@ -26,8 +26,12 @@ enum Pending {
         appends: Vec<NewEvent>,
         replies: Vec<Reply>,
     },
-    /// A request written as it came.
-    Group { group: PublishGroup, reply: Reply },
+    /// A request written as it came, with the connection it came from (runs bind to it).
+    Group {
+        group: PublishGroup,
+        reply: Reply,
+        connection: Option<String>,
+    },
 }
 
 /// Requests waiting to be written, in arrival order.
@@ -41,6 +45,8 @@ pub(crate) struct Rollup {
 pub(crate) struct Flush {
     pub(crate) groups: Vec<PublishGroup>,
     pub(crate) waiters: Vec<Vec<Waiter>>,
+    /// The connection each group came from, if known.
+    pub(crate) connections: Vec<Option<String>>,
 }
 
 /// The message a request appends text to, if it can be merged.
@@ -65,9 +71,19 @@ impl Rollup {
 
     /// Queues a request. Returns whether it must be written without waiting for the window
     /// (it is not an append, so it flushes the appends before it).
-    pub(crate) fn push(&mut self, group: PublishGroup, reply: Reply, merge: bool) -> bool {
+    pub(crate) fn push(
+        &mut self,
+        group: PublishGroup,
+        reply: Reply,
+        merge: bool,
+        connection: Option<String>,
+    ) -> bool {
         let Some(reference) = mergeable(&group).filter(|_| merge) else {
-            self.pending.push(Pending::Group { group, reply });
+            self.pending.push(Pending::Group {
+                group,
+                reply,
+                connection,
+            });
             return true;
         };
         let PublishGroup {
@@ -105,6 +121,7 @@ impl Rollup {
         let mut flush = Flush {
             groups: Vec::with_capacity(self.pending.len()),
             waiters: Vec::with_capacity(self.pending.len()),
+            connections: Vec::with_capacity(self.pending.len()),
         };
         for entry in self.pending.drain(..) {
             match entry {
@@ -122,11 +139,17 @@ impl Rollup {
                         events: appends,
                         coalesce: true,
                     });
+                    flush.connections.push(None);
                 }
-                Pending::Group { group, reply } => {
+                Pending::Group {
+                    group,
+                    reply,
+                    connection,
+                } => {
                     let all = 0..group.events.len();
                     flush.groups.push(group);
                     flush.waiters.push(vec![(reply, all)]);
+                    flush.connections.push(connection);
                 }
             }
         }
@@ -184,9 +207,9 @@ mod tests {
     #[test]
     fn appends_to_one_message_merge_in_order() {
         let mut r = Rollup::default();
-        assert!(!r.push(append("a", 1, "He"), reply(), true));
-        assert!(!r.push(append("a", 2, "x"), reply(), true));
-        assert!(!r.push(append("a", 1, "llo"), reply(), true));
+        assert!(!r.push(append("a", 1, "He"), reply(), true, None));
+        assert!(!r.push(append("a", 2, "x"), reply(), true, None));
+        assert!(!r.push(append("a", 1, "llo"), reply(), true, None));
         let flush = r.take();
         assert_eq!(texts(&flush), ["1:Hello", "2:x"]);
         assert!(flush.groups[0].coalesce);
@@ -198,20 +221,20 @@ mod tests {
     #[test]
     fn another_request_is_a_barrier_and_flushes_at_once() {
         let mut r = Rollup::default();
-        r.push(append("a", 1, "a"), reply(), true);
-        assert!(r.push(create("a"), reply(), true));
-        r.push(append("a", 1, "b"), reply(), true);
+        r.push(append("a", 1, "a"), reply(), true, None);
+        assert!(r.push(create("a"), reply(), true, None));
+        r.push(append("a", 1, "b"), reply(), true, None);
         assert_eq!(texts(&r.take()), ["1:a", "0:", "1:b"]);
     }
 
     #[test]
     fn different_clients_never_merge_but_ids_do() {
         let mut r = Rollup::default();
-        r.push(append("a", 1, "a"), reply(), true);
-        r.push(append("b", 1, "b"), reply(), true);
+        r.push(append("a", 1, "a"), reply(), true, None);
+        r.push(append("b", 1, "b"), reply(), true, None);
         let mut with_id = append("a", 1, "c");
         with_id.events[0].id = Some("k".into());
-        assert!(!r.push(with_id, reply(), true));
+        assert!(!r.push(with_id, reply(), true, None));
         let flush = r.take();
         assert_eq!(texts(&flush), ["1:ac", "1:b"]);
         assert_eq!(flush.groups[0].events[1].id.as_deref(), Some("k"));
@@ -220,8 +243,8 @@ mod tests {
     #[test]
     fn without_rollup_nothing_merges() {
         let mut r = Rollup::default();
-        assert!(r.push(append("a", 1, "a"), reply(), false));
-        assert!(r.push(append("a", 1, "b"), reply(), false));
+        assert!(r.push(append("a", 1, "a"), reply(), false, None));
+        assert!(r.push(append("a", 1, "b"), reply(), false, None));
         assert_eq!(r.take().groups.len(), 2);
     }
 }

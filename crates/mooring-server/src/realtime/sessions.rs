@@ -11,7 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::actor::{ActorSettings, Command, SessionActor, Subscriber};
+use mooring_core::clock::Clock;
+use mooring_core::runs::Run;
+use mooring_protocol::presence::Member;
+
+use super::actor::{ActorSettings, Command, PresenceRequest, Registered, SessionActor, Subscriber};
 use super::RealtimeConfig;
 use crate::hub::Hub;
 
@@ -32,6 +36,7 @@ struct Inner {
     config: RealtimeConfig,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    clock: Arc<dyn Clock>,
 }
 
 /// Why a session could not be reached.
@@ -46,6 +51,7 @@ impl Sessions {
         config: RealtimeConfig,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -55,6 +61,7 @@ impl Sessions {
                 config,
                 shutdown,
                 tasks,
+                clock,
             }),
         }
     }
@@ -77,21 +84,27 @@ impl Sessions {
         &self,
         name: &str,
         group: PublishGroup,
+        connection_id: Option<String>,
     ) -> oneshot::Receiver<Result<PublishOutcome, PublishError>> {
         let (reply, rx) = oneshot::channel();
-        let command = Command::Publish { group, reply };
+        let command = Command::Publish {
+            group,
+            reply,
+            connection_id,
+        };
         if let Err(Command::Publish { reply, .. }) = self.send(name, command).await {
             let _ = reply.send(Err(PublishError::Store(StoreError::ShuttingDown)));
         }
         rx
     }
 
-    /// Registers a live feed; returns the session's epoch and the serial the feed starts after.
+    /// Registers a live feed; returns the session's epoch, the serial the feed starts after,
+    /// and the members at that instant.
     pub(crate) async fn subscribe(
         &self,
         name: &str,
         subscriber: Subscriber,
-    ) -> Result<(u64, u64), SessionsClosed> {
+    ) -> Result<Registered, SessionsClosed> {
         let (reply, rx) = oneshot::channel();
         self.send(name, Command::Subscribe { subscriber, reply })
             .await
@@ -109,6 +122,28 @@ impl Sessions {
         if let Some(sender) = sender {
             let _ = sender.send(Command::Unsubscribe { id }).await;
         }
+    }
+
+    pub(crate) async fn presence(&self, name: &str, request: PresenceRequest) {
+        let _ = self.send(name, Command::Presence(request)).await;
+    }
+
+    /// Tells a session that a connection which entered presence or started runs there ended.
+    pub(crate) async fn connection_ended(&self, name: &str, connection_id: &str, clean: bool) {
+        let command = Command::ConnectionEnded {
+            connection_id: connection_id.to_owned(),
+            clean,
+        };
+        let _ = self.send(name, command).await;
+    }
+
+    /// The members and active runs of a session (empty if it has no task).
+    pub async fn inspect(&self, name: &str) -> (Vec<Member>, Vec<Run>) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(name, Command::Inspect { reply }).await.is_err() {
+            return (Vec::new(), Vec::new());
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Tells a running session task that its log moved outside it; no task is started.
@@ -157,12 +192,15 @@ impl Sessions {
                 rollup_window: inner.config.rollup_window(namespace(&name)),
                 dedupe_window_ms: inner.config.dedupe_window.as_millis() as u64,
                 idle_exit: inner.config.session_idle_exit,
+                presence_grace: inner.config.presence_grace,
+                stall_after: inner.config.stall_after(namespace(&name)),
             };
             let actor = SessionActor::start(
                 name.clone(),
                 inner.store.clone(),
                 inner.hub.clone(),
                 settings,
+                inner.clock.clone(),
             )
             .await;
             let release = |inbox: &mpsc::Receiver<Command>| {

@@ -3,6 +3,7 @@
 mod error;
 mod history;
 mod publish;
+mod runs;
 mod sse;
 
 use axum::routing::{get, post};
@@ -24,4 +25,7 @@ pub fn routes() -> Router<AppState> {
             post(publish::append),
         )
         .route("/v1/sessions/{name}/history", get(history::history))
+        .route("/v1/sessions/{name}/presence", get(runs::presence))
+        .route("/v1/sessions/{name}/runs", get(runs::runs))
+        .route("/v1/sessions/{name}/cancel", post(runs::cancel))
 }

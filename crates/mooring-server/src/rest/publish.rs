@@ -57,10 +57,13 @@ pub(crate) async fn publish_events(
             "a publish needs at least one event",
         ));
     }
+    if let Some(err) = crate::realtime::errors::server_only(&events) {
+        return Err(RestError(err));
+    }
     let group = PublishGroup::new(client_id, events);
     let outcome = app
         .sessions
-        .publish(name, group)
+        .publish(name, group, None)
         .await
         .await
         .map_err(|_| RestError::new(ErrorCode::ShuttingDown, "the session stopped"))?
