@@ -87,6 +87,22 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub(crate) heartbeat_ms: u64,
 
+    /// How long a lost connection's presence and runs wait for it to come back before the
+    /// members leave and the runs end agent_lost, in milliseconds.
+    #[arg(long, env = "MOORING_PRESENCE_GRACE_MS", default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub(crate) presence_grace_ms: u64,
+
+    /// A run without progress this long emits run.stalled, in milliseconds.
+    #[arg(long, env = "MOORING_STALL_AFTER_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub(crate) stall_after_ms: u64,
+
+    /// stall_after of one namespace, as NAMESPACE=MS (repeatable), e.g. batch=120000.
+    #[arg(long = "namespace-stall-after", env = "MOORING_NAMESPACE_STALL_AFTER",
+          value_delimiter = ',', value_parser = parse_namespace_ms)]
+    pub(crate) namespace_stall_after: Vec<(String, u64)>,
+
     /// Log format.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
@@ -96,6 +112,19 @@ pub(crate) struct ServeArgs {
 pub(crate) enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_namespace_ms(text: &str) -> Result<(String, u64), String> {
+    let (namespace, ms) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAMESPACE=MS, got {text:?}"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("{ms:?} is not a whole number of milliseconds"))?;
+    if namespace.is_empty() {
+        return Err("the namespace must not be empty".into());
+    }
+    Ok((namespace.to_owned(), ms))
 }
 
 fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {

@@ -68,6 +68,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|(ns, ms)| (ns.clone(), Duration::from_millis(*ms)))
             .collect(),
         dedupe_window: Duration::from_secs(args.dedupe_window_secs),
+        presence_grace: Duration::from_millis(args.presence_grace_ms),
+        stall_after: Duration::from_millis(args.stall_after_ms),
+        namespace_stall_after: args
+            .namespace_stall_after
+            .iter()
+            .map(|(ns, ms)| (ns.clone(), Duration::from_millis(*ms)))
+            .collect(),
         ..RealtimeConfig::default()
     };
     let config = ServerConfig {
