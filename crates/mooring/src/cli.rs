@@ -128,21 +128,13 @@ fn parse_namespace_ms(text: &str) -> Result<(String, u64), String> {
 }
 
 fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {
-    let (namespace, ms) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAMESPACE=MS, got {text:?}"))?;
-    let ms: u64 = ms
-        .parse()
-        .map_err(|_| format!("{ms:?} is not a whole number of milliseconds"))?;
+    let (namespace, ms) = parse_namespace_ms(text)?;
     if ms > 500 {
         return Err(format!(
             "the rollup window of {namespace:?} is {ms} ms; at most 500"
         ));
     }
-    if namespace.is_empty() {
-        return Err("the namespace must not be empty".into());
-    }
-    Ok((namespace.to_owned(), ms))
+    Ok((namespace, ms))
 }
 
 impl ServeArgs {
