@@ -207,3 +207,83 @@ async fn a_session_is_a_durable_stream_and_the_reverse() {
         .await;
     assert_eq!(reader.next_frame().await["serial"], 3);
 }
+
+#[tokio::test]
+async fn a_session_written_over_rest_reads_the_same_over_websocket_sse_and_durable_streams() {
+    let node = start(no_rollup()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.addr);
+    let publish = |body: Value| {
+        http.post(format!("{base}/v1/sessions/chat:same/events"))
+            .header("mooring-client-id", "rest")
+            .json(&body)
+            .send()
+    };
+    publish(json!({"name":"response","data":"He"}))
+        .await
+        .expect("create");
+    http.post(format!("{base}/v1/sessions/chat:same/messages/1/append"))
+        .json(&json!({"data":"llo"}))
+        .send()
+        .await
+        .expect("append");
+    publish(json!({"events":[{"action":"event","name":"tool-call","data":{"n":1}},{"data":"x"}]}))
+        .await
+        .expect("batch");
+    let stream: Value = http
+        .get(format!("{base}/v1/stream/chat:same?offset=-1"))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    let mut ws = Ws::connect(&node, "reader").await;
+    ws.send(json!({"type":"attach","session":"chat:same","from":"start"}))
+        .await;
+    let mut over_ws = Vec::new();
+    loop {
+        let mut f = ws.next_frame().await;
+        match f["type"].as_str() {
+            Some("event") => {
+                let object = f.as_object_mut().expect("object");
+                for key in ["type", "session", "epoch"] {
+                    object.remove(key);
+                }
+                over_ws.push(f);
+            }
+            Some("live") => break,
+            _ => {}
+        }
+    }
+    let mut sse = http
+        .get(format!("{base}/v1/sessions/chat:same/events?after=0"))
+        .send()
+        .await
+        .expect("sse");
+    let mut text = String::new();
+    while text.matches("\n\n").count() < 4 {
+        let chunk = tokio::time::timeout(Duration::from_secs(15), sse.chunk())
+            .await
+            .expect("sse data")
+            .expect("chunk")
+            .expect("open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let over_sse: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("json"))
+        .collect();
+    assert_eq!(stream.as_array().map(Vec::len), Some(4));
+    assert_eq!(
+        Value::Array(over_ws),
+        stream,
+        "WebSocket and Durable Streams agree"
+    );
+    assert_eq!(
+        Value::Array(over_sse),
+        stream,
+        "SSE and Durable Streams agree"
+    );
+}
