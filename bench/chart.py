@@ -25,6 +25,9 @@ NAMES = {
 SHORT = {"mooring": "Mooring", "electric": "Electric", "node": "Node"}
 COLOURS = {"mooring": "#1f6feb", "electric": "#8957e5", "node": "#3fb950"}
 SPARE = ["#d29922", "#db6d28", "#6e7781"]
+# A point where other work on the machine took more than this much CPU (100 = one core) is
+# marked as disturbed.
+DISTURBED = 50
 
 
 def load(directory):
@@ -71,8 +74,8 @@ def chart(results, subtitle):
     for i, s in enumerate(x for x in servers if x not in colours):
         colours[s] = SPARE[i % len(SPARE)]
 
-    width, height = 980, 520
-    left, right, top, bottom = 80, 20, 96, 110
+    width, height = 980, 534
+    left, right, top, bottom = 80, 20, 96, 124
     plot_w, plot_h = width - left - right, height - top - bottom
     peak = max(r["appends_per_sec"] for r in results.values()) or 1
     step = nice_step(peak * 1.1)
@@ -130,6 +133,14 @@ def chart(results, subtitle):
         out.append(text(cx, base + 33, f"{streams} stream{'s' if streams != 1 else ''}", 12))
         mooring = results.get(("mooring", streams, producers))
         line = base + 52
+        others = [
+            r.get("other_cpu_percent") or 0
+            for r in (results.get((s, streams, producers)) for s in servers)
+            if r is not None
+        ]
+        if others and max(others) > DISTURBED:
+            out.append(text(cx, line, "disturbed by other work", 11, fill="#cf222e"))
+            line += 14
         for s in servers:
             peer = results.get((s, streams, producers))
             if s == "mooring" or not mooring or not peer or peer["appends_per_sec"] <= 0:
