@@ -2,7 +2,7 @@
 //!
 //! `seam_overflow` needs a replay outrun by live traffic; it is provoked in `backpressure.rs`
 //! (`a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes`), as is the
-//! slow-consumer close `4008`. [`every_documented_code_is_provoked`] keeps this list in step with
+//! slow-consumer close `4008`; the REST-only codes are provoked in `rest.rs`. [`every_documented_code_is_provoked`] keeps this list in step with
 //! the documentation.
 
 mod common;
@@ -41,6 +41,14 @@ const PROVOKED: &[(&str, &str)] = &[
         "backpressure.rs: a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes",
     ),
     ("session_closed", "a_closed_session_refuses_events"),
+    (
+        "session_not_found",
+        "rest.rs: history_pages_both_ways_return_every_event_once",
+    ),
+    (
+        "invalid_request",
+        "rest.rs: history_pages_both_ways_return_every_event_once",
+    ),
     ("not_a_session", "a_durable_stream_of_another_type_is_not_a_session"),
     ("store_unavailable", "a_refused_write_is_store_unavailable_and_a_retry_with_its_id_lands_once"),
     ("shutting_down", "a_stopped_store_answers_shutting_down"),
