@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{no_rollup, Engine, Node};
 use mooring_protocol::realtime::{
-    close, AttachFrom, AttachMode, AttachPoint, ErrorCode, ServerFrame,
+    close, AttachFrom, AttachMode, AttachPoint, ClientFrame, ErrorCode, ServerFrame,
 };
 use mooring_protocol::session::NewEvent;
 use mooring_testkit::session_check::{view_differences, Reconstruction};
@@ -84,6 +84,16 @@ async fn read_until(client: &mut RealtimeClient, recon: &mut Reconstruction, las
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss() {
+    slow_consumer(false).await;
+}
+
+/// A client pings every heartbeat, slow or not; its pong must not wedge the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_that_pings_is_closed_with_4008_and_resumes_without_loss() {
+    slow_consumer(true).await;
+}
+
+async fn slow_consumer(ping_while_full: bool) {
     let node = Node::start(Engine::Memory, no_rollup()).await;
     let session = "slow:1";
     let options = ConnectOptions {
@@ -114,12 +124,25 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss() {
     assert_eq!(last, 2000);
     // Let the attachment meet the full queue.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    if ping_while_full {
+        slow.send(&ClientFrame::Ping { nonce: 1 })
+            .await
+            .expect("ping");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let code = loop {
-        match slow.recv(PROMPT).await.expect("read") {
+        let incoming = slow.recv(PROMPT).await;
+        match incoming.unwrap_or_else(|e| {
+            panic!(
+                "the slow client stopped getting anything at serial {}: {e}",
+                recon.last_serial()
+            )
+        }) {
             Incoming::Frame(ServerFrame::Event { epoch, event, .. }) => {
                 recon.observe(epoch, &event);
             }
+            Incoming::Frame(ServerFrame::Pong { .. }) if ping_while_full => {}
             Incoming::Frame(other) => panic!("unexpected {other:?}"),
             Incoming::Closed(code) => break code,
         }
@@ -148,7 +171,10 @@ async fn a_slow_consumer_is_closed_with_4008_and_resumes_without_loss() {
         .expect("session");
     let diff = view_differences(&recon.messages(), &snapshot.messages);
     assert!(diff.is_empty(), "{diff:?}");
-    println!("slow consumer: closed with 4008 at serial {cut_at} of {last}, resumed, {report}");
+    println!(
+        "slow consumer (pinged while full: {ping_while_full}): closed with 4008 at serial \
+         {cut_at} of {last}, resumed, {report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,4 +249,101 @@ async fn a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resu
     let diff = view_differences(&recon.messages(), &snapshot.messages);
     assert!(diff.is_empty(), "{diff:?}");
     println!("seam overflow: detached after the replay of {high_water} events, resumed, {report}");
+}
+
+/// A client that stops reading for good (its process frozen, its socket open) cannot be sent
+/// anything, not even the close: the server must still give up on it within `dead_after`, and not
+/// hold its queue forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_again_is_dropped_after_dead_after() {
+    // Long enough that a busy debug build never misses the writer's frames for dead_after.
+    let heartbeat = Duration::from_millis(1000);
+    let node = Node::start(
+        Engine::Memory,
+        mooring_server::realtime::RealtimeConfig {
+            heartbeat,
+            ..no_rollup()
+        },
+    )
+    .await;
+    let session = "frozen:1";
+    let options = ConnectOptions {
+        recv_buffer: Some(SMALL_RECV_BUFFER),
+        answer_pings: false,
+    };
+    let mut frozen = RealtimeClient::connect_with(&node.addr, "frozen", &options)
+        .await
+        .expect("connect");
+    frozen.attach(session, start()).await.expect("attach");
+
+    // 32 KiB events: the socket buffers hold at most a few hundred of them (4 MiB on Linux by
+    // default), the connection's queue 1,024 more.
+    let mut writer = RealtimeClient::connect(&node.addr, "writer")
+        .await
+        .expect("connect");
+    let events: Vec<_> = (0..1400).map(|i| big(i, 32 << 10)).collect();
+    publish_all(&mut writer, session, events).await;
+    // Far longer than dead_after (2.5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Whatever the kernel still holds can be read, then the connection ends. A server that had
+    // given up on it could not get a close frame through the full socket; one still holding it
+    // would go on sending, then close with 4008 or 4001 now that the client reads again.
+    let mut frames = 0u64;
+    let code = loop {
+        match frozen.recv(Duration::from_secs(5)).await {
+            Ok(Incoming::Frame(_)) => frames += 1,
+            Ok(Incoming::Closed(code)) => break code,
+            Err(e) => panic!("after {frames} frames: {e}"),
+        }
+    };
+    assert_eq!(
+        code, None,
+        "the server still held the connection of a client silent and unreading for 6 s \
+         ({frames} frames arrived before the close)"
+    );
+    assert!(frames < 1024, "{frames} frames arrived: the queue was kept");
+}
+
+/// A publisher far ahead of reading its acknowledgements fills its own queue with them; it must
+/// be answered or closed as a slow consumer, never left wedged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_does_not_read_its_acks_is_not_wedged() {
+    let node = Node::start(Engine::Memory, no_rollup()).await;
+    let options = ConnectOptions {
+        recv_buffer: Some(SMALL_RECV_BUFFER),
+        ..ConnectOptions::default()
+    };
+    let mut writer = RealtimeClient::connect_with(&node.addr, "eager", &options)
+        .await
+        .expect("connect");
+    let sent = 5000u64;
+    for i in 0..sent {
+        writer
+            .send_publish("eager:1", vec![ws::app_event("tick", i)])
+            .await
+            .expect("publish");
+    }
+    let mut acks = 0;
+    let ending = loop {
+        match writer.recv(Duration::from_secs(5)).await {
+            Ok(Incoming::Frame(ServerFrame::Ack { .. })) => {
+                acks += 1;
+                if acks == sent {
+                    break None;
+                }
+            }
+            Ok(Incoming::Frame(other)) => panic!("unexpected {other:?}"),
+            Ok(Incoming::Closed(code)) => break Some(code),
+            Err(e) => panic!("wedged after {acks} of {sent} acknowledgements: {e}"),
+        }
+    };
+    if let Some(code) = ending {
+        assert_eq!(
+            code,
+            Some(close::SLOW_CONSUMER),
+            "after {acks} acknowledgements"
+        );
+    }
+    println!("eager publisher: {acks} of {sent} acknowledgements read, then {ending:?}");
 }

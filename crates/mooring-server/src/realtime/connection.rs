@@ -30,6 +30,8 @@ use super::sessions::Sessions;
 const OUTBOUND_FRAMES: usize = 1024;
 /// Publishes of one connection waiting for their acknowledgement.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 1024;
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 static ATTACHMENTS: AtomicU64 = AtomicU64::new(1);
@@ -68,6 +70,13 @@ fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
     serde_json::to_string(frame).ok().map(Utf8Bytes::from)
 }
 
+/// Queues `text` for the client, or reports a slow consumer if its queue is full.
+fn queue_or_slow(outbound: &mpsc::Sender<Utf8Bytes>, slow: &mpsc::Sender<()>, text: Utf8Bytes) {
+    if let Err(mpsc::error::TrySendError::Full(_)) = outbound.try_send(text) {
+        let _ = slow.try_send(());
+    }
+}
+
 fn error_frame(req: Option<u64>, session: Option<&str>, error: ErrorBody) -> ServerFrame {
     ServerFrame::Error {
         req,
@@ -81,7 +90,21 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) -> 
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    let handshake = async {
+        if socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // Read what the client still sends, up to its close frame. A socket dropped with unread
+        // input is reset, and a reset destroys the frames still on their way to the client: the
+        // close frame with its code among them.
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    // A client that reads nothing gets no close frame at all; do not wait for it forever.
+    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
     Ending::Closed(code)
 }
 
@@ -142,7 +165,10 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
                 }
             }
             Some(text) = queue.recv() => {
-                if socket.send(Message::Text(text)).await.is_err() {
+                // A peer that takes nothing for dead_after is dead, like a silent one (and while
+                // this send waits, nothing else of the connection runs).
+                let sent = socket.send(Message::Text(text));
+                if !matches!(tokio::time::timeout(config.dead_after(), sent).await, Ok(Ok(()))) {
                     break Ending::Lost;
                 }
             }
@@ -156,7 +182,9 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
                 }
                 nonce += 1;
                 if let Some(text) = encode(&ServerFrame::Ping { nonce }) {
-                    if socket.send(Message::Text(text)).await.is_err() {
+                    let sent = socket.send(Message::Text(text));
+                    let sent = tokio::time::timeout(config.dead_after(), sent).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break Ending::Lost;
                     }
                 }
@@ -222,10 +250,12 @@ fn event_size(event: &mooring_protocol::session::NewEvent) -> usize {
 }
 
 impl Connection {
-    /// Queues a frame for the client, waiting for room.
+    /// Queues a frame for the client without waiting: this task is the one that drains the
+    /// queue, so waiting for room here would wedge the connection for good. A full queue is a
+    /// slow consumer.
     async fn push(&self, frame: &ServerFrame) {
         if let Some(text) = encode(frame) {
-            let _ = self.outbound.send(text).await;
+            queue_or_slow(&self.outbound, &self.slow, text);
         }
     }
 
@@ -443,6 +473,7 @@ impl Connection {
             .publish(&session, group, Some(self.id.clone()))
             .await;
         let outbound = self.outbound.clone();
+        let slow = self.slow.clone();
         tokio::spawn(async move {
             let frame = match reply.await {
                 Ok(Ok(outcome)) => ServerFrame::Ack {
@@ -462,7 +493,9 @@ impl Connection {
                 ),
             };
             if let Some(text) = encode(&frame) {
-                let _ = outbound.send(text).await;
+                // Not waiting for room: the permit this task holds is what lets the connection
+                // read the client's next publish, and only the connection drains the queue.
+                queue_or_slow(&outbound, &slow, text);
             }
             drop(permit);
         });
