@@ -637,9 +637,6 @@ async fn clients_resume_without_loss_across_sigkill_and_restart() -> anyhow::Res
         totals.reorders,
         started.elapsed().as_secs_f64()
     );
-    ensure!(
-        sum.reconnects >= cycles,
-        "the writers never noticed a kill"
-    );
+    ensure!(sum.reconnects >= cycles, "the writers never noticed a kill");
     Ok(())
 }
