@@ -82,7 +82,8 @@ impl Connection {
     }
 
     async fn handshake(url: &str, client_id: Option<&str>) -> Result<Self, ConnectError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // No Nagle delay: frames are small and a cancel must not wait for the peer's ACK.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .map_err(|e| match e {
                 tungstenite::Error::Url(e) => {
