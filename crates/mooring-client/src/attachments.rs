@@ -5,13 +5,21 @@
 //! attached again from its cursor once the subscriber has read half its buffer. The server answers frames in
 //! the order it receives them, so after the client sends `detach`, everything about that
 //! session up to the matching `detached` belongs to the old attachment and is ignored.
+//!
+//! An attachment may also be followed by this client's runs, which hear of their cancels and
+//! steers from its events. A session followed only by runs is attached without a subscriber
+//! (from its end: nothing is replayed), and stays attached while either remains.
+//!
+//! Presence frames reach the subscriber only after `live`: the server sends an attachment's
+//! member snapshot right behind `live` (when there are members), then changes as they happen.
 
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use mooring_protocol::realtime::{AttachFrom, AttachMode, ClientFrame};
+use mooring_protocol::presence::{Member, PresenceAction};
+use mooring_protocol::realtime::{AttachFrom, AttachMode, AttachPoint, ClientFrame};
 use mooring_protocol::session::Event;
 use tokio::sync::{mpsc, oneshot};
 
@@ -44,11 +52,42 @@ enum State {
 #[derive(Debug)]
 struct Attachment {
     cursor: Cursor,
-    items: mpsc::Sender<Delivery>,
+    /// The subscriber's queue; `None` for a session only runs follow.
+    items: Option<mpsc::Sender<Delivery>>,
     end: Option<oneshot::Sender<EndReason>>,
     /// The first `attached` (or refusal) answers the caller of `attach`.
     reply: Option<AttachReply>,
     state: State,
+    /// Runs of this client that hear of their controls through this attachment.
+    followers: usize,
+    /// Runs waiting for the server to have registered the attachment (its `attached`)
+    /// before they publish their start.
+    waiters: Vec<AttachReply>,
+    /// `live` was delivered on the current attach.
+    live: bool,
+    /// Nothing else about the session arrived since `live`: a snapshot now is the attach's.
+    snapshot_open: bool,
+}
+
+impl Attachment {
+    fn new(from: AttachFrom, items: Option<mpsc::Sender<Delivery>>) -> Self {
+        Self {
+            cursor: Cursor::new(from),
+            items,
+            end: None,
+            reply: None,
+            state: State::Unsent,
+            followers: 0,
+            waiters: Vec::new(),
+            live: false,
+            snapshot_open: false,
+        }
+    }
+
+    /// Whether a subscriber still holds the subscription.
+    fn has_subscriber(&self) -> bool {
+        self.items.as_ref().is_some_and(|i| !i.is_closed())
+    }
 }
 
 /// Every session the client is attached to.
@@ -83,21 +122,30 @@ impl Attachments {
             reply,
         } = request;
         if let Some(existing) = self.sessions.get(&session) {
-            if !existing.items.is_closed() {
+            if existing.has_subscriber() {
                 let _ = reply.send(Err(AttachError::new(
                     AttachErrorKind::AlreadyAttached,
                     format!("this client already has a subscription to {session:?}"),
                 )));
                 return;
             }
+            if existing.followers > 0 {
+                // Its cursor is where the runs are; another start could skip their controls.
+                let _ = reply.send(Err(AttachError::new(
+                    AttachErrorKind::AlreadyAttached,
+                    format!(
+                        "runs of this client follow {session:?}; attach before starting them, \
+                         or once they have ended"
+                    ),
+                )));
+                return;
+            }
             self.forget(&session, out);
         }
         let mut attachment = Attachment {
-            cursor: Cursor::new(from),
-            items,
             end: Some(end),
             reply: Some(reply),
-            state: State::Unsent,
+            ..Attachment::new(from, Some(items))
         };
         if self.connected {
             out.push(attach_frame(&session, &mut attachment));
@@ -110,10 +158,75 @@ impl Attachments {
         if self
             .sessions
             .get(session)
-            .is_some_and(|a| a.items.is_closed())
+            .is_some_and(|a| a.items.as_ref().is_some_and(mpsc::Sender::is_closed))
         {
+            self.subscriber_gone(session, out);
+        }
+    }
+
+    /// The subscriber is gone: the session stays attached for the runs that follow it, and
+    /// is detached otherwise.
+    fn subscriber_gone(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        let connected = self.connected;
+        match self.sessions.get_mut(session) {
+            Some(a) if a.followers > 0 => {
+                a.items = None;
+                a.end = None;
+                a.reply = None;
+                if a.state == State::Paused {
+                    a.state = State::Unsent;
+                    if connected {
+                        out.push(attach_frame(session, a));
+                    }
+                }
+            }
+            Some(_) => self.forget(session, out),
+            None => {}
+        }
+    }
+
+    /// A run follows `session`'s events: attach it (without subscriber) if the client is not
+    /// attached yet. `ready` is answered once the server has registered the attachment, so
+    /// every event published after that reaches the run.
+    pub(crate) fn follow(&mut self, session: &str, ready: AttachReply, out: &mut Vec<ClientFrame>) {
+        let connected = self.connected;
+        let a = self.sessions.entry(session.to_owned()).or_insert_with(|| {
+            // From the end of the log: the run only needs what comes after its start.
+            Attachment::new(AttachFrom::Rewind { rewind: 0 }, None)
+        });
+        a.followers += 1;
+        // A resume from a position (or from the start) replays whatever the run publishes
+        // meanwhile; an attach from the end must be registered first.
+        let replays = matches!(
+            a.cursor.attach_from(),
+            AttachFrom::Position(_) | AttachFrom::Named(AttachPoint::Start)
+        );
+        if a.cursor.is_requested() && !replays {
+            a.waiters.push(ready);
+        } else {
+            let _ = ready.send(Ok(()));
+        }
+        if a.state == State::Unsent && connected {
+            out.push(attach_frame(session, a));
+        }
+    }
+
+    /// A run no longer follows `session`.
+    pub(crate) fn unfollow(&mut self, session: &str, out: &mut Vec<ClientFrame>) {
+        let Some(a) = self.sessions.get_mut(session) else {
+            return;
+        };
+        a.followers = a.followers.saturating_sub(1);
+        if a.followers == 0 && !a.has_subscriber() {
             self.forget(session, out);
         }
+    }
+
+    /// Whether `session`'s attach is in flight and its `live` has not arrived.
+    pub(crate) fn awaiting_live(&self, session: &str) -> bool {
+        self.sessions
+            .get(session)
+            .is_some_and(|a| a.state == State::Sent && !a.live)
     }
 
     /// Drops a session whose subscriber is gone, detaching it on the server.
@@ -146,6 +259,7 @@ impl Attachments {
         self.connected = false;
         self.detaches.clear();
         for a in self.sessions.values_mut() {
+            a.live = false;
             if a.state == State::Sent {
                 a.cursor.interrupt();
                 a.state = State::Unsent;
@@ -175,9 +289,12 @@ impl Attachments {
             return;
         };
         let reset = a.cursor.on_attached(epoch, mode, high_water);
+        for ready in a.waiters.drain(..) {
+            let _ = ready.send(Ok(()));
+        }
         if let Some(reply) = a.reply.take() {
             if reply.send(Ok(())).is_err() {
-                self.forget(session, out);
+                self.subscriber_gone(session, out);
                 return;
             }
         }
@@ -188,24 +305,69 @@ impl Attachments {
         }
     }
 
+    /// An event of `session`; returns whether it is new (each serial is new once), so runs
+    /// following the session should hear of it.
     pub(crate) fn on_event(
         &mut self,
         session: &str,
         epoch: u64,
         event: Event,
         out: &mut Vec<ClientFrame>,
-    ) {
+    ) -> bool {
         let Some(a) = self.current(session) else {
-            return;
+            return false;
         };
+        a.snapshot_open = false;
         let before = a.cursor.clone();
         match a.cursor.on_event(epoch, &event) {
-            Verdict::Deliver => self.deliver(session, before, SessionItem::Event(event), out),
+            Verdict::Deliver => {
+                self.deliver(session, before, SessionItem::Event(event), out);
+                return true;
+            }
             Verdict::Duplicate | Verdict::Stale => {
                 tracing::trace!(session, serial = event.serial, "event dropped as seen")
             }
             Verdict::Gap => self.reattach_after_gap(session, event.serial, out),
         }
+        false
+    }
+
+    /// A member of `session` entered, updated or left.
+    pub(crate) fn on_presence(
+        &mut self,
+        session: &str,
+        action: PresenceAction,
+        member: Member,
+        out: &mut Vec<ClientFrame>,
+    ) {
+        let Some(a) = self.current(session).filter(|a| a.live) else {
+            return;
+        };
+        a.snapshot_open = false;
+        let before = a.cursor.clone();
+        self.deliver(
+            session,
+            before,
+            SessionItem::Presence { action, member },
+            out,
+        );
+    }
+
+    /// A member snapshot of `session`; returns whether it was the attachment's own (right
+    /// behind its `live`), delivered to the subscriber.
+    pub(crate) fn on_snapshot(
+        &mut self,
+        session: &str,
+        members: &[Member],
+        out: &mut Vec<ClientFrame>,
+    ) -> bool {
+        let Some(a) = self.current(session).filter(|a| a.live && a.snapshot_open) else {
+            return false;
+        };
+        a.snapshot_open = false;
+        let before = a.cursor.clone();
+        self.deliver(session, before, SessionItem::Members(members.to_vec()), out);
+        true
     }
 
     pub(crate) fn on_live(&mut self, session: &str, serial: u64, out: &mut Vec<ClientFrame>) {
@@ -214,7 +376,11 @@ impl Attachments {
         };
         let before = a.cursor.clone();
         match a.cursor.on_live(serial) {
-            Verdict::Deliver => self.deliver(session, before, SessionItem::Live { serial }, out),
+            Verdict::Deliver => {
+                a.live = true;
+                a.snapshot_open = true;
+                self.deliver(session, before, SessionItem::Live { serial }, out)
+            }
             Verdict::Duplicate | Verdict::Stale => {}
             Verdict::Gap => self.reattach_after_gap(session, serial, out),
         }
@@ -281,6 +447,12 @@ impl Attachments {
         let Some(mut a) = self.sessions.remove(session) else {
             return;
         };
+        for ready in a.waiters.drain(..) {
+            let _ = ready.send(Err(AttachError::server(
+                AttachErrorKind::Refused,
+                error.clone(),
+            )));
+        }
         if let Some(reply) = a.reply.take() {
             let _ = reply.send(Err(AttachError::server(AttachErrorKind::Refused, error)));
         } else if let Some(end) = a.end.take() {
@@ -291,6 +463,12 @@ impl Attachments {
     /// Ends every subscription: the client is closing.
     pub(crate) fn end_all(&mut self, reason: &EndReason) {
         for (_, mut a) in self.sessions.drain() {
+            for ready in a.waiters.drain(..) {
+                let _ = ready.send(Err(AttachError::new(
+                    AttachErrorKind::Closed,
+                    "the client closed before the session was attached",
+                )));
+            }
             if let Some(reply) = a.reply.take() {
                 let _ = reply.send(Err(AttachError::new(
                     AttachErrorKind::Closed,
@@ -318,16 +496,24 @@ impl Attachments {
             item,
             position: a.cursor.position(),
         };
-        match a.items.try_send(delivery) {
+        let sent = match &a.items {
+            Some(items) => items.try_send(delivery),
+            // Only runs follow the session: they hear of events from the task.
+            None => return,
+        };
+        match sent {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::debug!(session, "subscriber behind; pausing the session");
                 a.cursor = before;
                 a.cursor.interrupt();
                 a.state = State::Paused;
+                a.live = false;
                 // Resume once half the buffer is free, not at the first free slot, so a
                 // subscriber that reads slowly is not detached and attached item by item.
-                let items = a.items.clone();
+                let Some(items) = a.items.clone() else {
+                    return;
+                };
                 let room = (items.max_capacity() / 2).max(1);
                 let name = session.to_owned();
                 self.rooms.push(
@@ -341,7 +527,7 @@ impl Attachments {
                     self.send_detach(session, out);
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.forget(session, out),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.subscriber_gone(session, out),
         }
     }
 
@@ -360,8 +546,12 @@ impl Attachments {
         let Some(a) = self.sessions.get_mut(session) else {
             return;
         };
-        if a.items.is_closed() {
-            self.sessions.remove(session);
+        if !a.has_subscriber() {
+            if a.followers > 0 {
+                self.subscriber_gone(session, out);
+            } else {
+                self.sessions.remove(session);
+            }
         } else if a.state == State::Paused {
             a.state = State::Unsent;
             if self.connected {
@@ -373,6 +563,8 @@ impl Attachments {
 
 fn attach_frame(session: &str, a: &mut Attachment) -> ClientFrame {
     a.state = State::Sent;
+    a.live = false;
+    a.snapshot_open = false;
     ClientFrame::Attach {
         session: session.to_owned(),
         from: Some(a.cursor.attach_from()),
@@ -633,6 +825,114 @@ mod tests {
                 SessionItem::Event(whole),
             ]
         );
+    }
+
+    fn member(client: &str) -> Member {
+        Member {
+            client_id: client.into(),
+            instance: "i".into(),
+            connection_id: "c".into(),
+            role: mooring_protocol::presence::Role::User,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_session_only_runs_follow_is_attached_from_its_end_until_they_stop() {
+        let mut table = connected();
+        let (ready, mut ready_rx) = oneshot::channel();
+        let mut out = Vec::new();
+        table.follow("s", ready, &mut out);
+        assert_eq!(
+            attach_from(&out),
+            vec![Some(AttachFrom::Rewind { rewind: 0 })]
+        );
+        assert!(
+            ready_rx.try_recv().is_err(),
+            "ready once the server registered it"
+        );
+        table.on_attached("s", 0, AttachMode::Replay, 7, &mut out);
+        assert_eq!(ready_rx.try_recv().ok(), Some(Ok(())));
+        assert!(
+            table.on_event("s", 0, event(8), &mut out),
+            "new: runs hear of it"
+        );
+        assert!(!table.on_event("s", 0, event(8), &mut out), "seen");
+        let (second, mut second_rx) = oneshot::channel();
+        table.follow("s", second, &mut out);
+        assert_eq!(second_rx.try_recv().ok(), Some(Ok(())), "already attached");
+        out.clear();
+        table.unfollow("s", &mut out);
+        assert!(out.is_empty(), "one run still follows");
+        table.unfollow("s", &mut out);
+        assert_eq!(
+            out,
+            vec![ClientFrame::Detach {
+                session: "s".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_dropped_subscription_stays_attached_for_the_runs_that_follow_it() {
+        let mut table = connected();
+        let (sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Start), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Replay, 0, &mut out);
+        let (ready, _ready_rx) = oneshot::channel();
+        table.follow("s", ready, &mut out);
+        drop(sub);
+        table.detach("s", &mut out);
+        assert!(out.is_empty(), "still attached");
+        assert!(table.on_event("s", 0, event(1), &mut out));
+        let (mut again, frames) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        let refused = again.reply.try_recv().ok().and_then(Result::err);
+        assert_eq!(
+            refused.map(|e| e.kind()),
+            Some(AttachErrorKind::AlreadyAttached),
+            "a new start could skip the runs' controls"
+        );
+        assert!(frames.is_empty());
+        table.unfollow("s", &mut out);
+        assert_eq!(
+            out,
+            vec![ClientFrame::Detach {
+                session: "s".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn presence_reaches_the_subscriber_after_live_and_only_the_snapshot_behind_live_is_its_own() {
+        let mut table = connected();
+        let (mut sub, _) = attach(&mut table, AttachFrom::Named(AttachPoint::Latest), 16);
+        let mut out = Vec::new();
+        table.on_attached("s", 0, AttachMode::Latest, 0, &mut out);
+        assert!(table.awaiting_live("s"));
+        table.on_presence("s", PresenceAction::Enter, member("early"), &mut out);
+        table.on_live("s", 0, &mut out);
+        assert!(!table.awaiting_live("s"));
+        assert!(table.on_snapshot("s", &[member("a")], &mut out));
+        assert!(
+            !table.on_snapshot("s", &[member("b")], &mut out),
+            "an answer to a get"
+        );
+        table.on_presence("s", PresenceAction::Leave, member("a"), &mut out);
+        assert_eq!(
+            sub.drain(),
+            vec![
+                SessionItem::Live { serial: 0 },
+                SessionItem::Members(vec![member("a")]),
+                SessionItem::Presence {
+                    action: PresenceAction::Leave,
+                    member: member("a")
+                },
+            ]
+        );
+        // After a reconnect the members start over at the next live.
+        table.on_disconnected();
+        table.on_connected(&mut out);
+        assert!(table.awaiting_live("s"));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The client handle: cheap to clone, it only holds the sender of the task's command queue.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mooring_protocol::presence::{Member, Role};
 use mooring_protocol::realtime::{AttachFrom, AttachPoint, Published};
 use mooring_protocol::session::{is_valid_session_name, NewEvent};
 use mooring_protocol::Position;
@@ -14,10 +16,12 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::attachments::AttachRequest;
 use crate::connection::Connection;
 use crate::error::{
-    AttachError, AttachErrorKind, ConnectError, Error, PublishError, PublishErrorKind,
+    AttachError, AttachErrorKind, ConnectError, Error, PresenceError, PresenceErrorKind,
+    PublishError, PublishErrorKind,
 };
 use crate::event;
 use crate::options::ClientOptions;
+use crate::runs::{RunHandle, RunWatch, STEER_BUFFER};
 use crate::subscription::Subscription;
 use crate::task::{Command, ConnectionStatus, Task};
 
@@ -25,6 +29,8 @@ use crate::task::{Command, ConnectionStatus, Task};
 const COMMAND_QUEUE: usize = 256;
 /// Characters of an id assigned to an event published without one.
 const ASSIGNED_ID_LEN: usize = 22;
+/// Names each run watch in its client's task.
+static NEXT_RUN_WATCH: AtomicU64 = AtomicU64::new(1);
 
 /// Where an attach starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,7 +228,7 @@ impl Client {
         self.publish_one(session, event::delete(message)).await
     }
 
-    async fn publish_one(
+    pub(crate) async fn publish_one(
         &self,
         session: impl Into<String>,
         event: NewEvent,
@@ -234,6 +240,216 @@ impl Client {
                 "the server acknowledged without a result",
             )
         })
+    }
+
+    /// Starts run `run_id` in `session` as an agent (`run.start`, answering the message at
+    /// serial `input` if given), and returns its handle once the start is durable.
+    ///
+    /// The handle hears of cancels and steers for the run from the session's events: through
+    /// this client's subscription of the session if it has one (keep reading it: a paused
+    /// subscription delays them), otherwise through an attachment the client makes for its
+    /// runs. A cancel sent before the run existed reaches it right after the start.
+    ///
+    /// The server ends the run `agent_lost` if this client's connection is lost for longer
+    /// than the presence grace. A reconnect within the grace keeps the run once the client
+    /// publishes again or enters presence again; an agent that may be quiet for a while
+    /// should [`enter`](Self::enter) the session's presence, which the client repeats on every
+    /// new connection.
+    pub async fn start_run(
+        &self,
+        session: impl Into<String>,
+        run_id: impl Into<String>,
+        input: Option<u64>,
+    ) -> Result<RunHandle, PublishError> {
+        let session = session.into();
+        let run_id = run_id.into();
+        if !is_valid_session_name(&session) {
+            return Err(PublishError::new(
+                PublishErrorKind::InvalidSessionName,
+                format!("{session:?} does not match [A-Za-z0-9:_./-]{{1,255}}"),
+            ));
+        }
+        let (cancel_tx, cancel) = tokio::sync::watch::channel(None);
+        let (steer_tx, steers) = mpsc::channel(STEER_BUFFER);
+        let watch_id = NEXT_RUN_WATCH.fetch_add(1, Ordering::Relaxed);
+        let mut start = event::run_start(&run_id, input);
+        let start_id = new_id();
+        start.id = Some(start_id.clone());
+        let watch = RunWatch {
+            id: watch_id,
+            session: session.clone(),
+            run_id: run_id.clone(),
+            start_id,
+            cancel: cancel_tx,
+            steers: steer_tx,
+        };
+        // Made first: if anything below fails, dropping it forgets the watch.
+        let mut handle = RunHandle {
+            client: self.clone(),
+            session: session.clone(),
+            run_id,
+            serial: 0,
+            answer: None,
+            cancel,
+            steers,
+            watch_id,
+        };
+        let (ready, ready_rx) = oneshot::channel();
+        let closed = || AttachError::new(AttachErrorKind::Closed, "the client is closed");
+        let attached = async {
+            self.commands
+                .send(Command::WatchRun { watch, ready })
+                .await
+                .map_err(|_| closed())?;
+            ready_rx.await.map_err(|_| closed())?
+        };
+        self.within_timeout(attached, AttachErrorKind::TimedOut)
+            .await
+            .map_err(publish_error_of)?;
+        handle.serial = self.publish_one(session, start).await?;
+        Ok(handle)
+    }
+
+    /// Asks to stop run `run_id`, or every active run of the session with `None`; returns the
+    /// serial of the `control.cancel`. A cancel for a run that has not started is held by the
+    /// server and reaches the agent right after the run starts.
+    pub async fn cancel(
+        &self,
+        session: impl Into<String>,
+        run_id: Option<&str>,
+    ) -> Result<u64, PublishError> {
+        self.publish_one(session, event::cancel(run_id)).await
+    }
+
+    /// Redirects run `run_id` with `data`; returns the serial of the `control.steer`.
+    pub async fn steer(
+        &self,
+        session: impl Into<String>,
+        run_id: &str,
+        data: impl Into<serde_json::Value>,
+    ) -> Result<u64, PublishError> {
+        self.publish_one(session, event::steer(run_id, data)).await
+    }
+
+    /// A run's handle is gone (best effort: if the queue is full, the task notices the handle
+    /// gone at the session's next event).
+    pub(crate) fn unwatch_run(&self, id: u64) {
+        let _ = self.commands.try_send(Command::Unwatch { id });
+    }
+
+    /// Enters `session`'s presence as `instance` (a stable id of this tab or process) with
+    /// `role` and small `data`. Entering again changes role and data.
+    ///
+    /// The client keeps the presence until [`leave`](Self::leave): after a reconnect it enters
+    /// again with the same instance, so a drop shorter than the server's presence grace shows
+    /// as an `update`, never as a leave. There is no acknowledgement: this returns once the
+    /// client took the request.
+    pub async fn enter(
+        &self,
+        session: impl Into<String>,
+        role: Role,
+        instance: impl Into<String>,
+        data: impl Into<serde_json::Value>,
+    ) -> Result<(), PresenceError> {
+        let session = self.presence_session(session)?;
+        let data = self.presence_data(data.into())?;
+        self.presence_command(Command::Enter {
+            session,
+            instance: instance.into(),
+            role,
+            data,
+        })
+        .await
+    }
+
+    /// Replaces the data of `instance`, entered earlier with [`enter`](Self::enter).
+    pub async fn update_presence(
+        &self,
+        session: impl Into<String>,
+        instance: impl Into<String>,
+        data: impl Into<serde_json::Value>,
+    ) -> Result<(), PresenceError> {
+        let session = self.presence_session(session)?;
+        let data = self.presence_data(data.into())?;
+        let instance = instance.into();
+        let (reply, reply_rx) = oneshot::channel();
+        let command = Command::Update {
+            session: session.clone(),
+            instance: instance.clone(),
+            data,
+            reply,
+        };
+        self.presence_command(command).await?;
+        match reply_rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PresenceError::new(
+                PresenceErrorKind::NotEntered,
+                format!("{instance:?} has not entered {session:?}"),
+            )),
+            Err(_) => Err(presence_closed()),
+        }
+    }
+
+    /// Leaves `session`'s presence as `instance`: at once, or as soon as the client is
+    /// connected again.
+    pub async fn leave(
+        &self,
+        session: impl Into<String>,
+        instance: impl Into<String>,
+    ) -> Result<(), PresenceError> {
+        let session = self.presence_session(session)?;
+        self.presence_command(Command::Leave {
+            session,
+            instance: instance.into(),
+        })
+        .await
+    }
+
+    /// The members of `session` now, as the server knows them (attached or not).
+    pub async fn presence_get(
+        &self,
+        session: impl Into<String>,
+    ) -> Result<Vec<Member>, PresenceError> {
+        let session = self.presence_session(session)?;
+        let (reply, reply_rx) = oneshot::channel();
+        let asked = async {
+            self.presence_command(Command::PresenceGet { session, reply })
+                .await?;
+            reply_rx.await.map_err(|_| presence_closed())
+        };
+        self.within_timeout(asked, PresenceErrorKind::TimedOut)
+            .await
+    }
+
+    fn presence_session(&self, session: impl Into<String>) -> Result<String, PresenceError> {
+        let session = session.into();
+        if is_valid_session_name(&session) {
+            Ok(session)
+        } else {
+            Err(PresenceError::new(
+                PresenceErrorKind::InvalidSessionName,
+                format!("{session:?} does not match [A-Za-z0-9:_./-]{{1,255}}"),
+            ))
+        }
+    }
+
+    fn presence_data(&self, data: serde_json::Value) -> Result<serde_json::Value, PresenceError> {
+        let limit = self.options.max_presence_data_bytes;
+        let size = serde_json::to_string(&data).map_or(0, |d| d.len());
+        if size > limit {
+            return Err(PresenceError::new(
+                PresenceErrorKind::TooLarge,
+                format!("presence data is {size} bytes; the limit is {limit}"),
+            ));
+        }
+        Ok(data)
+    }
+
+    async fn presence_command(&self, command: Command) -> Result<(), PresenceError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| presence_closed())
     }
 
     /// Closes the connection cleanly, ends every subscription and fails every pending
@@ -256,6 +472,24 @@ impl Client {
                 .await
                 .unwrap_or_else(|_| Err(Error::new(timed_out, timeout_message(limit)))),
         }
+    }
+}
+
+fn presence_closed() -> PresenceError {
+    PresenceError::new(PresenceErrorKind::Closed, "the client is closed")
+}
+
+/// A run could not follow its session: said as a failed start.
+fn publish_error_of(error: AttachError) -> PublishError {
+    let kind = match error.kind() {
+        AttachErrorKind::InvalidSessionName => PublishErrorKind::InvalidSessionName,
+        AttachErrorKind::TimedOut => PublishErrorKind::TimedOut,
+        AttachErrorKind::Closed => PublishErrorKind::Closed,
+        AttachErrorKind::Refused | AttachErrorKind::AlreadyAttached => PublishErrorKind::Refused,
+    };
+    match error.server_error() {
+        Some(server) => PublishError::server(kind, server.clone()),
+        None => PublishError::new(kind, error.to_string()),
     }
 }
 

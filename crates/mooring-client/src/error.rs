@@ -1,5 +1,5 @@
-//! Errors per operation: `Error<Kind>` with a small kind enum for each of connect, attach and
-//! publish, carrying the server's [`ErrorCode`] when the server refused.
+//! Errors per operation: `Error<Kind>` with a small kind enum for each of connect, attach,
+//! publish and presence, carrying the server's [`ErrorCode`] when the server refused.
 
 use std::fmt;
 
@@ -152,6 +152,32 @@ pub enum PublishErrorKind {
     #[error("timed out; outcome unknown")]
     TimedOut,
     /// The client was closed, or gave up reconnecting, before the acknowledgement.
+    #[error("client closed")]
+    Closed,
+    /// [`RunHandle::append`](crate::RunHandle::append) before the run's answer was created;
+    /// nothing was sent.
+    #[error("the run has no answer message")]
+    NoAnswer,
+}
+
+/// Why a presence operation failed.
+pub type PresenceError = Error<PresenceErrorKind>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceErrorKind {
+    /// The name breaks `[A-Za-z0-9:_./-]{1,255}`; nothing was sent.
+    #[error("invalid session name")]
+    InvalidSessionName,
+    /// The member data is larger than [`ClientOptions::max_presence_data_bytes`](crate::ClientOptions::max_presence_data_bytes); nothing was sent.
+    #[error("presence data too large")]
+    TooLarge,
+    /// An update of an instance this client has not entered; nothing was sent.
+    #[error("not entered")]
+    NotEntered,
+    /// No answer within the request timeout.
+    #[error("timed out")]
+    TimedOut,
+    /// The client was closed, or gave up reconnecting.
     #[error("client closed")]
     Closed,
 }

@@ -2,6 +2,8 @@
 
 use mooring_protocol::session::{Action, Extras, NewEvent};
 
+use crate::runs::RunStatus;
+
 fn new(
     action: Action,
     name: Option<String>,
@@ -51,4 +53,38 @@ pub fn delete(message: u64) -> NewEvent {
 /// Any other application event: kept in the log, not materialized.
 pub fn custom(name: impl Into<String>, data: impl Into<serde_json::Value>) -> NewEvent {
     new(Action::Event, Some(name.into()), None, data.into())
+}
+
+/// An agent starts run `run_id`, answering the message at serial `input` if given.
+pub fn run_start(run_id: &str, input: Option<u64>) -> NewEvent {
+    let mut data = serde_json::json!({ "run_id": run_id });
+    if let Some(input) = input {
+        data["input"] = input.into();
+    }
+    new(Action::RunStart, None, None, data)
+}
+
+/// Run `run_id` ends with `status`, and a reason people can read if given.
+pub fn run_end(run_id: &str, status: RunStatus, reason: Option<String>) -> NewEvent {
+    let mut data = serde_json::json!({ "run_id": run_id, "status": status });
+    if let Some(reason) = reason {
+        data["reason"] = reason.into();
+    }
+    new(Action::RunEnd, None, None, data)
+}
+
+/// Stops run `run_id`, or every active run of the session when `None`. A cancel for a run
+/// that has not started yet is held by the server and applied when it starts.
+pub fn cancel(run_id: Option<&str>) -> NewEvent {
+    let data = match run_id {
+        Some(run_id) => serde_json::json!({ "run_id": run_id }),
+        None => serde_json::json!({}),
+    };
+    new(Action::ControlCancel, None, None, data)
+}
+
+/// Redirects run `run_id` with `data` (what the agent should do differently).
+pub fn steer(run_id: &str, data: impl Into<serde_json::Value>) -> NewEvent {
+    let data = serde_json::json!({ "run_id": run_id, "data": data.into() });
+    new(Action::ControlSteer, None, None, data)
 }

@@ -18,12 +18,38 @@
 //! # }
 //! ```
 //!
+//! An agent runs in a session, and hears of a cancel or a steer as soon as its client does:
+//!
+//! ```no_run
+//! # async fn demo(client: mooring_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+//! use mooring_client::{Role, RunStatus};
+//!
+//! client.enter("chat:42", Role::Agent, "worker-1", serde_json::json!({})).await?;
+//! let mut run = client.start_run("chat:42", "run-7", Some(12)).await?;
+//! run.create_answer("response").await?;
+//! for token in ["Rayleigh", " scattering"] {
+//!     tokio::select! {
+//!         cancel = run.cancelled() => {
+//!             let reason = format!("cancelled by {:?}", cancel.by);
+//!             run.end(RunStatus::Cancelled, Some(reason)).await?;
+//!             return Ok(());
+//!         }
+//!         appended = run.append(token) => { appended?; }
+//!     }
+//! }
+//! run.end(RunStatus::Completed, None).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Layout
 //!
 //! A [`Client`] is a cheap `Clone` handle holding a channel sender; one task owns the socket
 //! and exits with a named [`CloseReason`].
 //!
-//! - [`client`]: the handle: `connect`, `attach`, `publish` and its conveniences, `close`.
+//! - [`client`]: the handle: `connect`, `attach`, `publish` and its conveniences, runs
+//!   (`start_run`, `cancel`, `steer`), presence (`enter`, `update_presence`, `leave`,
+//!   `presence_get`), `close`.
 //! - [`options`]: [`ClientOptions`] and the [`ReconnectPolicy`].
 //! - `task`: the task that owns the socket: heartbeats, routing frames, reconnecting.
 //! - `connection`: one WebSocket: the `hello`/`welcome` handshake and JSON frames.
@@ -32,10 +58,14 @@
 //! - `cursor`: pure: each session's place in its log, deduplication by serial, and where to
 //!   attach again after an interruption.
 //! - `publishes`: publishes awaiting their `ack`, resent after a reconnect when safe.
+//! - [`runs`]: an agent's [`RunHandle`], and the table routing cancels and steers to runs.
+//! - `presence`: what this client entered (entered again after each reconnect) and
+//!   `presence_get` requests awaiting their snapshot.
 //! - [`subscription`]: the [`Subscription`] stream of [`SessionItem`]s.
 //! - [`accumulate`]: pure: folds events into messages with the server's own fold.
 //! - `backoff`: pure: exponential backoff with full jitter.
-//! - [`error`]: per-operation errors: [`ConnectError`], [`AttachError`], [`PublishError`].
+//! - [`error`]: per-operation errors: [`ConnectError`], [`AttachError`], [`PublishError`],
+//!   [`PresenceError`].
 //! - [`event`]: constructors for published events.
 //!
 //! # Guarantees
@@ -51,6 +81,11 @@
 //!   [`ClientOptions::subscription_buffer`] items (a subscriber that falls behind has its
 //!   session paused and resumed, without slowing the others), and at most
 //!   [`ClientOptions::max_in_flight`] publishes await their ack.
+//! - A run hears of each control of its session once, in order, from its own `run.start` on:
+//!   a cancel naming it, a cancel of every run, a cancel held for it before it started, and
+//!   its steers (at most [`runs::STEER_BUFFER`] unread).
+//! - What a client entered in presence it enters again, with the same instance, on every new
+//!   connection: a drop shorter than the server's grace is never seen as a leave.
 
 pub mod accumulate;
 mod attachments;
@@ -61,7 +96,9 @@ mod cursor;
 pub mod error;
 pub mod event;
 pub mod options;
+mod presence;
 mod publishes;
+pub mod runs;
 pub mod subscription;
 mod task;
 
@@ -69,13 +106,15 @@ pub use accumulate::Accumulator;
 pub use client::{Client, StartAt};
 pub use cursor::ResetReason;
 pub use error::{
-    AttachError, AttachErrorKind, ConnectError, ConnectErrorKind, PublishError, PublishErrorKind,
-    ServerError,
+    AttachError, AttachErrorKind, ConnectError, ConnectErrorKind, PresenceError, PresenceErrorKind,
+    PublishError, PublishErrorKind, ServerError,
 };
 pub use options::{ClientOptions, ReconnectPolicy};
+pub use runs::{Cancel, CancelReason, RunHandle, RunStatus, Steer};
 pub use subscription::{EndReason, SessionItem, Subscription};
 pub use task::{CloseReason, ConnectionStatus};
 
+pub use mooring_protocol::presence::{Member, PresenceAction, Role};
 pub use mooring_protocol::realtime::{ErrorCode, Published};
 pub use mooring_protocol::session::{Action, Event, MessageView, NewEvent};
 pub use mooring_protocol::Position;

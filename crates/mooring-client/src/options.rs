@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// How long after its first send a publish may be resent: below the server's default dedupe
 /// window (2 minutes), with a margin.
 pub const DEFAULT_RESEND_WITHIN: Duration = Duration::from_secs(100);
+/// The largest presence `data`, as JSON: the server's default limit.
+pub const DEFAULT_MAX_PRESENCE_DATA_BYTES: usize = 1024;
 
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 #[derive(Clone, Debug)]
@@ -46,6 +48,9 @@ pub struct ClientOptions {
     /// this long ago; older ones fail as interrupted, since the server would no longer
     /// recognize the retry. Keep it below the server's dedupe window (`--dedupe-window-secs`).
     pub resend_within: Duration,
+    /// Presence data larger than this (as JSON) is refused before it is sent. Match the
+    /// server's limit (1024 bytes unless configured otherwise).
+    pub max_presence_data_bytes: usize,
 }
 
 impl ClientOptions {
@@ -76,6 +81,7 @@ impl Default for ClientOptions {
             subscription_buffer: DEFAULT_SUBSCRIPTION_BUFFER,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             resend_within: DEFAULT_RESEND_WITHIN,
+            max_presence_data_bytes: DEFAULT_MAX_PRESENCE_DATA_BYTES,
         }
     }
 }

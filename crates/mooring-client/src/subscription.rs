@@ -1,11 +1,13 @@
-//! A subscription: the items of one attached session, in order, and the messages folded from
-//! them so far.
+//! A subscription: the items of one attached session, in order, and the messages and members
+//! folded from them so far.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use mooring_protocol::presence::{Member, PresenceAction};
 use mooring_protocol::session::{Event, MessageView};
 use mooring_protocol::Position;
 use tokio::sync::{mpsc, oneshot};
@@ -22,8 +24,17 @@ pub enum SessionItem {
     /// arrive as `message.create` events with a `version`).
     Event(Event),
     /// Catch-up is complete up to `serial`; what follows is live. Sent again after each
-    /// resume.
+    /// resume. The session's members start over from none here: a [`SessionItem::Members`]
+    /// follows at once if there are any.
     Live { serial: u64 },
+    /// Every member of the session, right after `Live` (only when there are any): replaces
+    /// the list. Presence is not part of the log; it is as of the attach.
+    Members(Vec<Member>),
+    /// A member entered, updated (or came back within the grace) or left.
+    Presence {
+        action: PresenceAction,
+        member: Member,
+    },
     /// Drop everything held for this session: the materialized view follows. The
     /// subscription's own [`messages`](Subscription::messages) are already cleared.
     Reset(ResetReason),
@@ -62,6 +73,7 @@ pub struct Subscription {
     end: Option<oneshot::Receiver<EndReason>>,
     commands: mpsc::Sender<Command>,
     messages: Accumulator,
+    members: BTreeMap<(String, String), Member>,
     position: Option<Position>,
     ended: bool,
 }
@@ -79,6 +91,7 @@ impl Subscription {
             end: Some(end),
             commands,
             messages: Accumulator::new(),
+            members: BTreeMap::new(),
             position: None,
             ended: false,
         }
@@ -104,6 +117,12 @@ impl Subscription {
         self.messages.message(serial)
     }
 
+    /// The session's members as of the last item yielded (the snapshot after `Live`, then
+    /// every change), ordered by client id and instance.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.values().cloned().collect()
+    }
+
     /// Where this subscription stands once everything yielded so far forms a prefix of the
     /// log: attaching from here (even from another process) continues with no gap and no
     /// duplicate. `None` while a materialized view is arriving.
@@ -117,7 +136,25 @@ impl Subscription {
                 self.messages.apply(event);
             }
             SessionItem::Reset(_) => self.messages.clear(),
-            SessionItem::Live { .. } | SessionItem::Ended(_) => {}
+            SessionItem::Live { .. } => self.members.clear(),
+            SessionItem::Members(members) => {
+                self.members = members
+                    .iter()
+                    .map(|m| ((m.client_id.clone(), m.instance.clone()), m.clone()))
+                    .collect();
+            }
+            SessionItem::Presence { action, member } => {
+                let key = (member.client_id.clone(), member.instance.clone());
+                match action {
+                    PresenceAction::Leave => {
+                        self.members.remove(&key);
+                    }
+                    PresenceAction::Enter | PresenceAction::Update => {
+                        self.members.insert(key, member.clone());
+                    }
+                }
+            }
+            SessionItem::Ended(_) => {}
         }
         if delivery.position.is_some() {
             self.position = delivery.position;

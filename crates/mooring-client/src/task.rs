@@ -1,22 +1,25 @@
 //! The one task that owns a client's socket: it connects, answers and sends heartbeats,
-//! routes frames to attachments and publishes, reconnects with backoff, and exits with a
-//! named [`CloseReason`].
+//! routes frames to attachments, runs, presence and publishes, reconnects with backoff, and
+//! exits with a named [`CloseReason`].
 
 use std::time::Duration;
 
-use mooring_protocol::realtime::{ClientFrame, ServerFrame};
+use mooring_protocol::presence::Role;
+use mooring_protocol::realtime::{ClientFrame, ErrorCode, ServerFrame};
 use mooring_protocol::session::NewEvent;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::attachments::{AttachRequest, Attachments};
+use crate::attachments::{AttachReply, AttachRequest, Attachments};
 use crate::backoff::Backoff;
 use crate::connection::{Connection, Incoming, Lost};
 use crate::error::{ConnectErrorKind, ServerError};
 use crate::options::ClientOptions;
+use crate::presence::{GetReply, Presences};
 use crate::publishes::{PublishReply, Publishes};
+use crate::runs::{RunWatch, RunWatches};
 use crate::subscription::EndReason;
 
 /// What a client handle (or a subscription) asks of the task.
@@ -34,6 +37,36 @@ pub(crate) enum Command {
     },
     Close {
         done: oneshot::Sender<()>,
+    },
+    /// A run follows its session's controls; `ready` once the session is attached.
+    WatchRun {
+        watch: RunWatch,
+        ready: AttachReply,
+    },
+    /// A run's handle was dropped.
+    Unwatch {
+        id: u64,
+    },
+    Enter {
+        session: String,
+        instance: String,
+        role: Role,
+        data: serde_json::Value,
+    },
+    Update {
+        session: String,
+        instance: String,
+        data: serde_json::Value,
+        /// Whether the instance was entered.
+        reply: oneshot::Sender<bool>,
+    },
+    Leave {
+        session: String,
+        instance: String,
+    },
+    PresenceGet {
+        session: String,
+        reply: GetReply,
     },
 }
 
@@ -80,6 +113,8 @@ pub(crate) struct Task {
     status: watch::Sender<ConnectionStatus>,
     attachments: Attachments,
     publishes: Publishes,
+    runs: RunWatches,
+    presences: Presences,
     backoff: Backoff,
     rng: StdRng,
 }
@@ -98,6 +133,8 @@ impl Task {
             status,
             attachments: Attachments::default(),
             publishes: Publishes::new(options.resend_within),
+            runs: RunWatches::default(),
+            presences: Presences::default(),
             backoff: Backoff::new(options.reconnect.clone()),
             rng: StdRng::from_entropy(),
         }
@@ -116,6 +153,7 @@ impl Task {
             }
             self.attachments.on_disconnected();
             self.publishes.on_disconnected();
+            self.presences.on_disconnected();
             self.backoff.connection_ended(started.elapsed());
             match self.reconnect().await {
                 Ok(next) => connection = next,
@@ -150,6 +188,9 @@ impl Task {
         });
         let mut out = Vec::new();
         self.attachments.on_connected(&mut out);
+        // Presence again, with the same instances: a member back within the grace stays (and
+        // its runs with it).
+        self.presences.on_connected(&mut out);
         out.extend(self.publishes.on_connected(Instant::now()));
         let mut ping =
             tokio::time::interval_at(Instant::now() + welcome.heartbeat, welcome.heartbeat);
@@ -158,6 +199,9 @@ impl Task {
         tokio::pin!(dead);
         let mut nonce = 0;
         loop {
+            let attachments = &self.attachments;
+            self.presences
+                .flush(|session| attachments.awaiting_live(session), &mut out);
             for frame in out.drain(..) {
                 if let Err(lost) = connection.send(&frame).await {
                     return Ended::Lost(lost);
@@ -251,18 +295,53 @@ impl Task {
                 events,
                 reply,
             }) => out.extend(self.publishes.add(session, events, reply, Instant::now())),
+            Some(Command::WatchRun { watch, ready }) => {
+                let session = watch.session.clone();
+                self.runs.add(watch);
+                self.attachments.follow(&session, ready, out);
+            }
+            Some(Command::Unwatch { id }) => self.unwatch(id, out),
+            Some(Command::Enter {
+                session,
+                instance,
+                role,
+                data,
+            }) => self.presences.enter(session, instance, role, data, out),
+            Some(Command::Update {
+                session,
+                instance,
+                data,
+                reply,
+            }) => {
+                let _ = reply.send(self.presences.update(session, instance, data, out));
+            }
+            Some(Command::Leave { session, instance }) => {
+                self.presences.leave(session, instance, out)
+            }
+            Some(Command::PresenceGet { session, reply }) => self.presences.get(session, reply),
         }
         None
+    }
+
+    fn unwatch(&mut self, id: u64, out: &mut Vec<ClientFrame>) {
+        if let Some(session) = self.runs.remove(id) {
+            self.attachments.unfollow(&session, out);
+        }
     }
 
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<ClientFrame>) {
         match frame {
             ServerFrame::Ping { nonce } => out.push(ClientFrame::Pong { nonce }),
-            // Presence reaches subscribers once the client speaks it; until then it is ignored.
-            ServerFrame::Pong { .. }
-            | ServerFrame::Welcome { .. }
-            | ServerFrame::Presence { .. }
-            | ServerFrame::PresenceSnapshot { .. } => {}
+            ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+            ServerFrame::Presence {
+                session,
+                action,
+                member,
+            } => self.attachments.on_presence(&session, action, member, out),
+            ServerFrame::PresenceSnapshot { session, members } => {
+                self.attachments.on_snapshot(&session, &members, out);
+                self.presences.on_snapshot(&session, members);
+            }
             ServerFrame::Attached {
                 session,
                 epoch,
@@ -278,7 +357,15 @@ impl Task {
                 session,
                 epoch,
                 event,
-            } => self.attachments.on_event(&session, epoch, event, out),
+            } => {
+                let copy = self.runs.watches(&session).then(|| event.clone());
+                let new = self.attachments.on_event(&session, epoch, event, out);
+                if let Some(event) = copy.filter(|_| new) {
+                    for id in self.runs.on_event(&session, &event) {
+                        self.unwatch(id, out);
+                    }
+                }
+            }
             ServerFrame::Detached { session, error } => {
                 self.attachments
                     .on_detached(&session, error.map(ServerError::from), out)
@@ -289,6 +376,14 @@ impl Task {
                 error,
                 ..
             } => self.publishes.on_error(req, error.into()),
+            // Only presence frames are refused for size without a request id; an attach never is.
+            ServerFrame::Error {
+                req: None,
+                session: Some(session),
+                error,
+            } if error.code == ErrorCode::TooLarge => {
+                tracing::warn!(session, message = %error.message, "presence refused")
+            }
             ServerFrame::Error {
                 req: None,
                 session: Some(session),

@@ -2,8 +2,11 @@
 //! module per feature.
 
 mod node;
+mod proxy;
 
 mod attach;
+mod presence;
 mod publish;
 mod resume;
+mod runs;
 mod scripted;
