@@ -9,6 +9,7 @@
 //! server for a run that did not exist yet arrives re-published right after that `run.start`.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use mooring_protocol::session::{Action, Event};
 use tokio::sync::{mpsc, watch};
@@ -280,19 +281,22 @@ impl RunHandle {
     }
 
     /// Resolves as soon as a cancel for this run arrives (at once if one already has), or
-    /// the run was ended by someone else, or the client closed. Cancel-safe: use it in a
-    /// `select!` next to the work.
-    pub async fn cancelled(&self) -> Cancel {
+    /// the run was ended by someone else, or the client closed. The future does not borrow
+    /// the handle, so it can wait in a `select!` next to [`next_steer`](Self::next_steer) or
+    /// [`append`](Self::append); it is cancel-safe.
+    pub fn cancelled(&self) -> impl Future<Output = Cancel> + Send + 'static {
         let mut cancel = self.cancel.clone();
-        let arrived = cancel
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|current| current.clone());
-        // The task gone first: a cancel it set before is still worth reporting.
-        arrived
-            .or_else(|| self.cancel.borrow().clone())
-            .unwrap_or_else(closed)
+        async move {
+            let arrived = cancel
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|current| current.clone());
+            // The task gone first: a cancel it set before is still worth reporting.
+            arrived
+                .or_else(|| cancel.borrow().clone())
+                .unwrap_or_else(closed)
+        }
     }
 
     /// The next steer for this run, in the order they were published; `None` once the client
