@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use mooring_core::clock::Clock;
 use mooring_core::store::{LogStore, StoreError};
 use tokio::net::TcpListener;
@@ -61,6 +62,10 @@ pub async fn serve(
         app.config.sweep_interval,
         shutdown.clone(),
     ));
+    // Small frames (a token, a cancel) must leave at once, not wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = tokio::spawn(async move { server.await });

@@ -297,10 +297,13 @@ async fn a_client_that_never_reads_again_is_dropped_after_dead_after() {
             Err(e) => panic!("after {frames} frames: {e}"),
         }
     };
-    assert_eq!(
-        code, None,
+    // Given up on: no close at all (the socket was full), or 4001 (no heartbeat) if the close
+    // frame still fit into the socket when the server declared the peer dead. Never 4008: that
+    // would mean the connection was held and kept filling until the queue overflowed.
+    assert!(
+        matches!(code, None | Some(4001)),
         "the server still held the connection of a client silent and unreading for 6 s \
-         ({frames} frames arrived before the close)"
+         (closed with {code:?} after {frames} frames)"
     );
     assert!(frames < 1024, "{frames} frames arrived: the queue was kept");
 }

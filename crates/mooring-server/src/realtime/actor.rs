@@ -53,6 +53,8 @@ pub(crate) enum PresenceRequest {
 /// One attachment's live feed.
 #[derive(Debug)]
 pub(crate) struct Subscriber {
+    /// The attaching client and connection, if any: its runs follow it here.
+    pub(crate) owner: Option<(String, String)>,
     pub(crate) id: u64,
     pub(crate) tx: mpsc::Sender<LiveItem>,
     /// Set before the actor drops a subscriber whose feed was full.
@@ -329,6 +331,12 @@ impl SessionActor {
                 must_flush || (quiet && self.flush_at.is_none())
             }
             Command::Subscribe { subscriber, reply } => {
+                if let Some((client, conn)) = &subscriber.owner {
+                    // A client attaching again after a reconnect keeps its runs, even if it is
+                    // quiet (a slow tool call) until the grace would have run out.
+                    self.runs.rebind(client, conn);
+                    self.lost.retain(|(c, _)| self.runs.owns(c));
+                }
                 let registered = Registered {
                     epoch: self.epoch,
                     high_water: self.high_water,

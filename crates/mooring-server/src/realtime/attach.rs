@@ -43,6 +43,8 @@ pub(crate) struct AttachmentContext {
     pub(crate) outbound: mpsc::Sender<Utf8Bytes>,
     pub(crate) cancel: CancellationToken,
     pub(crate) id: u64,
+    /// Who is attaching, from which connection: a reconnected agent's runs follow it here.
+    pub(crate) owner: (String, String),
 }
 
 fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
@@ -92,6 +94,7 @@ async fn attach(
     let (tx, mut feed) = mpsc::channel::<LiveItem>(SEAM_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
     let subscriber = Subscriber {
+        owner: Some(ctx.owner.clone()),
         id: ctx.id,
         tx,
         overflowed: overflowed.clone(),

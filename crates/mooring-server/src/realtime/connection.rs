@@ -32,6 +32,8 @@ const OUTBOUND_FRAMES: usize = 1024;
 const MAX_PUBLISHES_IN_FLIGHT: usize = 1024;
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long the close frame to a dead peer may take to leave; nobody waits for its reply.
+const DEAD_PEER_CLOSE_WAIT: Duration = Duration::from_millis(100);
 
 static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
 static ATTACHMENTS: AtomicU64 = AtomicU64::new(1);
@@ -175,11 +177,16 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
             Some(()) = slow_rx.recv() => {
                 break close_with(&mut socket, close::SLOW_CONSUMER, "slow consumer: resume from the last serial").await;
             }
+            () = tokio::time::sleep_until(last_heard + config.dead_after()) => {
+                // Dead now: tell it why if the socket takes it, but wait for no reply.
+                let close = Message::Close(Some(CloseFrame {
+                    code: close::HEARTBEAT_TIMEOUT,
+                    reason: Utf8Bytes::from_static("no heartbeat"),
+                }));
+                let _ = tokio::time::timeout(DEAD_PEER_CLOSE_WAIT, socket.send(close)).await;
+                break Ending::Lost;
+            }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() >= config.dead_after() {
-                    let _ = close_with(&mut socket, close::HEARTBEAT_TIMEOUT, "no heartbeat").await;
-                    break Ending::Lost;
-                }
                 nonce += 1;
                 if let Some(text) = encode(&ServerFrame::Ping { nonce }) {
                     let sent = socket.send(Message::Text(text));
@@ -365,6 +372,7 @@ impl Connection {
             outbound: self.outbound.clone(),
             cancel: cancel.clone(),
             id: ATTACHMENTS.fetch_add(1, Ordering::Relaxed),
+            owner: (self.client_id.clone(), self.id.clone()),
         };
         let slow = self.slow.clone();
         let name = session.clone();
