@@ -31,9 +31,9 @@ const GRACE: Duration = Duration::from_millis(1000);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The server's `dead_after`: 2.5 heartbeats.
 const DEAD_AFTER: Duration = Duration::from_millis(1250);
-/// How long the server waits for a peer's answer to its close frame, even a dead peer's
-/// (`CLOSE_GRACE` in the server's connection loop).
-const SERVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long the server may spend handing its close frame to a dead peer's socket
+/// (`DEAD_PEER_CLOSE_WAIT` in the server's connection loop); it waits for no reply.
+const SERVER_CLOSE_WAIT: Duration = Duration::from_millis(100);
 const PROMPT: Duration = Duration::from_secs(30);
 
 /// Not a test: the agent process the tests below start. Without `MOORING_TEST_AGENT` it does
@@ -203,14 +203,15 @@ async fn an_agent_frozen_mid_run_is_found_dead_by_heartbeat_then_ends_agent_lost
     let (end, at) = until_run_end_and_leave(&mut watch).await;
     let took = at.duration_since(frozen);
     println!(
-        "SIGSTOP -> run.end agent_lost after {took:?} (dead_after {DEAD_AFTER:?} checked every \
-         heartbeat {HEARTBEAT:?}, the server's close wait {SERVER_CLOSE_WAIT:?}, grace {GRACE:?})"
+        "SIGSTOP -> run.end agent_lost after {took:?} (dead_after {DEAD_AFTER:?}, the server's \
+         close wait {SERVER_CLOSE_WAIT:?}, grace {GRACE:?})"
     );
     assert_lost(&end);
     // The server last heard from the agent up to one token (50 ms) before it froze.
     let earliest = DEAD_AFTER + GRACE - agent::EVERY;
     assert!(took >= earliest, "not before {earliest:?}: {took:?}");
-    let bound = DEAD_AFTER + HEARTBEAT + SERVER_CLOSE_WAIT + GRACE + HEARTBEAT;
+    // The dead-peer timer is exact; one heartbeat of slack covers scheduling on a busy machine.
+    let bound = DEAD_AFTER + SERVER_CLOSE_WAIT + GRACE + HEARTBEAT;
     assert!(took <= bound, "within {bound:?}: {took:?}");
     agent.signal("-KILL");
 }
