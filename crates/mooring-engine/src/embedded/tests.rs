@@ -203,6 +203,58 @@ async fn acknowledged_writes_survive_a_restart() {
     assert_eq!(texts, [&b"x"[..], b"x", b"x", b"y"]);
 }
 
+#[tokio::test]
+async fn session_messages_and_publish_ids_survive_a_restart() {
+    use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
+    use mooring_protocol::session::{Action, NewEvent};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let event = |action, reference, data: &str, id: Option<&str>| NewEvent {
+        id: id.map(str::to_owned),
+        action,
+        name: None,
+        reference,
+        data: data.into(),
+        extras: Default::default(),
+    };
+    let publish = |store: EmbeddedStore, e: NewEvent| async move {
+        let group = PublishGroup::new(Some("agent".into()), vec![e]);
+        let mut out = store
+            .publish("chat", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+            .await
+            .expect("store");
+        out.pop().expect("outcome").expect("published").results[0].clone()
+    };
+    let store = open(dir.path(), &clock);
+    publish(
+        store.clone(),
+        event(Action::MessageCreate, None, "He", Some("c1")),
+    )
+    .await;
+    publish(
+        store.clone(),
+        event(Action::MessageAppend, Some(1), "llo", Some("a1")),
+    )
+    .await;
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+
+    let store = open(dir.path(), &clock);
+    let retry = publish(
+        store.clone(),
+        event(Action::MessageAppend, Some(1), "llo", Some("a1")),
+    );
+    let retry = retry.await;
+    assert!(
+        retry.duplicate,
+        "a retry after a restart is still recognized"
+    );
+    assert_eq!(retry.serial, 2);
+    let snap = store.snapshot("chat").await.expect("read").expect("exists");
+    assert_eq!(snap.messages[0].data, "Hello");
+    assert_eq!(snap.info.tail.serial, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
     let dir = tempfile::tempdir().expect("tempdir");
