@@ -112,14 +112,17 @@ impl Sessions {
         rx.await.map_err(|_| SessionsClosed)
     }
 
-    pub(crate) async fn unsubscribe(&self, name: &str, id: u64) {
-        let sender = self
-            .inner
+    /// The sender of the session's task if one runs; never starts one.
+    fn running_sender(&self, name: &str) -> Option<mpsc::Sender<Command>> {
+        self.inner
             .running
             .lock()
             .ok()
-            .and_then(|m| m.get(name).cloned());
-        if let Some(sender) = sender {
+            .and_then(|m| m.get(name).cloned())
+    }
+
+    pub(crate) async fn unsubscribe(&self, name: &str, id: u64) {
+        if let Some(sender) = self.running_sender(name) {
             let _ = sender.send(Command::Unsubscribe { id }).await;
         }
     }
@@ -148,13 +151,7 @@ impl Sessions {
 
     /// Tells a running session task that its log moved outside it; no task is started.
     pub fn poke(&self, name: &str) {
-        let sender = self
-            .inner
-            .running
-            .lock()
-            .ok()
-            .and_then(|m| m.get(name).cloned());
-        if let Some(sender) = sender {
+        if let Some(sender) = self.running_sender(name) {
             let _ = sender.try_send(Command::Poke);
         }
     }
