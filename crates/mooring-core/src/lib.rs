@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod append;
+pub mod auth;
 pub mod clock;
 pub mod create;
 pub mod ops;
