@@ -33,8 +33,11 @@ use tokio::time::Instant as TokioInstant;
 
 /// Publishes a writer keeps in flight before waiting for acknowledgements.
 const WRITER_WINDOW: usize = 32;
-/// A reader that sees nothing new for this long while it still misses events fails the test.
+/// A reader that sees nothing new for this long while it still misses events fails the test
+/// (`MOORING_CHURN_STALL_SECS`).
 const STALL: Duration = Duration::from_secs(60);
+/// One connection attempt; a client retries after it (a fresh SYN, not the kernel's backoff).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a reader wakes to check whether it is done.
 const READER_TICK: Duration = Duration::from_millis(100);
 const ROLLUP_WINDOW: Duration = Duration::from_millis(20);
@@ -272,6 +275,7 @@ async fn read(
     drop_mean_ms: f64,
     mut rng: SeededRng,
 ) -> Result<Read, String> {
+    let stall = Duration::from_secs(env_or("MOORING_CHURN_STALL_SECS", STALL.as_secs()));
     let mut out = Read {
         reconstruction: Reconstruction::new(),
         clean_drops: 0,
@@ -298,13 +302,14 @@ async fn read(
             return Ok(out);
         }
         let connecting = Instant::now();
-        let connected = tokio::time::timeout(STALL, RealtimeClient::connect(&addr, &client_id))
+        let attempt = RealtimeClient::connect(&addr, &client_id);
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
             .await
-            .unwrap_or_else(|_| Err(WsError::Timeout(STALL)));
+            .unwrap_or_else(|_| Err(WsError::Timeout(CONNECT_TIMEOUT)));
         out.slowest_connect = out.slowest_connect.max(connecting.elapsed());
         let mut client = match connected {
             Ok(c) => c,
-            Err(e) if progress_at.elapsed() < STALL => {
+            Err(e) if progress_at.elapsed() < stall => {
                 out.failed_connects += 1;
                 out.last_connect_error = Some(format!("{e} after {:?}", connecting.elapsed()));
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -332,7 +337,7 @@ async fn read(
             if out.reconstruction.last_serial() != progress_serial {
                 progress_serial = out.reconstruction.last_serial();
                 progress_at = Instant::now();
-            } else if progress_at.elapsed() > STALL {
+            } else if progress_at.elapsed() > stall {
                 return Err(format!(
                     "{session} reader {reader}: stalled at serial {progress_serial} (writer's last: \
                      {:?}, acknowledged so far: {}; {} drops, {} server closes, {} seam retries, \
@@ -484,6 +489,7 @@ async fn readers_that_keep_dropping_miss_nothing_and_see_nothing_twice() {
     let mut totals = SessionReport::default();
     let (mut clean, mut abrupt, mut seams, mut closes) = (0, 0, 0, 0);
     let (mut slowest_connect, mut slowest_attach) = (Duration::ZERO, Duration::ZERO);
+    let mut failed_connects = 0;
     let mut log_events = 0;
     for (i, (w, rs)) in written.iter().zip(&reads).enumerate() {
         let session = session_name(i);
@@ -513,6 +519,7 @@ async fn readers_that_keep_dropping_miss_nothing_and_see_nothing_twice() {
             closes += read.server_closes;
             slowest_connect = slowest_connect.max(read.slowest_connect);
             slowest_attach = slowest_attach.max(read.slowest_attach);
+            failed_connects += read.failed_connects;
             if !report.is_clean() {
                 failures.push(format!("{session} reader {r}: {report}"));
             }
@@ -536,8 +543,8 @@ async fn readers_that_keep_dropping_miss_nothing_and_see_nothing_twice() {
         "churn: {} sessions, {published} events published ({log_events} log events after rollup, \
          {messages} live messages), {} readers, {} reconnects ({clean} clean, {abrupt} abrupt, \
          {closes} closed by the server, {seams} seam_overflow re-attaches), {} events delivered, \
-         lost {}, duplicated {}, reordered {}, gaps {}; slowest connect {} ms, slowest attach \
-         {} ms; written in {:.1} s, total {:.1} s",
+         lost {}, duplicated {}, reordered {}, gaps {}; slowest connect {} ms ({failed_connects} \
+         connects retried), slowest attach {} ms; written in {:.1} s, total {:.1} s",
         p.sessions,
         p.sessions * p.readers,
         clean + abrupt + closes + seams,

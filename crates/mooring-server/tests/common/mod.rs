@@ -71,9 +71,11 @@ impl Node {
 
     /// A node serving `store`.
     pub(crate) async fn on_store(store: Arc<dyn LogStore>, realtime: RealtimeConfig) -> Node {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        // A deep accept queue: the churn tests open thousands of connections a second, and a
+        // connect whose SYN is dropped by a full queue retries only after 1, 3, 7, 15... s.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().expect("addr").to_string();
         let shutdown = CancellationToken::new();
         let config = ServerConfig {
