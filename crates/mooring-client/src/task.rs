@@ -332,7 +332,10 @@ impl Task {
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<ClientFrame>) {
         match frame {
             ServerFrame::Ping { nonce } => out.push(ClientFrame::Pong { nonce }),
-            ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+            // This client does not renew tokens yet, so it never asks for `authenticated`.
+            ServerFrame::Pong { .. }
+            | ServerFrame::Welcome { .. }
+            | ServerFrame::Authenticated { .. } => {}
             ServerFrame::Presence {
                 session,
                 action,

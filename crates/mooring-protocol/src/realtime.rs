@@ -10,6 +10,15 @@ use crate::Position;
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The WebSocket subprotocol the server selects. Browsers cannot set an `Authorization` header
+/// on a WebSocket, so a browser offers this one together with
+/// [`BEARER_SUBPROTOCOL_PREFIX`]`<token>`; the server answers with this one, never echoing the
+/// token.
+pub const SUBPROTOCOL: &str = "mooring.v1";
+
+/// A subprotocol starting with this carries the credential after the prefix.
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "mooring.bearer.";
+
 /// Where an attach starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -79,6 +88,11 @@ pub enum ClientFrame {
     /// Asks for the current members (answered with `presence_snapshot`).
     PresenceGet {
         session: String,
+    },
+    /// Replaces the connection's credential with a fresh token (renewal before expiry), for
+    /// the same `client_id`; answered with `authenticated`.
+    Auth {
+        token: String,
     },
 }
 
@@ -160,6 +174,12 @@ pub enum ServerFrame {
         session: String,
         members: Vec<Member>,
     },
+    /// A renewed credential was accepted: its identity and when it expires (Unix seconds).
+    Authenticated {
+        client_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
     Ack {
         req: u64,
         session: String,
@@ -220,6 +240,11 @@ pub enum ErrorCode {
     StoreUnavailable,
     /// The server is shutting down.
     ShuttingDown,
+    /// No credential, or one that is malformed, wrongly signed, expired or not yet valid.
+    Unauthorized,
+    /// The credential is valid but does not grant this operation on this session (or claims
+    /// another identity).
+    Forbidden,
 }
 
 /// WebSocket close codes the server uses besides 1000 (normal) and 1001 (going away).
@@ -231,6 +256,9 @@ pub mod close {
     /// The client read too slowly: its outbound queue filled. Resumable: reconnect and attach
     /// from the last position seen.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The credential was refused, or it expired without renewal. Not resumable with the same
+    /// credential: get a fresh token first.
+    pub const UNAUTHORIZED: u16 = 4003;
 }
 
 #[cfg(test)]

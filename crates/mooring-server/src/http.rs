@@ -4,7 +4,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
@@ -32,11 +32,20 @@ pub fn router(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::render))
-        .merge(durable_streams::routes())
+        .route("/v1/tokens", post(crate::auth::http::issue))
+        .merge(
+            durable_streams::routes().route_layer(middleware::from_fn_with_state(
+                app.clone(),
+                crate::auth::http::durable_streams,
+            )),
+        )
         .merge(realtime::routes())
-        .merge(rest::routes())
+        .merge(rest::routes().route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::http::rest,
+        )))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors())
+        .layer(cors(app.config.allowed_origins.as_deref()))
         .layer(middleware::from_fn(security_headers))
         .with_state(app)
 }
@@ -45,9 +54,19 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-fn cors() -> CorsLayer {
+/// CORS from the origin allowlist; any origin when there is none (the Durable Streams suite
+/// and anonymous loopback nodes rely on that).
+fn cors(allowed: Option<&[String]>) -> CorsLayer {
+    let origins = match allowed {
+        None => AllowOrigin::any(),
+        Some(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
     CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
+        .allow_origin(origins)
         .allow_methods([
             Method::GET,
             Method::POST,

@@ -1,5 +1,6 @@
 //! The Mooring node: every HTTP surface on one port, over one `LogStore`.
 //!
+//! - [`auth`]: API keys and tokens, verified into a principal; the HTTP guards.
 //! - [`durable_streams`]: the Durable Streams protocol under `/v1/stream/`.
 //! - [`realtime`]: the native realtime protocol at `/v1/ws`.
 //! - [`rest`]: REST and SSE over sessions at `/v1/sessions/`.
@@ -7,6 +8,7 @@
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
 //! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
 
+pub mod auth;
 pub mod durable_streams;
 pub mod http;
 pub mod hub;

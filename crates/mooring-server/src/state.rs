@@ -8,6 +8,7 @@ use mooring_core::store::LogStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::hub::Hub;
 use crate::realtime::sessions::Sessions;
 use crate::realtime::RealtimeConfig;
@@ -26,6 +27,11 @@ pub struct ServerConfig {
     /// How often expired streams are reclaimed.
     pub sweep_interval: Duration,
     pub realtime: RealtimeConfig,
+    /// Credentials and capabilities; anonymous by default.
+    pub auth: Auth,
+    /// Origins browsers may connect from (WebSocket upgrade and CORS); `None` allows any,
+    /// which the Durable Streams suite and anonymous loopback nodes rely on.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +43,8 @@ impl Default for ServerConfig {
             max_append_bytes: 16 << 20,
             sweep_interval: Duration::from_secs(1),
             realtime: RealtimeConfig::default(),
+            auth: Auth::anonymous(),
+            allowed_origins: None,
         }
     }
 }

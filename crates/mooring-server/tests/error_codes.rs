@@ -52,6 +52,14 @@ const PROVOKED: &[(&str, &str)] = &[
     ("not_a_session", "a_durable_stream_of_another_type_is_not_a_session"),
     ("store_unavailable", "a_refused_write_is_store_unavailable_and_a_retry_with_its_id_lands_once"),
     ("shutting_down", "a_stopped_store_answers_shutting_down"),
+    (
+        "unauthorized",
+        "auth.rs: every_attempt_to_get_in_is_refused_and_nothing_is_written",
+    ),
+    (
+        "forbidden",
+        "auth.rs: every_attempt_to_get_in_is_refused_and_nothing_is_written",
+    ),
 ];
 
 fn error_of(frame: &ServerFrame) -> &ErrorBody {
@@ -129,7 +137,7 @@ async fn every_documented_code_is_provoked() {
             "{code} is not an error code of the protocol crate"
         );
     }
-    for close_code in ["`1000`", "`1001`", "`4000`", "`4001`", "`4008`"] {
+    for close_code in ["`1000`", "`1001`", "`4000`", "`4001`", "`4003`", "`4008`"] {
         assert!(
             doc.contains(close_code),
             "close code {close_code} is not documented"

@@ -25,7 +25,37 @@ pub(crate) enum Command {
     /// Listens on one port for every surface: the realtime protocol at /v1/ws, the Durable
     /// Streams protocol at /v1/stream/..., and /healthz. Every setting can also come from a
     /// MOORING_* environment variable.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Mint an HS256 token for a client (the same secret as the node's --jwt-secret).
+    ///
+    /// Prints the token on standard output, and nothing else, so it can be captured.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    /// The HS256 secret (at least 32 bytes).
+    #[arg(long, env = "MOORING_JWT_SECRET", hide_env_values = true)]
+    pub(crate) secret: String,
+    /// The identity the token carries.
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// A capability, PATTERN=OP[,OP...] (repeatable), e.g. 'chat:user-42:*=subscribe,publish'.
+    #[arg(long = "cap", required = true)]
+    pub(crate) caps: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub(crate) ttl: u64,
+}
+
+/// Algorithms of a public token key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PublicKeyAlgorithm {
+    /// Ed25519.
+    #[value(name = "EdDSA", alias = "eddsa")]
+    EdDsa,
+    #[value(name = "RS256", alias = "rs256")]
+    Rs256,
 }
 
 /// Storage engines a node can run on.
@@ -102,6 +132,43 @@ pub(crate) struct ServeArgs {
     #[arg(long = "namespace-stall-after", env = "MOORING_NAMESPACE_STALL_AFTER",
           value_delimiter = ',', value_parser = parse_namespace_ms)]
     pub(crate) namespace_stall_after: Vec<(String, u64)>,
+
+    /// API keys of trusted backends, NAME:SECRET separated by commas; each may do everything.
+    /// Use --keys-file for keys with narrower capabilities.
+    #[arg(long, env = "MOORING_KEYS", hide_env_values = true)]
+    pub(crate) keys: Option<String>,
+
+    /// A JSON file of API keys with capabilities:
+    /// {"keys":[{"name":"agent","secret":"…","caps":{"chat:**":["append"]}}]}.
+    #[arg(long, env = "MOORING_KEYS_FILE")]
+    pub(crate) keys_file: Option<PathBuf>,
+
+    /// Secret (at least 32 bytes) of HS256 tokens; also lets POST /v1/tokens mint them.
+    #[arg(
+        long,
+        env = "MOORING_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub(crate) jwt_secret: Option<String>,
+
+    /// PEM file of the public key tokens are verified with (see --jwt-algorithm).
+    #[arg(long, env = "MOORING_JWT_PUBLIC_KEY", requires = "jwt_algorithm")]
+    pub(crate) jwt_public_key: Option<PathBuf>,
+
+    /// The algorithm of --jwt-public-key; tokens signed with any other are refused.
+    #[arg(long, env = "MOORING_JWT_ALGORITHM", value_enum)]
+    pub(crate) jwt_algorithm: Option<PublicKeyAlgorithm>,
+
+    /// Origins browsers may connect from, separated by commas (WebSocket upgrades and CORS);
+    /// any origin when absent.
+    #[arg(long, env = "MOORING_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) allowed_origins: Vec<String>,
+
+    /// Allow anonymous access on a non-loopback address (no keys and no token key). Anyone who
+    /// can reach the port can then read and write every session.
+    #[arg(long, env = "MOORING_INSECURE")]
+    pub(crate) insecure: bool,
 
     /// Log format.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -1,5 +1,6 @@
 //! `mooring serve`: open the engine, listen, and stop cleanly on SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,11 +9,12 @@ use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
 use mooring_engine::embedded::EmbeddedStore;
 use mooring_engine::memory::MemoryStore;
+use mooring_server::auth::{ApiKey, Auth, JwtConfig, JwtKey};
 use mooring_server::realtime::RealtimeConfig;
 use mooring_server::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EngineKind, LogFormat, ServeArgs};
+use crate::cli::{EngineKind, LogFormat, PublicKeyAlgorithm, ServeArgs};
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
@@ -51,7 +53,67 @@ async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<A
     })
 }
 
+/// The node's credentials from its arguments.
+fn auth(args: &ServeArgs) -> anyhow::Result<Auth> {
+    let mut keys = match &args.keys {
+        Some(list) => ApiKey::parse_list(list).context("reading --keys")?,
+        None => Vec::new(),
+    };
+    if let Some(path) = &args.keys_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the keys file {}", path.display()))?;
+        keys.extend(ApiKey::parse_file(&text).context("reading the keys file")?);
+    }
+    let jwt = match (&args.jwt_secret, &args.jwt_public_key, args.jwt_algorithm) {
+        (Some(secret), _, _) => Some(JwtKey::Hs256(secret.as_bytes().to_vec())),
+        (None, Some(path), Some(algorithm)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the public key {}", path.display()))?;
+            Some(match algorithm {
+                PublicKeyAlgorithm::EdDsa => JwtKey::EdDsaPem(pem),
+                PublicKeyAlgorithm::Rs256 => JwtKey::Rs256Pem(pem),
+            })
+        }
+        _ => None,
+    };
+    let jwt = jwt
+        .map(JwtConfig::new)
+        .transpose()
+        .context("reading the token key")?;
+    Ok(Auth::new(keys, jwt)?)
+}
+
+/// The safe default: a node without credentials serves loopback only, unless told otherwise.
+fn check_exposure(auth: &Auth, listen: SocketAddr, insecure: bool) -> anyhow::Result<()> {
+    if !auth.is_anonymous() {
+        return Ok(());
+    }
+    if listen.ip().is_loopback() {
+        tracing::warn!(
+            address = %listen,
+            "AUTH IS OFF: no API keys and no token key are configured, so every client may read \
+             and write every session and name itself. This is allowed on loopback only; set \
+             --keys or --jwt-secret before listening anywhere else"
+        );
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            address = %listen,
+            "AUTH IS OFF ON A NON-LOOPBACK ADDRESS (--insecure): anyone who can reach this port \
+             can read and write every session"
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {listen} without credentials: configure --keys, --keys-file or \
+         --jwt-secret/--jwt-public-key, listen on a loopback address, or pass --insecure"
+    )
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = auth(&args)?;
+    check_exposure(&auth, args.listen, args.insecure)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args, clock.clone()).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -81,6 +143,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         realtime,
         long_poll_timeout: args.long_poll_timeout(),
         max_append_bytes: usize::try_from(args.max_append_bytes).unwrap_or(usize::MAX),
+        auth,
+        allowed_origins: (!args.allowed_origins.is_empty()).then(|| args.allowed_origins.clone()),
         ..ServerConfig::default()
     };
     let shutdown = CancellationToken::new();

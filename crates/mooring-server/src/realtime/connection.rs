@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use mooring_core::auth::Operation;
+use mooring_core::clock::Clock;
 use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::{
     close, ClientFrame, ErrorBody, ErrorCode, ServerFrame, PROTOCOL_VERSION,
@@ -25,6 +27,7 @@ use super::actor::PresenceRequest;
 use super::attach::{self, AttachmentContext, AttachmentEnd};
 use super::errors::{body, of_publish};
 use super::sessions::Sessions;
+use crate::auth::{Auth, AuthError, Principal};
 
 /// Frames queued for one client before it counts as a slow consumer.
 const OUTBOUND_FRAMES: usize = 1024;
@@ -54,9 +57,21 @@ struct Attachment {
     task: JoinHandle<AttachmentEnd>,
 }
 
+/// What a connection needs from its node.
+pub(crate) struct Context {
+    pub(crate) sessions: Sessions,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) auth: Auth,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
 struct Connection {
     id: String,
     client_id: String,
+    /// What the credential allows; replaced on renewal (`auth` frame).
+    principal: Principal,
+    auth: Auth,
+    clock: Arc<dyn Clock>,
     sessions: Sessions,
     outbound: mpsc::Sender<Utf8Bytes>,
     attachments: HashMap<String, Attachment>,
@@ -110,19 +125,80 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) -> 
     Ending::Closed(code)
 }
 
+/// Sends `error` with `code` and closes with `close_code`.
+async fn refuse(socket: &mut WebSocket, code: ErrorCode, message: String, close_code: u16) {
+    if let Some(text) = encode(&error_frame(None, None, body(code, message))) {
+        let _ = socket.send(Message::Text(text)).await;
+    }
+    close_with(socket, close_code, "refused").await;
+}
+
+/// Where a credential's validity ends on this task's timer, if it ends: `exp` plus the
+/// leeway tokens are verified with.
+fn expiry_deadline(principal: &Principal, clock: &dyn Clock) -> Option<Instant> {
+    let expires = principal.expires_at_ms? + crate::auth::jwt::LEEWAY_SECS * 1000;
+    let left = expires.saturating_sub(clock.now_ms());
+    Some(Instant::now() + Duration::from_millis(left))
+}
+
 /// Serves one upgraded connection until it ends.
-pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    context: Context,
+    principal: Result<Principal, AuthError>,
+) {
+    let Context {
+        sessions,
+        shutdown,
+        auth,
+        clock,
+    } = context;
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(e) => {
+            let message = e.to_string();
+            refuse(
+                &mut socket,
+                ErrorCode::Unauthorized,
+                message,
+                close::UNAUTHORIZED,
+            )
+            .await;
+            return;
+        }
+    };
     let config = sessions.config().clone();
     let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let id = format!("c{number:x}");
-    let Some(client_id) = hello(&mut socket, &id, config.hello_timeout).await else {
+    let Some(claimed) = hello(&mut socket, config.hello_timeout).await else {
         return;
     };
+    // The identity comes from the credential; a hello may repeat it but not change it.
+    let client_id = match (&principal.client_id, claimed) {
+        (None, claimed) => claimed.unwrap_or_else(|| format!("anon-{id}")),
+        (Some(verified), None) => verified.clone(),
+        (Some(verified), Some(claimed)) if claimed == *verified => claimed,
+        (Some(verified), Some(_)) => {
+            let message = format!("hello.client_id must be the credential's ({verified:?})");
+            refuse(
+                &mut socket,
+                ErrorCode::Forbidden,
+                message,
+                close::UNAUTHORIZED,
+            )
+            .await;
+            return;
+        }
+    };
+    let mut expires = expiry_deadline(&principal, clock.as_ref());
     let (outbound, mut queue) = mpsc::channel::<Utf8Bytes>(OUTBOUND_FRAMES);
     let (slow, mut slow_rx) = mpsc::channel::<()>(1);
     let mut conn = Connection {
         id: id.clone(),
         client_id,
+        principal,
+        auth,
+        clock,
         sessions,
         outbound,
         attachments: HashMap::new(),
@@ -156,6 +232,8 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
                         if let Err(code) = conn.on_frame(&text).await {
                             break close_with(&mut socket, code, "protocol error").await;
                         }
+                        // A renewal moves the deadline.
+                        expires = expiry_deadline(&conn.principal, conn.clock.as_ref());
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let err = body(ErrorCode::BadFrame, "frames are JSON text, not binary");
@@ -174,6 +252,9 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
                     break Ending::Lost;
                 }
             }
+            () = sleep_until_some(expires) => {
+                break conn.expired(&mut socket).await;
+            }
             Some(()) = slow_rx.recv() => {
                 break close_with(&mut socket, close::SLOW_CONSUMER, "slow consumer: resume from the last serial").await;
             }
@@ -187,6 +268,12 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
                 break Ending::Lost;
             }
             _ = heartbeat.tick() => {
+                // Also by the node's clock, which tests move by hand.
+                if conn.principal.expires_at_ms.is_some_and(|at| {
+                    conn.clock.now_ms() > at + crate::auth::jwt::LEEWAY_SECS * 1000
+                }) {
+                    break conn.expired(&mut socket).await;
+                }
                 nonce += 1;
                 if let Some(text) = encode(&ServerFrame::Ping { nonce }) {
                     let sent = socket.send(Message::Text(text));
@@ -218,8 +305,17 @@ pub(crate) async fn serve(mut socket: WebSocket, sessions: Sessions, shutdown: C
     tracing::debug!(connection = %id, ?ending, "connection ended");
 }
 
-/// Waits for `hello`; returns the client's identity, or closes the socket.
-async fn hello(socket: &mut WebSocket, id: &str, timeout: Duration) -> Option<String> {
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `hello`; returns the identity it claims (`Some(None)`: none), or closes the
+/// socket.
+async fn hello(socket: &mut WebSocket, timeout: Duration) -> Option<Option<String>> {
     let first = tokio::time::timeout(timeout, socket.recv())
         .await
         .ok()??
@@ -233,7 +329,7 @@ async fn hello(socket: &mut WebSocket, id: &str, timeout: Duration) -> Option<St
             protocol,
             client_id,
         }) if protocol == PROTOCOL_VERSION => {
-            return Some(client_id.unwrap_or_else(|| format!("anon-{id}")));
+            return Some(client_id);
         }
         Ok(ClientFrame::Hello { protocol, .. }) => body(
             ErrorCode::UnsupportedProtocol,
@@ -287,7 +383,18 @@ impl Connection {
             }
             ClientFrame::Ping { nonce } => self.push(&ServerFrame::Pong { nonce }).await,
             ClientFrame::Pong { .. } => {}
-            ClientFrame::Attach { session, from } => self.attach(session, from).await,
+            ClientFrame::Attach { session, from } => {
+                // A malformed name is reported as such before any capability is checked.
+                if let Some(err) = self
+                    .check_name(&session)
+                    .or_else(|| self.not_allowed(&session, Operation::Subscribe))
+                {
+                    self.push(&error_frame(None, Some(&session), err)).await;
+                    return Ok(());
+                }
+                self.attach(session, from).await
+            }
+            ClientFrame::Auth { token } => self.renew(&token).await,
             ClientFrame::Detach { session } => {
                 self.detach(&session).await;
                 self.push(&ServerFrame::Detached {
@@ -302,9 +409,21 @@ impl Connection {
                 role,
                 instance,
                 data,
-            } => self.presence(session, action, role, instance, data).await,
+            } => {
+                if let Some(err) = self
+                    .check_name(&session)
+                    .or_else(|| self.not_allowed(&session, Operation::Presence))
+                {
+                    self.push(&error_frame(None, Some(&session), err)).await;
+                    return Ok(());
+                }
+                self.presence(session, action, role, instance, data).await
+            }
             ClientFrame::PresenceGet { session } => {
-                if let Some(err) = self.check_name(&session) {
+                if let Some(err) = self
+                    .check_name(&session)
+                    .or_else(|| self.not_allowed(&session, Operation::Presence))
+                {
                     self.push(&error_frame(None, Some(&session), err)).await;
                     return Ok(());
                 }
@@ -331,10 +450,65 @@ impl Connection {
                         .await;
                     return Ok(());
                 }
+                if let Some(err) = self
+                    .check_name(&session)
+                    .or_else(|| super::errors::not_granted(&self.principal, &session, &events))
+                {
+                    self.push(&error_frame(Some(req), Some(&session), err))
+                        .await;
+                    return Ok(());
+                }
                 self.publish(req, session, events).await
             }
         }
         Ok(())
+    }
+
+    /// `Some(forbidden)` if the credential does not grant `operation` on `session`.
+    fn not_allowed(&self, session: &str, operation: Operation) -> Option<ErrorBody> {
+        (!self.principal.allows(session, operation)).then(|| {
+            body(
+                ErrorCode::Forbidden,
+                format!("this credential does not grant {operation} on {session:?}"),
+            )
+        })
+    }
+
+    /// Replaces the credential with a fresh token for the same identity, without dropping the
+    /// connection. A refused renewal leaves the current credential in force until it expires.
+    async fn renew(&mut self, token: &str) {
+        let frame = match self.auth.authenticate(Some(token), self.clock.now_ms()) {
+            Err(e) => error_frame(None, None, body(ErrorCode::Unauthorized, e.to_string())),
+            Ok(p) if p.client_id.as_ref().is_some_and(|c| *c != self.client_id) => error_frame(
+                None,
+                None,
+                body(
+                    ErrorCode::Forbidden,
+                    "a renewal must be for the connection's client_id",
+                ),
+            ),
+            Ok(principal) => {
+                let expires_at = principal.expires_at_ms.map(|ms| ms / 1000);
+                self.principal = principal;
+                ServerFrame::Authenticated {
+                    client_id: self.client_id.clone(),
+                    expires_at,
+                }
+            }
+        };
+        self.push(&frame).await;
+    }
+
+    /// The credential expired without renewal: say so, and close with 4003.
+    async fn expired(&mut self, socket: &mut WebSocket) -> Ending {
+        let err = body(
+            ErrorCode::Unauthorized,
+            "the token expired; connect again with a fresh one",
+        );
+        if let Some(text) = encode(&error_frame(None, None, err)) {
+            let _ = socket.send(Message::Text(text)).await;
+        }
+        close_with(socket, close::UNAUTHORIZED, "token expired").await
     }
 
     fn check_name(&self, session: &str) -> Option<ErrorBody> {

@@ -41,3 +41,21 @@ pub(crate) fn server_only(events: &[mooring_protocol::session::NewEvent]) -> Opt
         format!("event {index}: run.stalled is published by the server"),
     ))
 }
+
+/// Refuses a publish whose events the principal may not publish on `session`; `Some(error)`
+/// names the first such event and the operation it needs. All or nothing, like the publish.
+pub(crate) fn not_granted(
+    principal: &crate::auth::Principal,
+    session: &str,
+    events: &[mooring_protocol::session::NewEvent],
+) -> Option<ErrorBody> {
+    events.iter().enumerate().find_map(|(index, event)| {
+        let needed = mooring_core::auth::Operation::to_publish(event.action);
+        (!principal.allows(session, needed)).then(|| {
+            body(
+                ErrorCode::Forbidden,
+                format!("event {index}: this credential does not grant {needed} on {session:?}"),
+            )
+        })
+    })
+}

@@ -14,8 +14,12 @@ pub mod sessions;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use mooring_protocol::realtime::{ErrorCode, BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL};
+
+use crate::rest::RestError;
 use axum::routing::get;
 use axum::Router;
 
@@ -104,14 +108,60 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/ws", get(upgrade))
 }
 
-async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// The credential of an upgrade: `?token=`, a `mooring.bearer.<token>` subprotocol (browsers
+/// can set neither headers nor cookies on a cross-site WebSocket), or `Authorization: Bearer`.
+fn credential<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(token) = query.get("token") {
+        return Some(token);
+    }
+    let offered = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(BEARER_SUBPROTOCOL_PREFIX));
+    offered.or_else(|| crate::auth::http::bearer(headers))
+}
+
+async fn upgrade(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // A browser always sends Origin; other clients may not, and are not the ones a page could
+    // turn against their user, so only a present Origin is checked.
+    if let (Some(allowed), Some(origin)) = (
+        app.config.allowed_origins.as_ref(),
+        headers.get(axum::http::header::ORIGIN),
+    ) {
+        if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+            return RestError::new(ErrorCode::Forbidden, "this origin may not connect")
+                .into_response();
+        }
+    }
+    // Verified before the upgrade, refused after it: a browser sees no HTTP status of a failed
+    // upgrade, but it does see an error frame and close code 4003.
+    let principal = app
+        .config
+        .auth
+        .authenticate(credential(&query, &headers), app.clock.now_ms());
     let max = app.sessions.config().max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)
+        .protocols([SUBPROTOCOL])
         .on_upgrade(move |socket| {
-            let sessions = app.sessions.clone();
-            let shutdown = app.shutdown.clone();
-            let task = connection::serve(socket, sessions, shutdown);
+            let task = connection::serve(
+                socket,
+                connection::Context {
+                    sessions: app.sessions.clone(),
+                    shutdown: app.shutdown.clone(),
+                    auth: app.config.auth.clone(),
+                    clock: app.clock.clone(),
+                },
+                principal,
+            );
             async move {
                 app.tasks.spawn(task).await.ok();
             }

@@ -41,6 +41,8 @@ fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::MessageNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::TooManyAttachments => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::SessionClosed | ErrorCode::NotASession => StatusCode::CONFLICT,
         ErrorCode::SeamOverflow | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE

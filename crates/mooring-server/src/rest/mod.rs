@@ -2,7 +2,7 @@
 
 mod error;
 mod history;
-mod publish;
+pub(crate) mod publish;
 mod runs;
 mod sse;
 

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::ErrorCode;
@@ -11,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::RestError;
+use crate::auth::Principal;
 use crate::realtime::errors::of_publish;
 use crate::state::AppState;
 
@@ -75,6 +77,7 @@ pub(crate) async fn publish_events(
 pub(crate) async fn events(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Json<PublishBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, RestError> {
@@ -83,6 +86,9 @@ pub(crate) async fn events(
         PublishBody::Many { events } => events,
         PublishBody::One(event) => vec![event],
     };
+    if let Some(err) = crate::realtime::errors::not_granted(&principal, &name, &events) {
+        return Err(RestError(err));
+    }
     publish_events(&app, &name, client_id(&headers), events).await
 }
 
