@@ -236,6 +236,11 @@ pub enum ErrorCode {
     SessionNotFound,
     /// (REST) A query parameter or body is malformed; the message names it.
     InvalidRequest,
+    /// The connection publishes faster than its rate limit; retry after a moment.
+    RateLimited,
+    /// The client holds as many connections as it may; close one, or retry once a lost one is
+    /// noticed dead.
+    TooManyConnections,
     /// The storage refused the write (full disk, failed fsync); nothing was acknowledged.
     StoreUnavailable,
     /// The server is shutting down.
@@ -256,6 +261,8 @@ pub mod close {
     /// The client read too slowly: its outbound queue filled. Resumable: reconnect and attach
     /// from the last position seen.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The client already holds as many connections as it may.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4029;
     /// The credential was refused, or it expired without renewal. Not resumable with the same
     /// credential: get a fresh token first.
     pub const UNAUTHORIZED: u16 = 4003;

@@ -41,6 +41,8 @@ const PROVOKED: &[(&str, &str)] = &[
         "backpressure.rs: a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes",
     ),
     ("session_closed", "a_closed_session_refuses_events"),
+    ("rate_limited", "realtime.rs: limits_answer_with_their_codes"),
+    ("too_many_connections", "realtime.rs: limits_answer_with_their_codes"),
     (
         "session_not_found",
         "rest.rs: history_pages_both_ways_return_every_event_once",
@@ -137,7 +139,9 @@ async fn every_documented_code_is_provoked() {
             "{code} is not an error code of the protocol crate"
         );
     }
-    for close_code in ["`1000`", "`1001`", "`4000`", "`4001`", "`4003`", "`4008`"] {
+    for close_code in [
+        "`1000`", "`1001`", "`4000`", "`4001`", "`4003`", "`4008`", "`4029`",
+    ] {
         assert!(
             doc.contains(close_code),
             "close code {close_code} is not documented"

@@ -287,3 +287,44 @@ async fn a_session_written_over_rest_reads_the_same_over_websocket_sse_and_durab
         "SSE and Durable Streams agree"
     );
 }
+
+#[tokio::test]
+async fn limits_answer_with_their_codes() {
+    let node = start(RealtimeConfig {
+        max_publishes_per_sec: 5,
+        publish_burst: 5,
+        max_connections_per_client: 2,
+        ..no_rollup()
+    })
+    .await;
+    let mut ws = Ws::connect(&node, "busy").await;
+    let mut codes = Vec::new();
+    for req in 0..12 {
+        let f = ws
+            .publish(req, "lim", json!([{"action":"event","data":req}]))
+            .await;
+        codes.push(f["code"].as_str().unwrap_or("ack").to_owned());
+        if f["code"] == "rate_limited" {
+            assert_eq!(f["retryable"], true);
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "ack").count(), 5, "{codes:?}");
+    assert!(codes[5..].iter().all(|c| c == "rate_limited"), "{codes:?}");
+    let big_extras: serde_json::Map<String, Value> = (0..100)
+        .map(|i| (format!("k{i}"), Value::from("v".repeat(50))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let f = ws
+        .publish(99, "lim", json!([{"action":"event","extras":big_extras}]))
+        .await;
+    assert_eq!(f["code"], "too_large", "{f}");
+
+    let _second = Ws::connect(&node, "busy").await;
+    let mut third = Ws::open(&node).await;
+    third
+        .send(json!({"type":"hello","protocol":1,"client_id":"busy"}))
+        .await;
+    let refused = third.next_frame().await;
+    assert_eq!(refused["code"], "too_many_connections", "{refused}");
+    let _other_client = Ws::connect(&node, "someone-else").await;
+}

@@ -170,6 +170,21 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MOORING_INSECURE")]
     pub(crate) insecure: bool,
 
+    /// Publish frames one realtime connection may send a second, on average.
+    #[arg(long, env = "MOORING_MAX_PUBLISHES_PER_SEC", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_publishes_per_sec: u32,
+
+    /// Publish frames one realtime connection may send at once (the token bucket's size).
+    #[arg(long, env = "MOORING_PUBLISH_BURST", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) publish_burst: u32,
+
+    /// Realtime connections one client id may hold open at once.
+    #[arg(long, env = "MOORING_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) max_connections_per_client: u64,
+
     /// Log format.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,

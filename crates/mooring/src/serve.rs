@@ -131,6 +131,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         dedupe_window: Duration::from_secs(args.dedupe_window_secs),
         presence_grace: Duration::from_millis(args.presence_grace_ms),
+        max_publishes_per_sec: args.max_publishes_per_sec,
+        publish_burst: args.publish_burst,
+        max_connections_per_client: usize::try_from(args.max_connections_per_client)
+            .unwrap_or(usize::MAX),
         stall_after: Duration::from_millis(args.stall_after_ms),
         namespace_stall_after: args
             .namespace_stall_after

@@ -26,6 +26,7 @@ use mooring_protocol::presence::{Member, PresenceAction, Role};
 use super::actor::PresenceRequest;
 use super::attach::{self, AttachmentContext, AttachmentEnd};
 use super::errors::{body, of_publish};
+use super::limits::TokenBucket;
 use super::sessions::Sessions;
 use crate::auth::{Auth, AuthError, Principal};
 
@@ -81,6 +82,7 @@ struct Connection {
     /// Sessions this connection published to or entered: told when it ends, so its presence
     /// and runs follow (leave, or wait out the grace for a reconnect).
     touched: HashSet<String>,
+    publish_rate: TokenBucket,
 }
 
 fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
@@ -190,6 +192,18 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let Some(_slot) = sessions.connect(&client_id) else {
+        let max = config.max_connections_per_client;
+        let message = format!("{client_id:?} already holds {max} connections; close one");
+        refuse(
+            &mut socket,
+            ErrorCode::TooManyConnections,
+            message,
+            close::TOO_MANY_CONNECTIONS,
+        )
+        .await;
+        return;
+    };
     let mut expires = expiry_deadline(&principal, clock.as_ref());
     let (outbound, mut queue) = mpsc::channel::<Utf8Bytes>(OUTBOUND_FRAMES);
     let (slow, mut slow_rx) = mpsc::channel::<()>(1);
@@ -205,6 +219,7 @@ pub(crate) async fn serve(
         publishes: Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT)),
         slow,
         touched: HashSet::new(),
+        publish_rate: TokenBucket::new(config.max_publishes_per_sec, config.publish_burst),
     };
     metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
     let welcome = ServerFrame::Welcome {
@@ -345,11 +360,15 @@ async fn hello(socket: &mut WebSocket, timeout: Duration) -> Option<Option<Strin
     None
 }
 
+/// The size of an event's extras: its keys and values.
+fn extras_size(event: &mooring_protocol::session::NewEvent) -> usize {
+    event.extras.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 /// The size an event counts against the limit: its data, name and extras as JSON.
 fn event_size(event: &mooring_protocol::session::NewEvent) -> usize {
     let data = serde_json::to_string(&event.data).map_or(0, |d| d.len());
-    let extras: usize = event.extras.iter().map(|(k, v)| k.len() + v.len()).sum();
-    data + extras + event.name.as_ref().map_or(0, String::len)
+    data + extras_size(event) + event.name.as_ref().map_or(0, String::len)
 }
 
 impl Connection {
@@ -436,6 +455,27 @@ impl Connection {
                 session,
                 events,
             } => {
+                if !self.publish_rate.take(Instant::now()) {
+                    let rate = self.sessions.config().max_publishes_per_sec;
+                    let wait = self.publish_rate.wait();
+                    let err = body(
+                        ErrorCode::RateLimited,
+                        format!("over {rate} publishes a second; retry in {wait:?}"),
+                    );
+                    self.push(&error_frame(Some(req), Some(&session), err))
+                        .await;
+                    return Ok(());
+                }
+                let extras_limit = self.sessions.config().max_extras_bytes;
+                if let Some(index) = events.iter().position(|e| extras_size(e) > extras_limit) {
+                    let err = body(
+                        ErrorCode::TooLarge,
+                        format!("the extras of event {index} are over {extras_limit} bytes"),
+                    );
+                    self.push(&error_frame(Some(req), Some(&session), err))
+                        .await;
+                    return Ok(());
+                }
                 // A frame within the limit cannot hold an event over it; only measure big ones.
                 let limit = self.sessions.config().max_event_bytes;
                 if let Some(index) = (frame_len > limit)

@@ -7,7 +7,11 @@ use mooring_protocol::realtime::{ErrorBody, ErrorCode};
 pub(crate) fn body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     let retryable = matches!(
         code,
-        ErrorCode::SeamOverflow | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown
+        ErrorCode::SeamOverflow
+            | ErrorCode::StoreUnavailable
+            | ErrorCode::ShuttingDown
+            | ErrorCode::RateLimited
+            | ErrorCode::TooManyConnections
     );
     ErrorBody {
         code,

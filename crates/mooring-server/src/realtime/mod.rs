@@ -8,6 +8,7 @@ mod actor;
 mod attach;
 mod connection;
 pub(crate) mod errors;
+mod limits;
 mod rollup;
 pub mod sessions;
 
@@ -47,6 +48,14 @@ pub struct RealtimeConfig {
     pub max_event_bytes: usize,
     /// Largest presence `data` of a member, as JSON.
     pub max_presence_data_bytes: usize,
+    /// Largest `extras` of one event (keys and values).
+    pub max_extras_bytes: usize,
+    /// Publish frames a connection may send a second, on average.
+    pub max_publishes_per_sec: u32,
+    /// Publish frames a connection may send at once.
+    pub publish_burst: u32,
+    /// Connections one client id may hold open at once.
+    pub max_connections_per_client: usize,
     /// How long a new connection has to send `hello`.
     pub hello_timeout: Duration,
     /// How long a session task lingers with nobody attached and nothing to do.
@@ -70,6 +79,10 @@ impl Default for RealtimeConfig {
             max_frame_bytes: 1 << 20,
             max_event_bytes: 64 << 10,
             max_presence_data_bytes: 1024,
+            max_extras_bytes: 4096,
+            max_publishes_per_sec: 1000,
+            publish_burst: 2000,
+            max_connections_per_client: 256,
             hello_timeout: Duration::from_secs(10),
             session_idle_exit: Duration::from_secs(30),
             presence_grace: Duration::from_secs(15),

@@ -16,6 +16,7 @@ use mooring_core::runs::Run;
 use mooring_protocol::presence::Member;
 
 use super::actor::{ActorSettings, Command, PresenceRequest, Registered, SessionActor, Subscriber};
+use super::limits::{ClientConnections, ConnectionSlot};
 use super::RealtimeConfig;
 use crate::hub::Hub;
 
@@ -37,6 +38,8 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     clock: Arc<dyn Clock>,
+    /// Open connections by client, for the per-client limit.
+    clients: ClientConnections,
 }
 
 /// Why a session could not be reached.
@@ -62,8 +65,15 @@ impl Sessions {
                 shutdown,
                 tasks,
                 clock,
+                clients: ClientConnections::default(),
             }),
         }
+    }
+
+    /// Counts a connection of `client_id` against its limit; `None` if it holds the most.
+    pub(crate) fn connect(&self, client_id: &str) -> Option<ConnectionSlot> {
+        let max = self.inner.config.max_connections_per_client;
+        self.inner.clients.acquire(client_id, max)
     }
 
     pub fn config(&self) -> &RealtimeConfig {

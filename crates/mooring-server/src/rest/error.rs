@@ -40,7 +40,9 @@ fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::MessageNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::TooManyAttachments => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TooManyAttachments | ErrorCode::RateLimited | ErrorCode::TooManyConnections => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::SessionClosed | ErrorCode::NotASession => StatusCode::CONFLICT,
