@@ -171,12 +171,12 @@ pub(crate) struct ServeArgs {
     pub(crate) insecure: bool,
 
     /// Publish frames one realtime connection may send a second, on average.
-    #[arg(long, env = "MOORING_MAX_PUBLISHES_PER_SEC", default_value_t = 1000,
+    #[arg(long, env = "MOORING_MAX_PUBLISHES_PER_SEC", default_value_t = 20_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_publishes_per_sec: u32,
 
     /// Publish frames one realtime connection may send at once (the token bucket's size).
-    #[arg(long, env = "MOORING_PUBLISH_BURST", default_value_t = 2000,
+    #[arg(long, env = "MOORING_PUBLISH_BURST", default_value_t = 40_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) publish_burst: u32,
 
