@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{no_rollup, Engine, Node};
+use common::{unthrottled, Engine, Node};
 use mooring_protocol::realtime::{
     close, AttachFrom, AttachMode, AttachPoint, ClientFrame, ErrorCode, ServerFrame,
 };
@@ -94,7 +94,7 @@ async fn a_slow_consumer_that_pings_is_closed_with_4008_and_resumes_without_loss
 }
 
 async fn slow_consumer(ping_while_full: bool) {
-    let node = Node::start(Engine::Memory, no_rollup()).await;
+    let node = Node::start(Engine::Memory, unthrottled()).await;
     let session = "slow:1";
     let options = ConnectOptions {
         recv_buffer: Some(SMALL_RECV_BUFFER),
@@ -179,7 +179,7 @@ async fn slow_consumer(ping_while_full: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes() {
-    let node = Node::start(Engine::Memory, no_rollup()).await;
+    let node = Node::start(Engine::Memory, unthrottled()).await;
     let session = "seam:1";
     let mut writer = RealtimeClient::connect(&node.addr, "writer")
         .await
@@ -263,7 +263,7 @@ async fn a_client_that_never_reads_again_is_dropped_after_dead_after() {
         Engine::Memory,
         mooring_server::realtime::RealtimeConfig {
             heartbeat,
-            ..no_rollup()
+            ..unthrottled()
         },
     )
     .await;
@@ -318,7 +318,7 @@ async fn a_client_that_never_reads_again_is_dropped_after_dead_after() {
 /// be answered or closed as a slow consumer, never left wedged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_does_not_read_its_acks_is_not_wedged() {
-    let node = Node::start(Engine::Memory, no_rollup()).await;
+    let node = Node::start(Engine::Memory, unthrottled()).await;
     let options = ConnectOptions {
         recv_buffer: Some(SMALL_RECV_BUFFER),
         ..ConnectOptions::default()

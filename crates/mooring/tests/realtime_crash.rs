@@ -484,7 +484,12 @@ async fn clients_resume_without_loss_across_sigkill_and_restart() -> anyhow::Res
     let mut rng = SeededRng::new(seed);
     let started = Instant::now();
     let data = tempfile::tempdir().context("data directory")?;
-    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), data.path());
+    // Writers publish as fast as the node acknowledges; the rate limit is not under test.
+    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), data.path())
+        .arg("--max-publishes-per-sec")
+        .arg("1000000")
+        .arg("--publish-burst")
+        .arg("1000000");
     let mut server = MooringProcess::start(config).await?;
     let (addr_tx, addr) = watch::channel(server.base_url());
     let (stop_tx, stop) = watch::channel(false);

@@ -132,6 +132,16 @@ pub(crate) fn no_rollup() -> RealtimeConfig {
     }
 }
 
+/// Rollup off and publishes unthrottled: for tests of something other than the rate limit that
+/// publish thousands of events as fast as they can.
+pub(crate) fn unthrottled() -> RealtimeConfig {
+    RealtimeConfig {
+        max_publishes_per_sec: 1_000_000,
+        publish_burst: 1_000_000,
+        ..no_rollup()
+    }
+}
+
 /// A value of environment variable `var`, or `default`.
 pub(crate) fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T {
     std::env::var(var)
