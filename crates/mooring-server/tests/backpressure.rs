@@ -356,3 +356,63 @@ async fn a_publisher_that_does_not_read_its_acks_is_not_wedged() {
     }
     println!("eager publisher: {acks} of {sent} acknowledgements read, then {ending:?}");
 }
+
+/// The queue is bounded in bytes as well as frames: a reader that stops while 600 events of
+/// 16 KiB arrive (fewer than the 1,024 frames the queue holds, more than the kernel's buffers
+/// and a 256 KiB byte bound) is closed with 4008, and resumes without loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_closed_by_the_byte_bound_before_the_frame_bound() {
+    let node = Node::start(
+        Engine::Memory,
+        mooring_server::realtime::RealtimeConfig {
+            max_outbound_bytes: 256 << 10,
+            ..unthrottled()
+        },
+    )
+    .await;
+    let session = "bytes:1";
+    let options = ConnectOptions {
+        recv_buffer: Some(SMALL_RECV_BUFFER),
+        ..ConnectOptions::default()
+    };
+    let mut slow = RealtimeClient::connect_with(&node.addr, "slow", &options)
+        .await
+        .expect("connect");
+    slow.attach(session, start()).await.expect("attach");
+    let mut writer = RealtimeClient::connect(&node.addr, "writer")
+        .await
+        .expect("connect");
+    // 600 x 16 KiB = 9.4 MiB: over the socket buffers (at most 4 MiB + 32 KiB here) plus the
+    // byte bound, while 600 frames fit the frame bound.
+    let events: Vec<_> = (0..600).map(|i| big(i, 16 << 10)).collect();
+    let last = publish_all(&mut writer, session, events).await;
+    assert_eq!(last, 600);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut recon = Reconstruction::new();
+    let code = loop {
+        match slow.recv(PROMPT).await.expect("a frame or the close") {
+            Incoming::Frame(ServerFrame::Event { epoch, event, .. }) => {
+                recon.observe(epoch, &event);
+            }
+            Incoming::Frame(ServerFrame::Attached { .. } | ServerFrame::Live { .. }) => {}
+            Incoming::Frame(other) => panic!("unexpected {other:?}"),
+            Incoming::Closed(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(close::SLOW_CONSUMER));
+    let cut_at = recon.last_serial();
+    assert!(cut_at < last, "closed after it had everything");
+
+    let mut again = RealtimeClient::connect(&node.addr, "slow")
+        .await
+        .expect("reconnect");
+    let from = recon.resume_position().map(AttachFrom::Position);
+    again.attach(session, from).await.expect("attach");
+    read_until(&mut again, &mut recon, last).await;
+    let report = recon.report(Some(last));
+    assert!(report.is_clean(), "{report}");
+    println!(
+        "byte bound 256 KiB: closed with 4008 at serial {cut_at} of {last}, resumed, {report}"
+    );
+}

@@ -185,6 +185,12 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub(crate) max_connections_per_client: u64,
 
+    /// Bytes of frames queued for one realtime connection before its client counts as a slow
+    /// consumer and is closed with 4008 (it resumes from its last serial).
+    #[arg(long, env = "MOORING_MAX_OUTBOUND_BYTES", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(65_536..=(1 << 32)))]
+    pub(crate) max_outbound_bytes: u64,
+
     /// Log format.
     #[arg(long, env = "MOORING_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,

@@ -135,6 +135,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         publish_burst: args.publish_burst,
         max_connections_per_client: usize::try_from(args.max_connections_per_client)
             .unwrap_or(usize::MAX),
+        max_outbound_bytes: usize::try_from(args.max_outbound_bytes).unwrap_or(usize::MAX),
         stall_after: Duration::from_millis(args.stall_after_ms),
         namespace_stall_after: args
             .namespace_stall_after

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::{LiveItem, Subscriber};
 use super::errors::body;
+use super::outbound::Outbound;
 use super::sessions::Sessions;
 
 /// Live events an attachment buffers while it replays history.
@@ -40,7 +41,7 @@ pub(crate) enum AttachmentEnd {
 #[derive(Debug, Clone)]
 pub(crate) struct AttachmentContext {
     pub(crate) sessions: Sessions,
-    pub(crate) outbound: mpsc::Sender<Utf8Bytes>,
+    pub(crate) outbound: Outbound,
     pub(crate) cancel: CancellationToken,
     pub(crate) id: u64,
     /// Who is attaching, from which connection: a reconnected agent's runs follow it here.
@@ -58,7 +59,7 @@ impl AttachmentContext {
             return true;
         };
         tokio::select! {
-            sent = self.outbound.send(bytes) => sent.is_ok(),
+            sent = self.outbound.queue(bytes) => sent.is_ok(),
             () = self.cancel.cancelled() => false,
         }
     }
@@ -141,7 +142,7 @@ async fn attach(
             item = feed.recv() => match item {
                 Some((Some(serial), _)) if serial <= released => {}
                 Some((_, bytes)) => {
-                    if ctx.outbound.try_send(bytes).is_err() {
+                    if ctx.outbound.try_queue(bytes).is_err() {
                         return AttachmentEnd::SlowConsumer;
                     }
                 }

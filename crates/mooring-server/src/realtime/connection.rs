@@ -27,6 +27,7 @@ use super::actor::PresenceRequest;
 use super::attach::{self, AttachmentContext, AttachmentEnd};
 use super::errors::{body, of_publish};
 use super::limits::TokenBucket;
+use super::outbound::{self, Outbound, QueueError};
 use super::sessions::Sessions;
 use crate::auth::{Auth, AuthError, Principal};
 
@@ -74,7 +75,7 @@ struct Connection {
     auth: Auth,
     clock: Arc<dyn Clock>,
     sessions: Sessions,
-    outbound: mpsc::Sender<Utf8Bytes>,
+    outbound: Outbound,
     attachments: HashMap<String, Attachment>,
     publishes: Arc<Semaphore>,
     /// Attachments report a slow consumer here.
@@ -89,9 +90,10 @@ fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
     serde_json::to_string(frame).ok().map(Utf8Bytes::from)
 }
 
-/// Queues `text` for the client, or reports a slow consumer if its queue is full.
-fn queue_or_slow(outbound: &mpsc::Sender<Utf8Bytes>, slow: &mpsc::Sender<()>, text: Utf8Bytes) {
-    if let Err(mpsc::error::TrySendError::Full(_)) = outbound.try_send(text) {
+/// Queues `text` for the client, or reports a slow consumer if its queue is full (in frames
+/// or in bytes).
+fn queue_or_slow(outbound: &Outbound, slow: &mpsc::Sender<()>, text: Utf8Bytes) {
+    if outbound.try_queue(text) == Err(QueueError::Full) {
         let _ = slow.try_send(());
     }
 }
@@ -205,7 +207,7 @@ pub(crate) async fn serve(
         return;
     };
     let mut expires = expiry_deadline(&principal, clock.as_ref());
-    let (outbound, mut queue) = mpsc::channel::<Utf8Bytes>(OUTBOUND_FRAMES);
+    let (outbound, mut queue) = outbound::channel(OUTBOUND_FRAMES, config.max_outbound_bytes);
     let (slow, mut slow_rx) = mpsc::channel::<()>(1);
     let mut conn = Connection {
         id: id.clone(),

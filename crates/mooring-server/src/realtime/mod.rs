@@ -9,6 +9,7 @@ mod attach;
 mod connection;
 pub(crate) mod errors;
 mod limits;
+mod outbound;
 mod rollup;
 pub mod sessions;
 
@@ -28,6 +29,10 @@ use crate::state::AppState;
 
 /// The most a rollup window may be.
 pub const MAX_ROLLUP_WINDOW: Duration = Duration::from_millis(500);
+
+/// Bytes queued for one connection by default: 64 events of the largest size (64 KiB), or
+/// thousands of ordinary ones.
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 << 20;
 
 /// Settings of the realtime protocol.
 #[derive(Clone, Debug)]
@@ -56,6 +61,9 @@ pub struct RealtimeConfig {
     pub publish_burst: u32,
     /// Connections one client id may hold open at once.
     pub max_connections_per_client: usize,
+    /// Bytes of frames queued for one connection before its client counts as a slow consumer
+    /// (close `4008`); the queue also holds at most 1,024 frames.
+    pub max_outbound_bytes: usize,
     /// How long a new connection has to send `hello`.
     pub hello_timeout: Duration,
     /// How long a session task lingers with nobody attached and nothing to do.
@@ -83,6 +91,7 @@ impl Default for RealtimeConfig {
             max_publishes_per_sec: 20_000,
             publish_burst: 40_000,
             max_connections_per_client: 256,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
             hello_timeout: Duration::from_secs(10),
             session_idle_exit: Duration::from_secs(30),
             presence_grace: Duration::from_secs(15),
