@@ -1,0 +1,119 @@
+// A Mooring agent in one file: it waits in a session for user input, answers with any
+// OpenAI-compatible model (streaming chat completions over fetch, no SDK), streams the answer
+// into the session as one message, and aborts the model call the moment a user cancels.
+//
+//   OPENAI_API_KEY=… OPENAI_MODEL=gpt-4o-mini MOORING_SESSION=chat:demo node agent.mjs
+//
+// Environment: MOORING_URL (default ws://127.0.0.1:7420/v1/ws), MOORING_TOKEN (a token or
+// API key, on a node with auth), MOORING_SESSION (default chat:demo), OPENAI_BASE_URL
+// (default https://api.openai.com/v1), OPENAI_API_KEY, OPENAI_MODEL (default gpt-4o-mini).
+
+import { pathToFileURL } from "node:url";
+
+import { MooringClient, respond } from "@mooring/client";
+
+/**
+ * Streams the text of a chat completion from an OpenAI-compatible server. `signal` aborts the
+ * HTTP request itself, so a cancelled answer stops costing tokens at once.
+ */
+export async function* streamChat({ baseUrl, apiKey, model, messages, signal }) {
+  const response = await fetch(`${baseUrl.replace(/\/$/, "")}/chat/completions`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+    },
+    body: JSON.stringify({ model, messages, stream: true }),
+    signal,
+  });
+  if (!response.ok || response.body === null) {
+    throw new Error(`the model answered ${response.status}: ${(await response.text()).slice(0, 300)}`);
+  }
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for await (const bytes of response.body) {
+    buffer += decoder.decode(bytes, { stream: true });
+    let newline;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]") return;
+      const text = JSON.parse(data).choices?.[0]?.delta?.content;
+      if (typeof text === "string" && text !== "") yield text;
+    }
+  }
+}
+
+/** The session's messages as a chat: user inputs and this agent's answers. */
+function conversation(messages, agentId) {
+  const chat = [{ role: "system", content: "You are a helpful assistant." }];
+  for (const m of messages) {
+    if (typeof m.data !== "string") continue;
+    if (m.name === "user-input") chat.push({ role: "user", content: m.data });
+    else if (m.name === "response" && m.client_id === agentId) chat.push({ role: "assistant", content: m.data });
+  }
+  return chat;
+}
+
+/**
+ * Connects to Mooring and answers every new `user-input` message of `session`, one at a time.
+ * Returns the client and a `stop` function.
+ */
+export async function startAgent({ url, token, session, clientId = "agent", model, onRun }) {
+  const client = await MooringClient.connect({ url, token, clientId });
+  client.enter(session, { role: "agent", instance: `${clientId}-${process.pid}` });
+  const subscription = await client.attach(session);
+  let agentId = clientId;
+  client.on("status", (s) => {
+    if (s.state === "connected") agentId = s.clientId;
+  });
+  let live = false;
+  let queue = Promise.resolve();
+  subscription.listen((item) => {
+    if (item.type === "live") live = true;
+    // Inputs already in the history when the agent started are not its to answer.
+    if (!live || item.type !== "event") return;
+    const event = item.event;
+    if (event.action !== "message.create" || event.name !== "user-input" || event.client_id === agentId) return;
+    queue = queue.then(async () => {
+      const messages = conversation(subscription.messages, agentId);
+      const result = await respond(
+        client,
+        session,
+        (run) => {
+          onRun?.(run);
+          return streamChat({ ...model, messages, signal: run.signal });
+        },
+        { input: event.serial },
+      );
+      if (result.status === "failed") console.error(`run ${result.runId} failed:`, result.error);
+    }).catch((error) => console.error("answering failed:", error));
+  });
+  return {
+    client,
+    stop: async () => {
+      // Closing aborts the run in progress (its signal fires), which stops the model call.
+      client.close();
+      await queue;
+    },
+  };
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const env = process.env;
+  const session = env.MOORING_SESSION ?? "chat:demo";
+  const agent = await startAgent({
+    url: env.MOORING_URL ?? "ws://127.0.0.1:7420/v1/ws",
+    token: env.MOORING_TOKEN,
+    session,
+    model: {
+      baseUrl: env.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
+      apiKey: env.OPENAI_API_KEY,
+      model: env.OPENAI_MODEL ?? "gpt-4o-mini",
+    },
+  });
+  console.log(`answering in ${session}; Ctrl-C to stop`);
+  process.once("SIGINT", () => void agent.stop());
+}
