@@ -30,7 +30,7 @@ import {
 } from "@mooring/client";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const fixture = JSON.parse(readFileSync(join(here, "../../test/fixtures/wire.json"), "utf8")) as {
+const fixture = JSON.parse(readFileSync(join(here, "../test/fixtures/wire.json"), "utf8")) as {
   protocol_version: number;
   subprotocol: string;
   bearer_subprotocol_prefix: string;
