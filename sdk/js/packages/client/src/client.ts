@@ -351,17 +351,17 @@ export class MooringClient extends Emitter<ClientEvents> {
     const body: ErrorBody = { code: frame.code, message: frame.message, retryable: frame.retryable };
     if (frame.req !== undefined) {
       this.#publishes.onError(frame.req, body);
-    } else if (frame.session !== undefined && frame.code !== "too_large" && frame.code !== "forbidden") {
-      this.#attachments.onError(frame.session, body);
-    } else {
-      // A refused renewal (the current token stays in force), or a presence frame refused.
-      if (this.#renewing) {
-        this.#renewing = false;
-        this.#retryRenewal();
-      }
-      if (frame.session !== undefined && frame.code === "forbidden") this.#attachments.onError(frame.session, body);
-      this.emit("error", MooringError.server("refused", body, frame.session === undefined ? "the server refused" : `about ${frame.session}`));
+      return;
     }
+    if (frame.session !== undefined) {
+      // A refused attach (its caller hears of it); only presence frames are refused for size.
+      if (frame.code !== "too_large") this.#attachments.onError(frame.session, body);
+    } else if (this.#renewing) {
+      // A refused renewal: the current token stays in force; try again shortly.
+      this.#renewing = false;
+      this.#retryRenewal();
+    }
+    this.emit("error", MooringError.server("refused", body, frame.session === undefined ? "the server refused" : `the server refused a frame about ${frame.session}`));
   }
 
   // ---- token renewal -----------------------------------------------------------------------

@@ -82,5 +82,11 @@ test("a token that does not grant the session is refused with forbidden, and the
     client.createMessage("other:session", "chat", "x"),
     (e: unknown) => e instanceof MooringError && e.code === "forbidden",
   );
+  const errors: MooringError[] = [];
+  client.on("error", (e) => errors.push(e));
+  // Presence has no acknowledgement: a refusal arrives as an `error` event of the client.
+  client.enter("other:session", { data: { typing: true } });
+  await waitFor(() => errors.length === 1, "the refusal");
+  assert.equal(errors[0]?.code, "forbidden");
   assert.equal(client.status.state, "connected");
 });
