@@ -101,13 +101,25 @@ export async function respond(
 ): Promise<PipeResult & { runId: string }> {
   const run = await client.startRun(session, options);
   try {
-    const result = await pipeAnswer(run, produce(run), options.name);
+    let source: AsyncIterable<AgentChunk> | Iterable<AgentChunk>;
+    try {
+      source = produce(run);
+    } catch (error) {
+      source = failing(error);
+    }
+    const result = await pipeAnswer(run, source, options.name);
     if (result.status === "cancelled" && result.cancel?.reason === "ended") return { ...result, runId: run.runId };
     await run.end(result.status, reasonOf(result));
     return { ...result, runId: run.runId };
   } finally {
     run.close();
   }
+}
+
+/** A source that fails at once: `produce` threw before returning one. */
+async function* failing(error: unknown): AsyncGenerator<AgentChunk> {
+  yield* [];
+  throw error;
 }
 
 function reasonOf(result: PipeResult): string | undefined {

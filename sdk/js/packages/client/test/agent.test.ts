@@ -68,7 +68,7 @@ test("a cancel from a client aborts the agent's AbortSignal and ends the run can
   assert.ok(typeof answer?.data === "string" && answer.data.startsWith("t0 t1 t2 t3 t4 "), `partial answer: ${JSON.stringify(answer?.data)}`);
 });
 
-test("a source that finishes ends the run completed, and one that throws ends it failed", async () => {
+test("a source that finishes ends the run completed, and one that throws (or cannot start) ends it failed", async () => {
   const session = "chat:statuses";
   const agent = await clients.connect({ clientId: "agent" });
   const reader = new Reader(await (await clients.connect()).attach(session, { from: "start" }));
@@ -79,8 +79,19 @@ test("a source that finishes ends the run completed, and one that throws ends it
     throw new Error("the model refused");
   });
   assert.equal(failed.status, "failed");
-  await reader.until((r) => runEnds(r.events).length === 2, "two run.end");
-  assert.deepEqual(runEnds(reader.events).map((d) => [d["status"], d["reason"]]), [["completed", undefined], ["failed", "the model refused"]]);
+  const thrown = await respond(agent, session, () => {
+    throw new Error("no model configured");
+  });
+  assert.equal(thrown.status, "failed");
+  await reader.until((r) => runEnds(r.events).length === 3, "three run.end");
+  assert.deepEqual(
+    runEnds(reader.events).map((d) => [d["status"], d["reason"]]),
+    [
+      ["completed", undefined],
+      ["failed", "the model refused"],
+      ["failed", "no model configured"],
+    ],
+  );
   assert.equal(reader.sub.message(done.answer)?.data, "Hello, world");
   const toolCall = reader.events.find((e) => e.name === "tool-call");
   assert.deepEqual([toolCall?.action, toolCall?.extras], ["event", { run_id: done.runId }]);
