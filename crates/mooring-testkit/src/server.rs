@@ -132,6 +132,11 @@ impl MooringProcess {
         self.port
     }
 
+    /// The process id of the running child, so a test can read its memory from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the current (or last) child printed most recently.
     pub fn output_tail(&self) -> String {
         self.output.text()
