@@ -385,7 +385,7 @@ export class MooringClient extends Emitter<ClientEvents> {
     try {
       token = await credentialOf(this.#options.token);
     } catch (error) {
-      this.emit("error", new MooringError("refused", `the token callback failed: ${String(error)}`));
+      this.emit("error", error instanceof MooringError ? error : new MooringError("credential", String(error)));
       this.#retryRenewal();
       return;
     }
@@ -663,8 +663,15 @@ export class MooringClient extends Emitter<ClientEvents> {
 }
 
 async function credentialOf(token: TokenSource | undefined): Promise<string | undefined> {
-  if (token === undefined) return undefined;
-  return typeof token === "function" ? await token() : token;
+  if (typeof token !== "function") return token;
+  let fresh: unknown;
+  try {
+    fresh = await token();
+  } catch (error) {
+    throw new MooringError("credential", `the token callback failed: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (typeof fresh !== "string" || fresh === "") throw new MooringError("credential", "the token callback returned no token");
+  return fresh;
 }
 
 function checkSession(session: string): void {

@@ -17,6 +17,8 @@ export type ErrorKind =
   | "timed_out"
   /** The WebSocket could not be opened, or the handshake broke. */
   | "transport"
+  /** The token callback threw, or returned no token. */
+  | "credential"
   /** The client was closed, or gave up reconnecting. */
   | "closed"
   /** This client already has a subscription to the session. */

@@ -42,6 +42,13 @@ export interface SubscriptionHost {
   detach(session: string): void;
 }
 
+/**
+ * The items of one attached session, in order, across reconnects, with no gap and no
+ * duplicate; and the messages and members folded from the items consumed. Read it with
+ * `for await` (bounded: a reader that falls behind has its session paused and resumed where
+ * it stopped) or with {@link listen}. Breaking out of a loop does not detach: call
+ * {@link close} when done.
+ */
 export class Subscription implements AsyncIterable<SessionItem> {
   readonly session: string;
   readonly #host: SubscriptionHost;

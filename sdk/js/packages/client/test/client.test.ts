@@ -138,3 +138,42 @@ test("a new client resumes from the position and messages its storage saved", as
   assert.equal(again.message(answer)?.data, "Hello, world");
   assert.deepEqual(comparable(again.messages), comparable(await serverView(writer, session)));
 });
+
+test("a reader slower than the stream has its session paused and resumed, and misses nothing", async () => {
+  const session = "chat:slow";
+  const writer = await clients.connect({ clientId: "agent" });
+  const resumesBefore = await resumes();
+  const slow = await clients.connect({ subscriptionBuffer: 4 });
+  const sub = await slow.attach(session, { from: "start" });
+  const published = await Promise.all(Array.from({ length: 60 }, (_, i) => writer.sendEvent(session, "tick", i)));
+  const last = Math.max(...published);
+  const serials: number[] = [];
+  for await (const item of sub) {
+    if (item.type !== "event") continue;
+    serials.push(item.event.serial);
+    // A reader that takes its time with each event.
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    if (item.event.serial === last) break;
+  }
+  sub.close();
+  assert.deepEqual(serials, Array.from({ length: last }, (_, i) => i + 1));
+  assert.ok((await resumes()) > resumesBefore, "the session was paused and attached again from a position");
+});
+
+/** The server's count of attaches from a position (`mooring_resumes_total`). */
+async function resumes(): Promise<number> {
+  const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith("mooring_resumes_total"));
+  return Number(line?.split(" ").at(-1) ?? 0);
+}
+
+test("a token callback that fails is a typed error", async () => {
+  await assert.rejects(
+    clients.connect({
+      token: () => {
+        throw new Error("no session cookie");
+      },
+    }),
+    (e: unknown) => e instanceof MooringError && e.kind === "credential" && /no session cookie/.test(e.message),
+  );
+});
