@@ -16,18 +16,29 @@ import { MooringClient, respond } from "@mooring/client";
  * Streams the text of a chat completion from an OpenAI-compatible server. `signal` aborts the
  * HTTP request itself, so a cancelled answer stops costing tokens at once.
  */
-export async function* streamChat({ baseUrl, apiKey, model, messages, signal }) {
-  const response = await fetch(`${baseUrl.replace(/\/$/, "")}/chat/completions`, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+export async function* streamChat({
+  baseUrl,
+  apiKey,
+  model,
+  messages,
+  signal,
+}) {
+  const response = await fetch(
+    `${baseUrl.replace(/\/$/, "")}/chat/completions`,
+    {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}),
+      },
+      body: JSON.stringify({ model, messages, stream: true }),
+      signal,
     },
-    body: JSON.stringify({ model, messages, stream: true }),
-    signal,
-  });
+  );
   if (!response.ok || response.body === null) {
-    throw new Error(`the model answered ${response.status}: ${(await response.text()).slice(0, 300)}`);
+    throw new Error(
+      `the model answered ${response.status}: ${(await response.text()).slice(0, 300)}`,
+    );
   }
   const decoder = new TextDecoder();
   let buffer = "";
@@ -52,7 +63,8 @@ function conversation(messages, agentId) {
   for (const m of messages) {
     if (typeof m.data !== "string") continue;
     if (m.name === "user-input") chat.push({ role: "user", content: m.data });
-    else if (m.name === "response" && m.client_id === agentId) chat.push({ role: "assistant", content: m.data });
+    else if (m.name === "response" && m.client_id === agentId)
+      chat.push({ role: "assistant", content: m.data });
   }
   return chat;
 }
@@ -61,9 +73,19 @@ function conversation(messages, agentId) {
  * Connects to Mooring and answers every new `user-input` message of `session`, one at a time.
  * Returns the client and a `stop` function.
  */
-export async function startAgent({ url, token, session, clientId = "agent", model, onRun }) {
+export async function startAgent({
+  url,
+  token,
+  session,
+  clientId = "agent",
+  model,
+  onRun,
+}) {
   const client = await MooringClient.connect({ url, token, clientId });
-  client.enter(session, { role: "agent", instance: `${clientId}-${process.pid}` });
+  client.enter(session, {
+    role: "agent",
+    instance: `${clientId}-${process.pid}`,
+  });
   const subscription = await client.attach(session);
   let agentId = clientId;
   client.on("status", (s) => {
@@ -76,20 +98,28 @@ export async function startAgent({ url, token, session, clientId = "agent", mode
     // Inputs already in the history when the agent started are not its to answer.
     if (!live || item.type !== "event") return;
     const event = item.event;
-    if (event.action !== "message.create" || event.name !== "user-input" || event.client_id === agentId) return;
-    queue = queue.then(async () => {
-      const messages = conversation(subscription.messages, agentId);
-      const result = await respond(
-        client,
-        session,
-        (run) => {
-          onRun?.(run);
-          return streamChat({ ...model, messages, signal: run.signal });
-        },
-        { input: event.serial },
-      );
-      if (result.status === "failed") console.error(`run ${result.runId} failed:`, result.error);
-    }).catch((error) => console.error("answering failed:", error));
+    if (
+      event.action !== "message.create" ||
+      event.name !== "user-input" ||
+      event.client_id === agentId
+    )
+      return;
+    queue = queue
+      .then(async () => {
+        const messages = conversation(subscription.messages, agentId);
+        const result = await respond(
+          client,
+          session,
+          (run) => {
+            onRun?.(run);
+            return streamChat({ ...model, messages, signal: run.signal });
+          },
+          { input: event.serial },
+        );
+        if (result.status === "failed")
+          console.error(`run ${result.runId} failed:`, result.error);
+      })
+      .catch((error) => console.error("answering failed:", error));
   });
   return {
     client,
@@ -101,7 +131,10 @@ export async function startAgent({ url, token, session, clientId = "agent", mode
   };
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+if (
+  process.argv[1] !== undefined &&
+  import.meta.url === pathToFileURL(process.argv[1]).href
+) {
   const env = process.env;
   const session = env.MOORING_SESSION ?? "chat:demo";
   const agent = await startAgent({

@@ -73,11 +73,18 @@ export function fold(current: MessageView | undefined, event: SessionEvent): Fol
   }
 }
 
+/** Views handed out are shared with the accumulator: frozen, so a caller cannot change them. */
+function frozen(view: MessageView): MessageView {
+  Object.freeze(view.extras);
+  return Object.freeze(view);
+}
+
 /** What {@link Accumulator.apply} did with an event. */
 export type Applied = "folded" | "not_a_message" | "already_folded" | "unfoldable";
 
 /**
- * Messages folded from delivered events, keyed by the serial of their `message.create`.
+ * Messages folded from delivered events, keyed by the serial of their `message.create`. The
+ * views it returns are frozen.
  * Deleted messages are kept (so a later event about them is refused as the server refuses it)
  * but not listed.
  */
@@ -86,7 +93,7 @@ export class Accumulator {
 
   /** Starts from messages saved earlier (for example by a storage adapter). */
   constructor(messages: Iterable<MessageView> = []) {
-    for (const m of messages) this.#messages.set(m.serial, { ...m });
+    for (const m of messages) this.#messages.set(m.serial, frozen({ ...m, extras: { ...m.extras } }));
   }
 
   /**
@@ -97,7 +104,7 @@ export class Accumulator {
     if (event.version !== undefined) {
       const folded = fold(undefined, event);
       if ("view" in folded) {
-        this.#messages.set(folded.view.serial, { ...folded.view, version: event.version });
+        this.#messages.set(folded.view.serial, frozen({ ...folded.view, version: event.version }));
         return "folded";
       }
       return "none" in folded ? "not_a_message" : "unfoldable";
@@ -107,7 +114,7 @@ export class Accumulator {
     if (current !== undefined && current.version >= event.serial) return "already_folded";
     const folded = fold(current, event);
     if ("view" in folded) {
-      this.#messages.set(target, folded.view);
+      this.#messages.set(target, frozen(folded.view));
       return "folded";
     }
     return "none" in folded ? "not_a_message" : "unfoldable";

@@ -31,11 +31,16 @@ export const MAX_APPENDS_IN_FLIGHT = 256;
  * run's signal aborts, even if the source ignores it. Does not end the run: {@link respond}
  * does both.
  */
-export async function pipeAnswer(run: RunHandle, source: AsyncIterable<AgentChunk> | Iterable<AgentChunk>, name = "response"): Promise<PipeResult> {
+export async function pipeAnswer(
+  run: RunHandle,
+  source: AsyncIterable<AgentChunk> | Iterable<AgentChunk>,
+  name = "response",
+): Promise<PipeResult> {
   const answer = await run.createAnswer(name);
   const signal = run.signal;
   const inFlight: Promise<number>[] = [];
-  const iterator = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : toAsync(source as Iterable<AgentChunk>);
+  const iterator =
+    Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : toAsync(source as Iterable<AgentChunk>);
   const aborted = new Promise<"aborted">((resolve) => {
     if (signal.aborted) resolve("aborted");
     else signal.addEventListener("abort", () => resolve("aborted"), { once: true });

@@ -10,7 +10,15 @@
 
 import { Cursor } from "./cursor.js";
 import { MooringError } from "./errors.js";
-import type { AttachFrom, AttachMode, ClientFrame, ErrorBody, Member, PresenceAction, SessionEvent } from "./protocol.js";
+import type {
+  AttachFrom,
+  AttachMode,
+  ClientFrame,
+  ErrorBody,
+  Member,
+  PresenceAction,
+  SessionEvent,
+} from "./protocol.js";
 import type { SessionItem, Subscription } from "./subscription.js";
 
 /** Settles a caller waiting for an attach. */
@@ -37,7 +45,16 @@ interface Attachment {
 }
 
 function attachment(from: AttachFrom, sub: Subscription | undefined): Attachment {
-  return { cursor: new Cursor(from), sub, reply: undefined, state: "unsent", followers: 0, waiters: [], live: false, snapshotOpen: false };
+  return {
+    cursor: new Cursor(from),
+    sub,
+    reply: undefined,
+    state: "unsent",
+    followers: 0,
+    waiters: [],
+    live: false,
+    snapshotOpen: false,
+  };
 }
 
 function attachFrame(session: string, a: Attachment): ClientFrame {
@@ -57,7 +74,10 @@ export class Attachments {
     const existing = this.#sessions.get(session);
     if (existing !== undefined) {
       if (existing.sub?.open === true || existing.followers > 0) {
-        const why = existing.followers > 0 ? "runs of this client follow it; attach before starting them" : "this client already has a subscription to it";
+        const why =
+          existing.followers > 0
+            ? "runs of this client follow it; attach before starting them"
+            : "this client already has a subscription to it";
         reply.reject(new MooringError("already_attached", `${JSON.stringify(session)}: ${why}`));
         return;
       }

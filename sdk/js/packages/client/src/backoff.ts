@@ -23,7 +23,10 @@ export class Backoff {
   readonly #maxAttempts: number;
   #failures = 0;
 
-  constructor(policy: ReconnectPolicy = {}, readonly random: () => number = Math.random) {
+  constructor(
+    policy: ReconnectPolicy = {},
+    readonly random: () => number = Math.random,
+  ) {
     this.#initial = policy.initialMs ?? 250;
     this.#max = policy.maxMs ?? 10_000;
     this.#jitter = policy.jitter ?? true;

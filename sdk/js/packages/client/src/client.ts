@@ -63,9 +63,7 @@ export type ClientStatus =
 
 /** Why a client stopped for good. */
 export type CloseReason =
-  | { kind: "closed" }
-  | { kind: "gave_up"; attempts: number }
-  | { kind: "refused"; error: MooringError };
+  { kind: "closed" } | { kind: "gave_up"; attempts: number } | { kind: "refused"; error: MooringError };
 
 /** Events of a client. */
 export interface ClientEvents extends Record<string, unknown> {
@@ -106,7 +104,9 @@ let nextWatch = 1;
 export function randomId(): string {
   const bytes = new Uint8Array(16);
   globalThis.crypto.getRandomValues(bytes);
-  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("").slice(0, 22);
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0"))
+    .join("")
+    .slice(0, 22);
 }
 
 function platformWebSocket(): WebSocketConstructor | undefined {
@@ -147,7 +147,12 @@ export class MooringClient extends Emitter<ClientEvents> {
   readonly #slots: (() => void)[] = [];
   #wakeReconnect: (() => void) | undefined;
 
-  private constructor(options: ClientOptions, WebSocket: WebSocketConstructor, connection: Connection, credential: string | undefined) {
+  private constructor(
+    options: ClientOptions,
+    WebSocket: WebSocketConstructor,
+    connection: Connection,
+    credential: string | undefined,
+  ) {
     super();
     this.#options = options;
     this.#WebSocket = WebSocket;
@@ -155,7 +160,11 @@ export class MooringClient extends Emitter<ClientEvents> {
     this.#backoff = new Backoff(options.reconnect);
     this.#clientId = options.clientId;
     this.#credential = credential;
-    this.#status = { state: "connected", connectionId: connection.welcome.connection_id, clientId: connection.welcome.client_id };
+    this.#status = {
+      state: "connected",
+      connectionId: connection.welcome.connection_id,
+      clientId: connection.welcome.client_id,
+    };
     this.#serve(connection);
   }
 
@@ -163,7 +172,10 @@ export class MooringClient extends Emitter<ClientEvents> {
   static async connect(options: ClientOptions): Promise<MooringClient> {
     const WebSocket = options.WebSocket ?? platformWebSocket() ?? fallbackWebSocket;
     if (WebSocket === undefined) {
-      throw new MooringError("transport", "no WebSocket here: pass options.WebSocket (on Node 20, import the client from its Node entry)");
+      throw new MooringError(
+        "transport",
+        "no WebSocket here: pass options.WebSocket (on Node 20, import the client from its Node entry)",
+      );
     }
     const credential = await credentialOf(options.token);
     const connection = await Connection.open({
@@ -239,8 +251,15 @@ export class MooringClient extends Emitter<ClientEvents> {
     this.#backoff.connectionEnded(livedMs);
     // A credential refused or expired: only a token callback can bring a fresh one.
     if (ended.code === CloseCode.unauthorized && typeof this.#options.token !== "function") {
-      const body: ErrorBody = ended.error ?? { code: "unauthorized", message: ended.reason || "credential refused", retryable: false };
-      this.#shutDown({ kind: "refused", error: MooringError.server("refused", body, "the server closed the connection") });
+      const body: ErrorBody = ended.error ?? {
+        code: "unauthorized",
+        message: ended.reason || "credential refused",
+        retryable: false,
+      };
+      this.#shutDown({
+        kind: "refused",
+        error: MooringError.server("refused", body, "the server closed the connection"),
+      });
       return;
     }
     void this.#reconnect();
@@ -361,7 +380,14 @@ export class MooringClient extends Emitter<ClientEvents> {
       this.#renewing = false;
       this.#retryRenewal();
     }
-    this.emit("error", MooringError.server("refused", body, frame.session === undefined ? "the server refused" : `the server refused a frame about ${frame.session}`));
+    this.emit(
+      "error",
+      MooringError.server(
+        "refused",
+        body,
+        frame.session === undefined ? "the server refused" : `the server refused a frame about ${frame.session}`,
+      ),
+    );
   }
 
   // ---- token renewal -----------------------------------------------------------------------
@@ -437,7 +463,9 @@ export class MooringClient extends Emitter<ClientEvents> {
     checkSession(session);
     this.#checkOpen();
     if (events.length === 0) throw new MooringError("invalid_argument", "a publish needs at least one event");
-    const sent = events.map((e) => (e.id === undefined && this.#options.assignIds !== false ? { ...e, id: randomId() } : e));
+    const sent = events.map((e) =>
+      e.id === undefined && this.#options.assignIds !== false ? { ...e, id: randomId() } : e,
+    );
     await this.#slot();
     let req = 0;
     try {
@@ -482,7 +510,10 @@ export class MooringClient extends Emitter<ClientEvents> {
 
   /** Publishes an application event (kept in the log, not materialized). */
   sendEvent(session: string, name: string, data: Json, extras?: Record<string, string>): Promise<number> {
-    return this.#publishOne(session, extras === undefined ? { action: "event", name, data } : { action: "event", name, data, extras });
+    return this.#publishOne(
+      session,
+      extras === undefined ? { action: "event", name, data } : { action: "event", name, data, extras },
+    );
   }
 
   // ---- runs ----------------------------------------------------------------------------------
@@ -500,7 +531,8 @@ export class MooringClient extends Emitter<ClientEvents> {
     const id = nextWatch++;
     const handle = new RunHandle(
       {
-        createAnswer: (s, r, name, data) => this.#publishOne(s, { action: "message.create", name, data, extras: { run_id: r } }),
+        createAnswer: (s, r, name, data) =>
+          this.#publishOne(s, { action: "message.create", name, data, extras: { run_id: r } }),
         append: (s, message, text) => this.append(s, message, text),
         event: (s, r, name, data) => this.#publishOne(s, { action: "event", name, data, extras: { run_id: r } }),
         end: (s, r, status, reason) => this.#publishOne(s, runEnd(r, status, reason)),
@@ -560,7 +592,9 @@ export class MooringClient extends Emitter<ClientEvents> {
     checkSession(session);
     this.#checkOpen();
     const data = checkPresenceData(options.data ?? null);
-    this.#act((out) => this.#presences.enter(session, options.instance ?? this.#instance, options.role ?? "user", data, out));
+    this.#act((out) =>
+      this.#presences.enter(session, options.instance ?? this.#instance, options.role ?? "user", data, out),
+    );
   }
 
   /** Replaces the data of an instance entered earlier. */
@@ -571,7 +605,8 @@ export class MooringClient extends Emitter<ClientEvents> {
     this.#act((out) => {
       entered = this.#presences.update(session, instance, checked, out);
     });
-    if (!entered) throw new MooringError("not_entered", `${JSON.stringify(instance)} has not entered ${JSON.stringify(session)}`);
+    if (!entered)
+      throw new MooringError("not_entered", `${JSON.stringify(instance)} has not entered ${JSON.stringify(session)}`);
   }
 
   /** Leaves `session`'s presence: at once, or as soon as the client is connected again. */
@@ -612,7 +647,13 @@ export class MooringClient extends Emitter<ClientEvents> {
     const connection = this.#connection;
     this.#connection = undefined;
     connection?.close(1000, "client closed");
-    const error = reason.kind === "refused" ? reason.error : new MooringError("closed", reason.kind === "closed" ? "the client is closed" : "the client gave up reconnecting");
+    const error =
+      reason.kind === "refused"
+        ? reason.error
+        : new MooringError(
+            "closed",
+            reason.kind === "closed" ? "the client is closed" : "the client gave up reconnecting",
+          );
     this.#attachments.endAll(reason.kind === "closed", reason.kind === "closed" ? undefined : error);
     this.#publishes.failAll(error);
     this.#runs.closeAll();
@@ -668,9 +709,13 @@ async function credentialOf(token: TokenSource | undefined): Promise<string | un
   try {
     fresh = await token();
   } catch (error) {
-    throw new MooringError("credential", `the token callback failed: ${error instanceof Error ? error.message : String(error)}`);
+    throw new MooringError(
+      "credential",
+      `the token callback failed: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
-  if (typeof fresh !== "string" || fresh === "") throw new MooringError("credential", "the token callback returned no token");
+  if (typeof fresh !== "string" || fresh === "")
+    throw new MooringError("credential", "the token callback returned no token");
   return fresh;
 }
 

@@ -122,7 +122,11 @@ export class Connection {
         if (refusal !== undefined) {
           settle(MooringError.server("refused", refusal, "the server refused the connection"));
         } else if (event.code === CloseCode.unauthorized) {
-          const body: ErrorBody = { code: "unauthorized", message: event.reason || "credential refused", retryable: false };
+          const body: ErrorBody = {
+            code: "unauthorized",
+            message: event.reason || "credential refused",
+            retryable: false,
+          };
           settle(MooringError.server("refused", body, "the server refused the connection"));
         } else {
           settle(new MooringError("transport", `could not connect to ${options.url} (close ${event.code})`));

@@ -133,7 +133,14 @@ export interface ErrorBody {
 }
 
 export type ServerFrame =
-  | { type: "welcome"; protocol: number; connection_id: string; client_id: string; heartbeat_ms: number; dead_after_ms: number }
+  | {
+      type: "welcome";
+      protocol: number;
+      connection_id: string;
+      client_id: string;
+      heartbeat_ms: number;
+      dead_after_ms: number;
+    }
   | { type: "ping"; nonce: number }
   | { type: "pong"; nonce: number }
   | { type: "attached"; session: string; epoch: number; mode: AttachMode; serial: number }

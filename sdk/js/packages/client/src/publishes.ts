@@ -24,9 +24,23 @@ export class Publishes {
   constructor(private readonly resendWithinMs: number) {}
 
   /** Records a publish; returns its request number, and pushes its frame if connected. */
-  add(session: string, events: NewEvent[], resolve: Pending["resolve"], reject: Pending["reject"], now: number, out: ClientFrame[]): number {
+  add(
+    session: string,
+    events: NewEvent[],
+    resolve: Pending["resolve"],
+    reject: Pending["reject"],
+    now: number,
+    out: ClientFrame[],
+  ): number {
     const req = ++this.#nextReq;
-    const p: Pending = { session, events, resolve, reject, firstSent: this.#connected ? now : undefined, abandoned: false };
+    const p: Pending = {
+      session,
+      events,
+      resolve,
+      reject,
+      firstSent: this.#connected ? now : undefined,
+      abandoned: false,
+    };
     this.#pending.set(req, p);
     if (this.#connected) out.push(frame(req, p));
     return req;
@@ -81,7 +95,10 @@ export class Publishes {
       if (p.events.some((e) => e.id === undefined)) {
         this.#pending.delete(req);
         p.reject(
-          new MooringError("interrupted", "the connection was lost before the ack, and an event without an id cannot be resent safely"),
+          new MooringError(
+            "interrupted",
+            "the connection was lost before the ack, and an event without an id cannot be resent safely",
+          ),
         );
       }
     }

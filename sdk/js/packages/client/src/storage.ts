@@ -52,7 +52,10 @@ export interface WebStorage {
 export class WebStorageAdapter implements StorageAdapter {
   readonly #storage: WebStorage;
 
-  constructor(storage?: WebStorage, readonly prefix = "mooring:") {
+  constructor(
+    storage?: WebStorage,
+    readonly prefix = "mooring:",
+  ) {
     const fallback = (globalThis as { localStorage?: WebStorage }).localStorage;
     const chosen = storage ?? fallback;
     if (chosen === undefined) throw new TypeError("no Web Storage here: pass one (for example localStorage)");
@@ -65,7 +68,8 @@ export class WebStorageAdapter implements StorageAdapter {
     try {
       const saved = JSON.parse(text) as SavedSession;
       const p = saved.position;
-      if (typeof p?.epoch !== "number" || typeof p.serial !== "number" || !Array.isArray(saved.messages)) return undefined;
+      if (typeof p?.epoch !== "number" || typeof p.serial !== "number" || !Array.isArray(saved.messages))
+        return undefined;
       return saved;
     } catch {
       return undefined;

@@ -212,7 +212,8 @@ export class Subscription implements AsyncIterable<SessionItem> {
         break;
     }
     if (delivery.position !== undefined) {
-      const moved = this.#position?.serial !== delivery.position.serial || this.#position.epoch !== delivery.position.epoch;
+      const moved =
+        this.#position?.serial !== delivery.position.serial || this.#position.epoch !== delivery.position.epoch;
       this.#position = { ...delivery.position };
       if (moved) this.#queueSave();
     } else if (item.type === "reset") {

@@ -65,14 +65,22 @@ test("a cancel from a client aborts the agent's AbortSignal and ends the run can
   await reader.until((r) => runEnds(r.events).length === 1, "run.end");
   assert.deepEqual(runEnds(reader.events)[0], { run_id: runId, status: "cancelled", reason: "cancelled by user" });
   const answer = reader.sub.message(outcome.answer);
-  assert.ok(typeof answer?.data === "string" && answer.data.startsWith("t0 t1 t2 t3 t4 "), `partial answer: ${JSON.stringify(answer?.data)}`);
+  assert.ok(
+    typeof answer?.data === "string" && answer.data.startsWith("t0 t1 t2 t3 t4 "),
+    `partial answer: ${JSON.stringify(answer?.data)}`,
+  );
 });
 
 test("a source that finishes ends the run completed, and one that throws (or cannot start) ends it failed", async () => {
   const session = "chat:statuses";
   const agent = await clients.connect({ clientId: "agent" });
   const reader = new Reader(await (await clients.connect()).attach(session, { from: "start" }));
-  const done = await respond(agent, session, () => ["Hello", ", ", { event: "tool-call", data: { tool: "search" } }, "world"]);
+  const done = await respond(agent, session, () => [
+    "Hello",
+    ", ",
+    { event: "tool-call", data: { tool: "search" } },
+    "world",
+  ]);
   assert.equal(done.status, "completed");
   const failed = await respond(agent, session, async function* () {
     yield "partial";
@@ -116,9 +124,15 @@ test("the example agent answers with the model and its model call is aborted by 
     const reader = new Reader(await user.attach(session, { from: "start" }));
     await waitFor(() => reader.lives === 1, "live");
     // As a user would: wait until the agent is present.
-    await waitFor(async () => (await user.presenceGet(session)).some((m) => m.client_id === "example-agent"), "the agent present");
+    await waitFor(
+      async () => (await user.presenceGet(session)).some((m) => m.client_id === "example-agent"),
+      "the agent present",
+    );
     await user.createMessage(session, "user-input", "Tell me a long story");
-    await waitFor(() => model.chunksSent >= 5 && reader.events.some((e) => e.action === "message.append"), "the answer streaming");
+    await waitFor(
+      () => model.chunksSent >= 5 && reader.events.some((e) => e.action === "message.append"),
+      "the answer streaming",
+    );
     const start = reader.events.find((e) => e.action === "run.start");
     const runId = (start?.data as { run_id: string }).run_id;
     await user.cancel(session, runId);
@@ -130,7 +144,10 @@ test("the example agent answers with the model and its model call is aborted by 
     assert.ok(model.chunksSent < 1000, `the stream stopped early (${model.chunksSent} chunks)`);
     assert.equal(model.requests, 1);
     const answer = reader.sub.messages.find((m) => m.name === "response");
-    assert.ok(typeof answer?.data === "string" && answer.data.startsWith("tok0 tok1 tok2 "), `answer: ${JSON.stringify(answer?.data)}`);
+    assert.ok(
+      typeof answer?.data === "string" && answer.data.startsWith("tok0 tok1 tok2 "),
+      `answer: ${JSON.stringify(answer?.data)}`,
+    );
   } finally {
     await agent.stop();
     await model.stop();

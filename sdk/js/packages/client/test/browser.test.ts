@@ -23,7 +23,11 @@ const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";
 
 function token(clientId: string): string {
   const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const claims = { client_id: clientId, exp: Math.floor(Date.now() / 1000) + 600, caps: { "web:**": ["subscribe", "publish", "presence"] } };
+  const claims = {
+    client_id: clientId,
+    exp: Math.floor(Date.now() / 1000) + 600,
+    caps: { "web:**": ["subscribe", "publish", "presence"] },
+  };
   const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64(claims)}`;
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
@@ -58,13 +62,22 @@ let page: { server: Server; url: string };
 let browser: Browser;
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/test does) or set CHROMIUM`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/test does) or set CHROMIUM`);
   mooring = await MooringServer.start(["--jwt-secret", SECRET]);
   clients = new Clients(mooring);
   page = await servePage();
   browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
 });
 
@@ -84,9 +97,19 @@ interface PageResult {
 }
 
 /** Runs in the page: connect with a token callback, attach with localStorage, publish if asked, read until `until`. */
-const inPage = async (args: { url: string; token: string; session: string; publish: boolean; until: number }): Promise<PageResult> => {
+const inPage = async (args: {
+  url: string;
+  token: string;
+  session: string;
+  publish: boolean;
+  until: number;
+}): Promise<PageResult> => {
   const m = (await import(`${location.origin}/mooring.js`)) as typeof import("@mooring/client");
-  const client = await m.MooringClient.connect({ url: args.url, token: () => args.token, storage: new m.WebStorageAdapter(localStorage) });
+  const client = await m.MooringClient.connect({
+    url: args.url,
+    token: () => args.token,
+    storage: new m.WebStorageAdapter(localStorage),
+  });
   const sub = await client.attach(args.session);
   const serials: number[] = [];
   let until = args.until;
@@ -123,8 +146,14 @@ test("in a real browser: a token as subprotocol, whole messages, and a reload th
   assert.equal(first.clientId, "carol", "the identity of the token");
   const view = await serverView(await clients.connect({ token: token("node") }), session);
   assert.deepEqual(first.messages, view);
-  assert.deepEqual(view.map((m) => m.data), ["from a browser", "Rayleigh scattering"]);
-  assert.ok(first.saved !== null && JSON.parse(first.saved).position.serial === first.serials.at(-1), `saved: ${first.saved}`);
+  assert.deepEqual(
+    view.map((m) => m.data),
+    ["from a browser", "Rayleigh scattering"],
+  );
+  assert.ok(
+    first.saved !== null && JSON.parse(first.saved).position.serial === first.serials.at(-1),
+    `saved: ${first.saved}`,
+  );
 
   // While the page is away, the answer grows.
   const node = await clients.connect({ token: token("node") });
@@ -133,6 +162,9 @@ test("in a real browser: a token as subprotocol, whole messages, and a reload th
   await tab.reload();
   const second = await tab.evaluate(inPage, { ...args, publish: false, until: appended });
   assert.deepEqual(second.serials, [appended], "only what was missed is replayed");
-  assert.deepEqual(comparable(second.messages), comparable(await serverView(await clients.connect({ token: token("node") }), session)));
+  assert.deepEqual(
+    comparable(second.messages),
+    comparable(await serverView(await clients.connect({ token: token("node") }), session)),
+  );
   await tab.close();
 });

@@ -18,7 +18,10 @@ test("the browser bundle holds only the client's own modules", async () => {
     metafile: true,
   });
   const inputs = Object.keys(result.metafile.inputs);
-  assert.deepEqual(inputs.filter((i) => i.includes("node_modules")), []);
+  assert.deepEqual(
+    inputs.filter((i) => i.includes("node_modules")),
+    [],
+  );
   assert.ok(inputs.some((i) => i.endsWith("dist/client.js")));
   assert.ok(!inputs.some((i) => i.endsWith("dist/node.js")));
 });

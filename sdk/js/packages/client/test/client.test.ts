@@ -45,7 +45,11 @@ test("accumulated messages equal the server's materialized view (create, appends
   assert.equal(sub.message(answer)?.data, tokens.join("") + " The end.");
   assert.equal(sub.message(oops), undefined, "deleted");
   assert.equal(view.length, 2);
-  assert.deepEqual(r.serials, Array.from({ length: last }, (_, i) => i + 1), "every serial once, in order");
+  assert.deepEqual(
+    r.serials,
+    Array.from({ length: last }, (_, i) => i + 1),
+    "every serial once, in order",
+  );
 });
 
 test("two clients on one session see the same messages", async () => {
@@ -82,16 +86,30 @@ test("a retried publish with the same id is acknowledged with the original seria
   assert.equal(first.duplicate, undefined);
   assert.equal(again.serial, first.serial);
   assert.equal(again.duplicate, true);
-  const history = (await (await fetch(`${server.httpUrl}/v1/sessions/${session}/history`)).json()) as { events: unknown[] };
+  const history = (await (await fetch(`${server.httpUrl}/v1/sessions/${session}/history`)).json()) as {
+    events: unknown[];
+  };
   assert.equal(history.events.length, 1, "one event in the log");
 });
 
 test("bad input is refused with a stable kind and code, never a crash", async () => {
   const client = await clients.connect();
-  await assert.rejects(client.publish("has space", [{ data: "x" }]), (e: unknown) => e instanceof MooringError && e.kind === "invalid_session_name");
-  await assert.rejects(client.publish("chat:x", []), (e: unknown) => e instanceof MooringError && e.kind === "invalid_argument");
-  await assert.rejects(client.append("chat:x", 999, "x"), (e: unknown) => e instanceof MooringError && e.kind === "refused" && e.code === "message_not_found");
-  assert.throws(() => client.enter("chat:x", { data: "x".repeat(2000) }), (e: unknown) => e instanceof MooringError && e.kind === "invalid_argument");
+  await assert.rejects(
+    client.publish("has space", [{ data: "x" }]),
+    (e: unknown) => e instanceof MooringError && e.kind === "invalid_session_name",
+  );
+  await assert.rejects(
+    client.publish("chat:x", []),
+    (e: unknown) => e instanceof MooringError && e.kind === "invalid_argument",
+  );
+  await assert.rejects(
+    client.append("chat:x", 999, "x"),
+    (e: unknown) => e instanceof MooringError && e.kind === "refused" && e.code === "message_not_found",
+  );
+  assert.throws(
+    () => client.enter("chat:x", { data: "x".repeat(2000) }),
+    (e: unknown) => e instanceof MooringError && e.kind === "invalid_argument",
+  );
 });
 
 test("presence: an attached client sees members enter, update and leave", async () => {
@@ -107,7 +125,10 @@ test("presence: an attached client sees members enter, update and leave", async 
   agent.updatePresence(session, { status: "thinking" }, "worker-1");
   await waitFor(() => JSON.stringify(sub.members[0]?.data) === '{"status":"thinking"}', "the update");
   const members = await watcher.presenceGet(session);
-  assert.deepEqual(members.map((m) => [m.client_id, m.role, m.instance]), [["agent", "agent", "worker-1"]]);
+  assert.deepEqual(
+    members.map((m) => [m.client_id, m.role, m.instance]),
+    [["agent", "agent", "worker-1"]],
+  );
   agent.leave(session, "worker-1");
   await waitFor(() => sub.members.length === 0, "the leave");
   assert.deepEqual(
@@ -134,7 +155,11 @@ test("a new client resumes from the position and messages its storage saved", as
   const again = await second.attach(session);
   const r2 = new Reader(again);
   await r2.until((x) => x.lives === 1, "live again");
-  assert.deepEqual(r2.events.map((e) => e.action), ["message.append"], "only what was missed is replayed");
+  assert.deepEqual(
+    r2.events.map((e) => e.action),
+    ["message.append"],
+    "only what was missed is replayed",
+  );
   assert.equal(again.message(answer)?.data, "Hello, world");
   assert.deepEqual(comparable(again.messages), comparable(await serverView(writer, session)));
 });
@@ -156,7 +181,10 @@ test("a reader slower than the stream has its session paused and resumed, and mi
     if (item.event.serial === last) break;
   }
   sub.close();
-  assert.deepEqual(serials, Array.from({ length: last }, (_, i) => i + 1));
+  assert.deepEqual(
+    serials,
+    Array.from({ length: last }, (_, i) => i + 1),
+  );
   assert.ok((await resumes()) > resumesBefore, "the session was paused and attached again from a position");
 });
 

@@ -42,7 +42,11 @@ test("an answer streamed across a SIGKILL and restart of the server arrives whol
 
   await reader.until((r) => r.serials.includes(last), `serial ${last}`);
   assert.ok(statuses.includes("reconnecting"), "the reader lost its connection");
-  assert.deepEqual(reader.serials, Array.from({ length: last }, (_, i) => i + 1), "no gap, no duplicate");
+  assert.deepEqual(
+    reader.serials,
+    Array.from({ length: last }, (_, i) => i + 1),
+    "no gap, no duplicate",
+  );
   assert.equal(reader.sub.message(answer)?.data, tokens.join(""), "every token once, in order");
   assert.deepEqual(comparable(reader.sub.messages), comparable(await serverView(await clients.connect(), session)));
 });

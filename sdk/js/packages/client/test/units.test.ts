@@ -39,6 +39,9 @@ test("folding the log gives whole messages, as the server folds them", () => {
     ],
   );
   assert.equal(acc.message(6), undefined);
+  const held = acc.message(2);
+  assert.throws(() => Object.assign(held ?? {}, { data: "changed" }), TypeError, "views handed out are frozen");
+  assert.equal(acc.message(2)?.data, "Rayleigh scattering");
 });
 
 test("a view then live appends equals folding the whole log, and seen events are not folded twice", () => {
@@ -49,7 +52,13 @@ test("a view then live appends equals folding the whole log, and seen events are
   // A late joiner: each message once, whole, with its version, then live events.
   const late = new Accumulator();
   for (const m of first.messages()) {
-    const view: SessionEvent = { serial: m.serial, action: "message.create", data: m.data, ts: m.ts, version: m.version };
+    const view: SessionEvent = {
+      serial: m.serial,
+      action: "message.create",
+      data: m.data,
+      ts: m.ts,
+      version: m.version,
+    };
     if (m.name !== undefined) view.name = m.name;
     if (m.client_id !== undefined) view.client_id = m.client_id;
     assert.equal(late.apply(view), "folded");
@@ -100,7 +109,10 @@ test("a view cut short is reset and sent again; lost history resets", () => {
 
 test("backoff doubles up to its cap, jitter stays under it, and a stable connection resets it", () => {
   const plain = new Backoff({ initialMs: 100, maxMs: 2000, jitter: false, maxAttempts: 8 });
-  assert.deepEqual(Array.from({ length: 7 }, () => plain.nextDelay()), [100, 200, 400, 800, 1600, 2000, 2000]);
+  assert.deepEqual(
+    Array.from({ length: 7 }, () => plain.nextDelay()),
+    [100, 200, 400, 800, 1600, 2000, 2000],
+  );
   assert.equal(plain.mayRetry(), true);
   plain.nextDelay();
   assert.equal(plain.mayRetry(), false, "8 attempts");
@@ -120,13 +132,23 @@ test("credentials: the expiry is read from a JWT, renewal comes before it, and t
   assert.equal(expiryOf("a.!!!.c"), undefined);
   assert.equal(renewAt(2000, 1_000_000), 1_000_000 + (2_000_000 - 1_000_000) - 60_000);
   assert.equal(renewAt(1003, 1_000_000), 1_002_000, "a third of a short life before expiry");
-  assert.deepEqual(upgradeOf("ws://h/v1/ws", "eyJ.abc.d-_"), { url: "ws://h/v1/ws", protocols: ["mooring.v1", "mooring.bearer.eyJ.abc.d-_"] });
-  assert.deepEqual(upgradeOf("ws://h/v1/ws", "agent:s3cret"), { url: "ws://h/v1/ws?token=agent%3As3cret", protocols: ["mooring.v1"] });
+  assert.deepEqual(upgradeOf("ws://h/v1/ws", "eyJ.abc.d-_"), {
+    url: "ws://h/v1/ws",
+    protocols: ["mooring.v1", "mooring.bearer.eyJ.abc.d-_"],
+  });
+  assert.deepEqual(upgradeOf("ws://h/v1/ws", "agent:s3cret"), {
+    url: "ws://h/v1/ws?token=agent%3As3cret",
+    protocols: ["mooring.v1"],
+  });
 });
 
 test("the Web Storage adapter keeps a session's place and ignores what it cannot read", () => {
   const items = new Map<string, string>();
-  const storage = { getItem: (k: string) => items.get(k) ?? null, setItem: (k: string, v: string) => void items.set(k, v), removeItem: (k: string) => void items.delete(k) };
+  const storage = {
+    getItem: (k: string) => items.get(k) ?? null,
+    setItem: (k: string, v: string) => void items.set(k, v),
+    removeItem: (k: string) => void items.delete(k),
+  };
   const adapter = new WebStorageAdapter(storage, "test:");
   adapter.save("chat:1", { position: { epoch: 0, serial: 4 }, messages: [] });
   assert.deepEqual(adapter.load("chat:1"), { position: { epoch: 0, serial: 4 }, messages: [] });

@@ -82,7 +82,11 @@ function fieldsByType(frames: Record<string, unknown>[]): Map<string, Set<string
   return seen;
 }
 
-function sameFields(specs: Readonly<Record<string, ObjectSpec>>, frames: Record<string, unknown>[], side: string): void {
+function sameFields(
+  specs: Readonly<Record<string, ObjectSpec>>,
+  frames: Record<string, unknown>[],
+  side: string,
+): void {
   const seen = fieldsByType(frames);
   for (const [type, spec] of Object.entries(specs)) {
     assert.deepEqual(sorted(Object.keys(spec)), sorted(seen.get(type) ?? []), `${side} frame ${type}: fields`);
@@ -102,16 +106,26 @@ test("every client frame sample passes the client's strict check, and the tables
   }
   sameFields(CLIENT_FRAMES, fixture.client_frames, "client");
   const publish = fixture.client_frames.find((f) => f["type"] === "publish") as { events: Record<string, unknown>[] };
-  assert.deepEqual(sorted(Object.keys(NEW_EVENT_SPEC)), sorted(Object.keys(publish.events[0] ?? {})), "new event fields");
+  assert.deepEqual(
+    sorted(Object.keys(NEW_EVENT_SPEC)),
+    sorted(Object.keys(publish.events[0] ?? {})),
+    "new event fields",
+  );
 });
 
 test("the strict decoder refuses unknown frame types and unknown or missing fields", () => {
   assert.throws(() => decodeServerFrame('{"type":"nope"}', true), /unknown frame type/);
   assert.throws(() => decodeServerFrame('{"type":"ping","nonce":1,"extra":2}', true), /unknown field extra/);
   assert.throws(() => decodeServerFrame('{"type":"live","session":"s"}', true), /missing serial/);
-  assert.throws(() => decodeServerFrame('{"type":"error","code":"nope","message":"m","retryable":false}', true), /unknown error code/);
+  assert.throws(
+    () => decodeServerFrame('{"type":"error","code":"nope","message":"m","retryable":false}', true),
+    /unknown error code/,
+  );
   assert.throws(() => decodeServerFrame("not json"), /not JSON/);
   // The client itself is lenient with fields a newer server adds.
   assert.doesNotThrow(() => decodeServerFrame('{"type":"ping","nonce":1,"extra":2}'));
-  assert.throws(() => checkServerFrame({ type: "ack", req: 1, session: "s", epoch: 0, results: [{}] }, true), /missing serial/);
+  assert.throws(
+    () => checkServerFrame({ type: "ack", req: 1, session: "s", epoch: 0, results: [{}] }, true),
+    /missing serial/,
+  );
 });

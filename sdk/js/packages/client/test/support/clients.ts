@@ -1,6 +1,12 @@
 // Helpers shared by the tests that talk to a real server.
 
-import { MooringClient, type ClientOptions, type MessageView, type SessionEvent, type Subscription } from "@mooring/client";
+import {
+  MooringClient,
+  type ClientOptions,
+  type MessageView,
+  type SessionEvent,
+  type Subscription,
+} from "@mooring/client";
 
 import { waitFor, type MooringServer } from "./server.js";
 
@@ -60,5 +66,12 @@ export async function serverView(client: MooringClient, session: string): Promis
 
 /** A message as the tests compare it: the fields the fold decides. */
 export function comparable(messages: MessageView[]): unknown[] {
-  return messages.map((m) => ({ serial: m.serial, name: m.name, client_id: m.client_id, data: m.data, extras: m.extras, version: m.version }));
+  return messages.map((m) => ({
+    serial: m.serial,
+    name: m.name,
+    client_id: m.client_id,
+    data: m.data,
+    extras: m.extras,
+    version: m.version,
+  }));
 }

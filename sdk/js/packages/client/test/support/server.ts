@@ -29,7 +29,9 @@ export function freePort(): Promise<number> {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => {
       const address = server.address();
-      server.close(() => (typeof address === "object" && address !== null ? resolvePort(address.port) : reject(new Error("no port"))));
+      server.close(() =>
+        typeof address === "object" && address !== null ? resolvePort(address.port) : reject(new Error("no port")),
+      );
     });
   });
 }
@@ -65,7 +67,16 @@ export class MooringServer {
   async #spawn(): Promise<void> {
     const child = spawn(
       mooringBinary(),
-      ["serve", "--listen", `127.0.0.1:${this.port}`, "--data-dir", join(this.dataDir, "data"), "--engine", "embedded", ...this.args],
+      [
+        "serve",
+        "--listen",
+        `127.0.0.1:${this.port}`,
+        "--data-dir",
+        join(this.dataDir, "data"),
+        "--engine",
+        "embedded",
+        ...this.args,
+      ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
     this.#child = child;
@@ -113,7 +124,11 @@ export class MooringServer {
 }
 
 /** Waits until `check` holds, polling; fails with `what` after `timeoutMs` (a hang guard, never a timing assertion). */
-export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
