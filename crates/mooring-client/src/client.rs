@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::attachments::AttachRequest;
 use crate::connection::Connection;
+use crate::credential::Credentials;
 use crate::error::{
     AttachError, AttachErrorKind, ConnectError, Error, PresenceError, PresenceErrorKind,
     PublishError, PublishErrorKind,
@@ -65,31 +66,52 @@ pub struct Client {
     status: watch::Receiver<ConnectionStatus>,
     in_flight: Arc<Semaphore>,
     options: Arc<ClientOptions>,
+    expires_at: watch::Receiver<Option<u64>>,
 }
 
 impl Client {
     /// Connects and says hello. The first connection must succeed; after that the client
     /// reconnects on its own, as `options.reconnect` says.
     pub async fn connect(options: ClientOptions) -> Result<Self, ConnectError> {
+        let mut credentials = Credentials::new(options.credential.clone(), options.renew_before);
+        let credential = credentials
+            .for_connect(options.connect_timeout)
+            .await
+            .map_err(|e| ConnectError::new(crate::error::ConnectErrorKind::Credential, e))?;
         let connection = Connection::open(
             &options.url,
             options.client_id.as_deref(),
+            credential.as_deref(),
             options.connect_timeout,
         )
         .await?;
+        let expires_at = credentials.expiry();
         let (commands, queue) = mpsc::channel(COMMAND_QUEUE);
         let (status_tx, status) = watch::channel(ConnectionStatus::Connected {
             connection_id: connection.welcome.connection_id.clone(),
             client_id: connection.welcome.client_id.clone(),
         });
-        let task = Task::new(&options, queue, status_tx);
+        let task = Task::new(&options, credentials, queue, status_tx);
         tokio::spawn(task.run(connection));
         Ok(Self {
             commands,
             status,
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             options: Arc::new(options),
+            expires_at,
         })
+    }
+
+    /// When the token in force expires, Unix seconds: from the [`Token`](crate::Token) the
+    /// source gave, then from each renewal the server confirmed. `None` without a token (or
+    /// with a token of unknown expiry).
+    pub fn credential_expires_at(&self) -> Option<u64> {
+        *self.expires_at.borrow()
+    }
+
+    /// Follows the expiry of the token in force as renewals move it.
+    pub fn credential_expiry_changes(&self) -> watch::Receiver<Option<u64>> {
+        self.expires_at.clone()
     }
 
     /// The connection as it is now.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use mooring_protocol::realtime::{ClientFrame, ServerFrame, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -64,14 +66,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Opens `url`, says `hello` as `client_id`, and waits for `welcome`, all within
-    /// `timeout`.
+    /// Opens `url` with `credential` (sent as `Authorization: Bearer`), says `hello` as
+    /// `client_id`, and waits for `welcome`, all within `timeout`.
     pub(crate) async fn open(
         url: &str,
         client_id: Option<&str>,
+        credential: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, ConnectError> {
-        tokio::time::timeout(timeout, Self::handshake(url, client_id))
+        tokio::time::timeout(timeout, Self::handshake(url, client_id, credential))
             .await
             .unwrap_or_else(|_| {
                 Err(ConnectError::new(
@@ -81,9 +84,27 @@ impl Connection {
             })
     }
 
-    async fn handshake(url: &str, client_id: Option<&str>) -> Result<Self, ConnectError> {
+    async fn handshake(
+        url: &str,
+        client_id: Option<&str>,
+        credential: Option<&str>,
+    ) -> Result<Self, ConnectError> {
+        let invalid_url = |e: tungstenite::Error| {
+            ConnectError::new(ConnectErrorKind::InvalidUrl, format!("{url}: {e}"))
+        };
+        let mut request = url.into_client_request().map_err(invalid_url)?;
+        if let Some(credential) = credential {
+            // The header, not `?token=`: a query string ends up in proxies' access logs.
+            let value = HeaderValue::from_str(&format!("Bearer {credential}")).map_err(|_| {
+                ConnectError::new(
+                    ConnectErrorKind::Credential,
+                    "the credential has characters a header cannot carry (it is not shown)",
+                )
+            })?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
         // No Nagle delay: frames are small and a cancel must not wait for the peer's ACK.
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .map_err(|e| match e {
                 tungstenite::Error::Url(e) => {

@@ -105,6 +105,11 @@ pub enum ConnectErrorKind {
     /// No `welcome` within the connect timeout.
     #[error("timed out")]
     TimedOut,
+
+    /// The credential could not be had (the token source failed) or cannot be sent (it is
+    /// not valid header text).
+    #[error("no usable credential")]
+    Credential,
 }
 
 /// Why [`Client::attach`](crate::Client::attach) failed.

@@ -52,7 +52,10 @@
 //!   `presence_get`), `close`.
 //! - [`options`]: [`ClientOptions`] and the [`ReconnectPolicy`].
 //! - `task`: the task that owns the socket: heartbeats, routing frames, reconnecting.
-//! - `connection`: one WebSocket: the `hello`/`welcome` handshake and JSON frames.
+//! - `connection`: one WebSocket: the credential, the `hello`/`welcome` handshake and JSON
+//!   frames.
+//! - [`credential`]: a [`Credential`] (a static token or API key, or a [`TokenSource`]) and
+//!   the renewal of tokens over the live connection before they expire.
 //! - `attachments`: the attached sessions as the task sees them; pauses a session whose
 //!   subscriber falls behind instead of blocking the socket.
 //! - `cursor`: pure: each session's place in its log, deduplication by serial, and where to
@@ -92,6 +95,7 @@ mod attachments;
 mod backoff;
 pub mod client;
 mod connection;
+pub mod credential;
 mod cursor;
 pub mod error;
 pub mod event;
@@ -104,6 +108,7 @@ mod task;
 
 pub use accumulate::Accumulator;
 pub use client::{Client, StartAt};
+pub use credential::{Credential, Token, TokenSource};
 pub use cursor::ResetReason;
 pub use error::{
     AttachError, AttachErrorKind, ConnectError, ConnectErrorKind, PresenceError, PresenceErrorKind,

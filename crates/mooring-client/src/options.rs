@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::credential::Credential;
+
 /// The default address of a local node.
 pub const DEFAULT_URL: &str = "ws://127.0.0.1:7420/v1/ws";
 /// How long opening the socket and the `hello`/`welcome` exchange may take.
@@ -17,6 +19,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_RESEND_WITHIN: Duration = Duration::from_secs(100);
 /// The largest presence `data`, as JSON: the server's default limit.
 pub const DEFAULT_MAX_PRESENCE_DATA_BYTES: usize = 1024;
+/// How long before its expiry a token is renewed (tokens living less than twice this are
+/// renewed halfway through their life).
+pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(60);
 
 /// Everything [`Client::connect`](crate::Client::connect) needs.
 #[derive(Clone, Debug)]
@@ -24,8 +29,13 @@ pub struct ClientOptions {
     /// The node's WebSocket endpoint, `ws://host:port/v1/ws`.
     pub url: String,
     /// The identity to publish as, on nodes without auth. `None` lets the server name the
-    /// client; that name is then kept across reconnects.
+    /// client (from the credential, on nodes with auth); that name is then kept across
+    /// reconnects.
     pub client_id: Option<String>,
+    /// The token or API key to connect with, on nodes with auth.
+    pub credential: Option<Credential>,
+    /// How long before its expiry a token from [`Credential::Tokens`] is renewed.
+    pub renew_before: Duration,
     pub reconnect: ReconnectPolicy,
     pub connect_timeout: Duration,
     /// How long [`attach`](crate::Client::attach) and [`publish`](crate::Client::publish) wait,
@@ -67,6 +77,12 @@ impl ClientOptions {
         self.client_id = Some(client_id.into());
         self
     }
+
+    /// The same options connecting with `credential`.
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
 }
 
 impl Default for ClientOptions {
@@ -74,6 +90,8 @@ impl Default for ClientOptions {
         Self {
             url: DEFAULT_URL.into(),
             client_id: None,
+            credential: None,
+            renew_before: DEFAULT_RENEW_BEFORE,
             reconnect: ReconnectPolicy::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Some(DEFAULT_REQUEST_TIMEOUT),

@@ -15,6 +15,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::attachments::{AttachReply, AttachRequest, Attachments};
 use crate::backoff::Backoff;
 use crate::connection::{Connection, Incoming, Lost};
+use crate::credential::Credentials;
 use crate::error::{ConnectErrorKind, ServerError};
 use crate::options::ClientOptions;
 use crate::presence::{GetReply, Presences};
@@ -78,8 +79,13 @@ pub enum ConnectionStatus {
         /// The identity the server stamps on this client's events.
         client_id: String,
     },
-    /// The connection was lost; waiting before attempt number `attempt`.
-    Reconnecting { attempt: u32 },
+    /// The connection was lost; waiting before attempt number `attempt`. `close_code` is the
+    /// code the server closed the lost connection with, if it sent one (`4003`: the token
+    /// expired; `4008`: slow consumer; see `docs/errors.md`).
+    Reconnecting {
+        attempt: u32,
+        close_code: Option<u16>,
+    },
     /// The task has exited; every operation now fails.
     Closed(CloseReason),
 }
@@ -109,6 +115,7 @@ pub(crate) struct Task {
     url: String,
     client_id: Option<String>,
     connect_timeout: Duration,
+    credentials: Credentials,
     commands: mpsc::Receiver<Command>,
     status: watch::Sender<ConnectionStatus>,
     attachments: Attachments,
@@ -122,6 +129,7 @@ pub(crate) struct Task {
 impl Task {
     pub(crate) fn new(
         options: &ClientOptions,
+        credentials: Credentials,
         commands: mpsc::Receiver<Command>,
         status: watch::Sender<ConnectionStatus>,
     ) -> Self {
@@ -129,6 +137,7 @@ impl Task {
             url: options.url.clone(),
             client_id: options.client_id.clone(),
             connect_timeout: options.connect_timeout,
+            credentials,
             commands,
             status,
             attachments: Attachments::default(),
@@ -144,18 +153,24 @@ impl Task {
     pub(crate) async fn run(mut self, mut connection: Connection) -> CloseReason {
         let (reason, done) = loop {
             let started = Instant::now();
-            match self.serve(&mut connection).await {
+            let close_code = match self.serve(&mut connection).await {
                 Ended::Close(done) => {
                     connection.close().await;
                     break (CloseReason::Closed, done);
                 }
-                Ended::Lost(lost) => tracing::warn!(%lost, url = %self.url, "connection lost"),
-            }
+                Ended::Lost(lost) => {
+                    tracing::warn!(%lost, url = %self.url, "connection lost");
+                    match lost {
+                        Lost::Closed { code, .. } => Some(code),
+                        _ => None,
+                    }
+                }
+            };
             self.attachments.on_disconnected();
             self.publishes.on_disconnected();
             self.presences.on_disconnected();
             self.backoff.connection_ended(started.elapsed());
-            match self.reconnect().await {
+            match self.reconnect(close_code).await {
                 Ok(next) => connection = next,
                 Err(exit) => break exit,
             }
@@ -226,6 +241,7 @@ impl Task {
                     out.push(ClientFrame::Ping { nonce });
                 }
                 () = &mut dead => return Ended::Lost(Lost::Silent),
+                token = self.credentials.renewed() => out.push(ClientFrame::Auth { token }),
                 Some(session) = self.attachments.next_room(), if self.attachments.any_paused() => {
                     self.attachments.on_room(&session, &mut out);
                 }
@@ -234,7 +250,7 @@ impl Task {
     }
 
     /// Waits out the backoff (still taking commands) and reconnects.
-    async fn reconnect(&mut self) -> Result<Connection, Exit> {
+    async fn reconnect(&mut self, close_code: Option<u16>) -> Result<Connection, Exit> {
         // Nothing is sent while disconnected: the tables keep what the next connection needs.
         let mut unsent = Vec::new();
         loop {
@@ -244,8 +260,10 @@ impl Task {
             }
             let delay = self.backoff.next_delay(&mut self.rng);
             let attempt = self.backoff.failures();
-            self.status
-                .send_replace(ConnectionStatus::Reconnecting { attempt });
+            self.status.send_replace(ConnectionStatus::Reconnecting {
+                attempt,
+                close_code,
+            });
             tracing::debug!(attempt, ?delay, "reconnecting");
             let wake = tokio::time::sleep(delay);
             tokio::pin!(wake);
@@ -263,8 +281,22 @@ impl Task {
                 }
                 unsent.clear();
             }
-            let opened =
-                Connection::open(&self.url, self.client_id.as_deref(), self.connect_timeout).await;
+            // A fresh token for every connection: the last one may have expired meanwhile.
+            let opened = match self.credentials.for_connect(self.connect_timeout).await {
+                Ok(credential) => {
+                    Connection::open(
+                        &self.url,
+                        self.client_id.as_deref(),
+                        credential.as_deref(),
+                        self.connect_timeout,
+                    )
+                    .await
+                }
+                Err(e) => Err(crate::error::ConnectError::new(
+                    ConnectErrorKind::Credential,
+                    e,
+                )),
+            };
             match opened {
                 Ok(connection) => return Ok(connection),
                 Err(e) if e.kind() == ConnectErrorKind::Refused => {
@@ -332,10 +364,10 @@ impl Task {
     fn on_frame(&mut self, frame: ServerFrame, out: &mut Vec<ClientFrame>) {
         match frame {
             ServerFrame::Ping { nonce } => out.push(ClientFrame::Pong { nonce }),
-            // This client does not renew tokens yet, so it never asks for `authenticated`.
-            ServerFrame::Pong { .. }
-            | ServerFrame::Welcome { .. }
-            | ServerFrame::Authenticated { .. } => {}
+            ServerFrame::Pong { .. } | ServerFrame::Welcome { .. } => {}
+            ServerFrame::Authenticated { expires_at, .. } => {
+                self.credentials.on_authenticated(expires_at)
+            }
             ServerFrame::Presence {
                 session,
                 action,
@@ -396,7 +428,14 @@ impl Task {
                 req: None,
                 session: None,
                 error,
-            } => tracing::warn!(code = ?error.code, message = %error.message, "server error"),
+            } => {
+                tracing::warn!(code = ?error.code, message = %error.message, "server error");
+                // Outside any request and session, these answer a renewal (or announce the
+                // expiry that closes the connection).
+                if matches!(error.code, ErrorCode::Unauthorized | ErrorCode::Forbidden) {
+                    self.credentials.on_refused();
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ mod node;
 mod proxy;
 
 mod attach;
+mod auth;
 mod presence;
 mod publish;
 mod resume;

@@ -41,6 +41,14 @@ impl Node {
     }
 
     pub(crate) async fn with(realtime: RealtimeConfig) -> Self {
+        Self::with_config(ServerConfig {
+            realtime,
+            ..ServerConfig::default()
+        })
+        .await
+    }
+
+    pub(crate) async fn with_config(config: ServerConfig) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -48,10 +56,7 @@ impl Node {
             addr,
             store: Arc::new(MemoryStore::new(clock.clone())),
             clock,
-            config: ServerConfig {
-                realtime,
-                ..ServerConfig::default()
-            },
+            config,
             shutdown: CancellationToken::new(),
             served: None,
         };
