@@ -81,7 +81,9 @@ export class Connection {
         if (outcome instanceof Connection) {
           resolve(outcome);
         } else {
-          socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+          socket.onopen = socket.onmessage = socket.onclose = null;
+          // Keep an error listener: `ws` throws an error event that has none.
+          socket.onerror = () => {};
           try {
             socket.close();
           } catch {
@@ -159,7 +161,8 @@ export class Connection {
   #end(ended: Ended): void {
     if (this.#ended) return;
     this.#ended = true;
-    this.socket.onmessage = this.socket.onclose = this.socket.onerror = null;
+    this.socket.onmessage = this.socket.onclose = null;
+    this.socket.onerror = () => {};
     const error = this.#lastError;
     this.onEnd(error === undefined ? ended : { ...ended, error });
   }
@@ -184,7 +187,10 @@ export class Connection {
   /** Drops a connection whose peer went silent: no close handshake is waited for. */
   drop(reason: string): void {
     try {
-      this.socket.close(4001, reason);
+      // `ws` can cut the socket at once; a browser's WebSocket can only start a close.
+      const terminate = (this.socket as { terminate?: () => void }).terminate;
+      if (terminate !== undefined) terminate.call(this.socket);
+      else this.socket.close(CloseCode.heartbeat_timeout, reason);
     } catch {
       // Already closed.
     }

@@ -111,6 +111,16 @@ export class MooringServer {
     this.#child = undefined;
   }
 
+  /** SIGSTOP: the process stays, its sockets stay open, and it says nothing (a frozen node). */
+  freeze(): void {
+    this.#child?.kill("SIGSTOP");
+  }
+
+  /** SIGCONT after {@link freeze}. */
+  thaw(): void {
+    this.#child?.kill("SIGCONT");
+  }
+
   /** Kills the server and starts it again on the same data and port. */
   async restart(): Promise<void> {
     await this.kill();
