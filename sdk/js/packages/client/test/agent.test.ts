@@ -153,3 +153,24 @@ test("the example agent answers with the model and its model call is aborted by 
     await model.stop();
   }
 });
+
+test("a cancel sent before the run exists is held and aborts the run right after it starts; steers stream in order", async () => {
+  const session = "chat:held";
+  const agent = await clients.connect({ clientId: "agent" });
+  const user = await clients.connect({ clientId: "user" });
+  await user.cancel(session, "run-later");
+  const run = await agent.startRun(session, { runId: "run-later" });
+  await waitFor(() => run.signal.aborted, "the held cancel");
+  const cancel = run.signal.reason as Cancel;
+  assert.deepEqual([cancel.reason, cancel.by], ["held", "user"]);
+  await run.end("cancelled", "cancelled before it began");
+
+  const steered = await agent.startRun(session, { runId: "run-steered" });
+  for (const tone of ["shorter", "friendlier", "in French"]) await user.steer(session, "run-steered", { tone });
+  await user.cancel(session, "run-steered");
+  const tones: unknown[] = [];
+  for await (const steer of steered.steers()) tones.push(steer.data);
+  assert.deepEqual(tones, [{ tone: "shorter" }, { tone: "friendlier" }, { tone: "in French" }]);
+  assert.equal(steered.cancelled?.reason, "requested");
+  await steered.end("cancelled");
+});

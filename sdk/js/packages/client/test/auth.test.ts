@@ -11,6 +11,7 @@ import { Clients, Reader } from "./support/clients.js";
 import { MooringServer, waitFor } from "./support/server.js";
 
 const SECRET = "a-test-secret-of-at-least-32-bytes!!";
+const API_SECRET = "an-api-key-secret-0123456789";
 
 /** An HS256 token, as `POST /v1/tokens` or `mooring token` would mint it. */
 function token(clientId: string, ttlSeconds: number): string {
@@ -28,7 +29,7 @@ let server: MooringServer;
 let clients: Clients;
 
 before(async () => {
-  server = await MooringServer.start(["--jwt-secret", SECRET]);
+  server = await MooringServer.start(["--jwt-secret", SECRET, "--keys", `backend:${API_SECRET}`]);
   clients = new Clients(server);
 });
 
@@ -89,4 +90,31 @@ test("a token that does not grant the session is refused with forbidden, and the
   await waitFor(() => errors.length === 1, "the refusal");
   assert.equal(errors[0]?.code, "forbidden");
   assert.equal(client.status.state, "connected");
+});
+
+test("a renewal the server refuses is an error event, the token in force stays, and the next one renews", async () => {
+  let calls = 0;
+  const client = await clients.connect({
+    token: () => {
+      calls += 1;
+      // The second token names another identity: the server refuses it as a renewal.
+      return token(calls === 2 ? "mallory" : "alice", 3);
+    },
+  });
+  const errors: MooringError[] = [];
+  client.on("error", (e) => errors.push(e));
+  const renewals: (number | undefined)[] = [];
+  client.on("renewed", (r) => renewals.push(r.expiresAt));
+  await waitFor(() => renewals.length >= 1, "a renewal after the refused one", 30_000);
+  assert.equal(errors[0]?.code, "forbidden");
+  assert.ok(calls >= 3);
+  assert.equal(client.status.state, "connected");
+});
+
+test("an API key (not a valid subprotocol) travels as ?token= and names the client", async () => {
+  const client = await clients.connect({ token: `backend:${API_SECRET}` });
+  const status = client.status;
+  assert.equal(status.state === "connected" ? status.clientId : "", "backend");
+  const serial = await client.createMessage("any:session", "chat", "from a backend");
+  assert.ok(serial >= 1);
 });
