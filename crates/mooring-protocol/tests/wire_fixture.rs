@@ -282,7 +282,8 @@ fn the_committed_wire_fixture_matches_the_protocol_crate() {
         committed == text,
         "{} is out of date with the protocol crate: run \
          `MOORING_UPDATE_FIXTURES=1 cargo test -p mooring-protocol --test wire_fixture`, \
-         then update the TypeScript client until `npm test` in sdk/js passes",
+         then update the TypeScript client's tables (sdk/js/packages/client/src/protocol.ts) \
+         until `npm test` in sdk/js passes",
         path.display()
     );
 }
