@@ -1,16 +1,16 @@
-// The client: one WebSocket multiplexing every session, kept up across drops. It owns the
-// connection's life (heartbeats, token renewal, reconnect with backoff) and routes frames to
+// The client: one WebSocket multiplexing every session, kept up across drops by its link
+// (link.ts: heartbeats, token renewal, reconnect with backoff). The client routes frames to
 // the tables that hold what must survive a reconnect: attachments, publishes, presence, runs.
 
 import { Attachments, type Waiter } from "./attachments.js";
-import { Backoff, type ReconnectPolicy } from "./backoff.js";
-import { Connection, type Ended, type WebSocketConstructor } from "./connection.js";
-import { expiryOf, renewAt, type TokenSource } from "./credentials.js";
+import type { ReconnectPolicy } from "./backoff.js";
+import type { WebSocketConstructor } from "./connection.js";
+import type { TokenSource } from "./credentials.js";
 import { Emitter } from "./emitter.js";
-import { MooringError, type ErrorKind } from "./errors.js";
+import { MooringError } from "./errors.js";
+import { Link, openConnection, type ClientStatus, type CloseReason, type LinkSettings } from "./link.js";
 import { Presences } from "./presence.js";
 import {
-  CloseCode,
   eventOf,
   isValidSessionName,
   type AttachFrom,
@@ -27,6 +27,8 @@ import { Publishes } from "./publishes.js";
 import { RunHandle, RunWatches, type RunStatus } from "./runs.js";
 import type { StorageAdapter } from "./storage.js";
 import { Subscription } from "./subscription.js";
+
+export type { ClientStatus, CloseReason } from "./link.js";
 
 /** How to connect. Only `url` is required. */
 export interface ClientOptions {
@@ -54,16 +56,6 @@ export interface ClientOptions {
   /** The WebSocket implementation; the platform's by default (the Node entry falls back to `ws`). */
   WebSocket?: WebSocketConstructor;
 }
-
-/** The connection as it is now. */
-export type ClientStatus =
-  | { state: "connected"; connectionId: string; clientId: string }
-  | { state: "reconnecting"; attempt: number }
-  | { state: "closed"; reason: CloseReason };
-
-/** Why a client stopped for good. */
-export type CloseReason =
-  { kind: "closed" } | { kind: "gave_up"; attempts: number } | { kind: "refused"; error: MooringError };
 
 /** Events of a client. */
 export interface ClientEvents extends Record<string, unknown> {
@@ -127,45 +119,21 @@ export function setFallbackWebSocket(ws: WebSocketConstructor): void {
  */
 export class MooringClient extends Emitter<ClientEvents> {
   readonly #options: ClientOptions;
-  readonly #WebSocket: WebSocketConstructor;
+  readonly #link: Link;
   readonly #attachments = new Attachments();
   readonly #publishes: Publishes;
   readonly #presences = new Presences();
   readonly #runs = new RunWatches();
-  readonly #backoff: Backoff;
   readonly #instance = randomId();
-  #connection: Connection | undefined;
-  #status: ClientStatus;
-  #clientId: string | undefined;
-  #credential: string | undefined;
-  #heartbeat: ReturnType<typeof setInterval> | undefined;
-  #dead: ReturnType<typeof setTimeout> | undefined;
-  #renewal: ReturnType<typeof setTimeout> | undefined;
-  #renewing = false;
-  #nonce = 0;
   #inFlight = 0;
   readonly #slots: (() => void)[] = [];
-  #wakeReconnect: (() => void) | undefined;
 
-  private constructor(
-    options: ClientOptions,
-    WebSocket: WebSocketConstructor,
-    connection: Connection,
-    credential: string | undefined,
-  ) {
+  private constructor(options: ClientOptions, link: (client: MooringClient) => Link) {
     super();
     this.#options = options;
-    this.#WebSocket = WebSocket;
     this.#publishes = new Publishes(options.resendWithinMs ?? DEFAULTS.resendWithinMs);
-    this.#backoff = new Backoff(options.reconnect);
-    this.#clientId = options.clientId;
-    this.#credential = credential;
-    this.#status = {
-      state: "connected",
-      connectionId: connection.welcome.connection_id,
-      clientId: connection.welcome.client_id,
-    };
-    this.#serve(connection);
+    this.#link = link(this);
+    this.#link.start();
   }
 
   /** Connects and says hello. The first connection must succeed; after that the client reconnects by itself. */
@@ -177,50 +145,40 @@ export class MooringClient extends Emitter<ClientEvents> {
         "no WebSocket here: pass options.WebSocket (on Node 20, import the client from its Node entry)",
       );
     }
-    const credential = await credentialOf(options.token);
-    const connection = await Connection.open({
+    const settings: LinkSettings = {
       url: options.url,
-      credential,
+      token: options.token,
       clientId: options.clientId,
-      timeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
+      reconnect: options.reconnect,
       WebSocket,
-    });
-    return new MooringClient(options, WebSocket, connection, credential);
+    };
+    const { connection, credential } = await openConnection(settings, options.clientId);
+    return new MooringClient(
+      options,
+      (client) =>
+        new Link(settings, connection, credential, {
+          connected: () => client.#onConnected(),
+          frame: (frame) => client.#act((out) => client.#onFrame(frame, out)),
+          disconnected: () => client.#onDisconnected(),
+          status: (status) => client.emit("status", status),
+          closed: (reason) => client.#onClosed(reason),
+          renewed: (expiresAt) => client.emit("renewed", { expiresAt }),
+          error: (error) => client.emit("error", error),
+        }),
+    );
   }
 
   /** The connection as it is now. */
   get status(): ClientStatus {
-    return this.#status;
-  }
-
-  #setStatus(status: ClientStatus): void {
-    this.#status = status;
-    this.emit("status", status);
+    return this.#link.status;
   }
 
   get #closed(): boolean {
-    return this.#status.state === "closed";
+    return this.#link.closed;
   }
 
-  // ---- one connection's life -------------------------------------------------------------
-
-  #serve(connection: Connection): void {
-    this.#connection = connection;
-    const welcome = connection.welcome;
-    // Keep the identity the server gave us across reconnects.
-    this.#clientId = welcome.client_id;
-    const started = Date.now();
-    connection.onFrame = (frame) => {
-      this.#alive(welcome.dead_after_ms);
-      this.#act((out) => this.#onFrame(frame, out));
-    };
-    connection.onEnd = (ended) => this.#onEnd(ended, Date.now() - started);
-    if (this.#status.state !== "connected") {
-      this.#setStatus({ state: "connected", connectionId: welcome.connection_id, clientId: welcome.client_id });
-    }
-    this.#heartbeat = setInterval(() => this.#send({ type: "ping", nonce: ++this.#nonce }), welcome.heartbeat_ms);
-    this.#alive(welcome.dead_after_ms);
-    this.#scheduleRenewal(expiryOf(this.#credential ?? ""));
+  #onConnected(): void {
     this.#act((out) => {
       this.#attachments.onConnected(out);
       this.#presences.onConnected(out);
@@ -228,86 +186,10 @@ export class MooringClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Anything heard counts as a sign of life; silence for `dead_after_ms` means the peer is gone. */
-  #alive(deadAfterMs: number): void {
-    clearTimeout(this.#dead);
-    this.#dead = setTimeout(() => this.#connection?.drop("nothing heard from the server"), deadAfterMs);
-  }
-
-  #stopTimers(): void {
-    clearInterval(this.#heartbeat);
-    clearTimeout(this.#dead);
-    clearTimeout(this.#renewal);
-    this.#renewing = false;
-  }
-
-  #onEnd(ended: Ended, livedMs: number): void {
-    this.#stopTimers();
-    this.#connection = undefined;
-    if (this.#closed) return;
+  #onDisconnected(): void {
     this.#attachments.onDisconnected();
     this.#publishes.onDisconnected();
     this.#presences.onDisconnected();
-    this.#backoff.connectionEnded(livedMs);
-    // A credential refused or expired: only a token callback can bring a fresh one.
-    if (ended.code === CloseCode.unauthorized && typeof this.#options.token !== "function") {
-      const body: ErrorBody = ended.error ?? {
-        code: "unauthorized",
-        message: ended.reason || "credential refused",
-        retryable: false,
-      };
-      this.#shutDown({
-        kind: "refused",
-        error: MooringError.server("refused", body, "the server closed the connection"),
-      });
-      return;
-    }
-    void this.#reconnect();
-  }
-
-  async #reconnect(): Promise<void> {
-    while (!this.#closed) {
-      if (!this.#backoff.mayRetry()) {
-        this.#shutDown({ kind: "gave_up", attempts: this.#backoff.failures() });
-        return;
-      }
-      const delay = this.#backoff.nextDelay();
-      this.#setStatus({ state: "reconnecting", attempt: this.#backoff.failures() });
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#wakeReconnect = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wakeReconnect = undefined;
-      if (this.#closed) return;
-      try {
-        const credential = await credentialOf(this.#options.token);
-        const connection = await Connection.open({
-          url: this.#options.url,
-          credential,
-          clientId: this.#clientId,
-          timeoutMs: this.#options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
-          WebSocket: this.#WebSocket,
-        });
-        if (this.#closed) {
-          connection.close();
-          return;
-        }
-        this.#credential = credential;
-        this.#serve(connection);
-        return;
-      } catch (error) {
-        const e = error instanceof MooringError ? error : new MooringError("transport", String(error));
-        const fresh = e.code === "unauthorized" && typeof this.#options.token === "function";
-        if (e.kind === "refused" && !e.retryable && !fresh) {
-          this.#shutDown({ kind: "refused", error: e });
-          return;
-        }
-        // Try again after the next delay.
-      }
-    }
   }
 
   /** Runs `work`, then sends the frames it asked for, in order. */
@@ -315,25 +197,16 @@ export class MooringClient extends Emitter<ClientEvents> {
     const out: ClientFrame[] = [];
     work(out);
     this.#presences.flush((session) => this.#attachments.awaitingLive(session), out);
-    for (const frame of out) this.#send(frame);
-  }
-
-  #send(frame: ClientFrame): void {
-    this.#connection?.send(frame);
+    for (const frame of out) this.#link.send(frame);
   }
 
   #onFrame(frame: ServerFrame, out: ClientFrame[]): void {
     switch (frame.type) {
       case "ping":
-        out.push({ type: "pong", nonce: frame.nonce });
-        return;
       case "pong":
       case "welcome":
-        return;
       case "authenticated":
-        this.#renewing = false;
-        this.emit("renewed", { expiresAt: frame.expires_at });
-        this.#scheduleRenewal(frame.expires_at ?? expiryOf(this.#credential ?? ""));
+        // The link answers pings and takes renewals.
         return;
       case "attached":
         this.#attachments.onAttached(frame.session, frame.epoch, frame.mode, frame.serial, out);
@@ -372,53 +245,12 @@ export class MooringClient extends Emitter<ClientEvents> {
       this.#publishes.onError(frame.req, body);
       return;
     }
-    if (frame.session !== undefined) {
-      // A refused attach (its caller hears of it); only presence frames are refused for size.
-      if (frame.code !== "too_large") this.#attachments.onError(frame.session, body);
-    } else if (this.#renewing) {
-      // A refused renewal: the current token stays in force; try again shortly.
-      this.#renewing = false;
-      this.#retryRenewal();
-    }
-    this.emit(
-      "error",
-      MooringError.server(
-        "refused",
-        body,
-        frame.session === undefined ? "the server refused" : `the server refused a frame about ${frame.session}`,
-      ),
-    );
-  }
-
-  // ---- token renewal -----------------------------------------------------------------------
-
-  #scheduleRenewal(expSeconds: number | undefined): void {
-    clearTimeout(this.#renewal);
-    if (expSeconds === undefined || typeof this.#options.token !== "function") return;
-    const delay = Math.max(0, renewAt(expSeconds, Date.now()) - Date.now());
-    this.#renewal = setTimeout(() => void this.#renew(), delay);
-  }
-
-  #retryRenewal(): void {
-    clearTimeout(this.#renewal);
-    this.#renewal = setTimeout(() => void this.#renew(), 1_000);
-  }
-
-  async #renew(): Promise<void> {
-    const connection = this.#connection;
-    if (connection === undefined || this.#renewing) return;
-    let token: string | undefined;
-    try {
-      token = await credentialOf(this.#options.token);
-    } catch (error) {
-      this.emit("error", error instanceof MooringError ? error : new MooringError("credential", String(error)));
-      this.#retryRenewal();
-      return;
-    }
-    if (token === undefined || this.#connection !== connection) return;
-    this.#credential = token;
-    this.#renewing = true;
-    connection.send({ type: "auth", token });
+    // A refused attach (its caller hears of it); only presence frames are refused for size.
+    if (frame.session !== undefined && frame.code !== "too_large") this.#attachments.onError(frame.session, body);
+    // Errors that answer no request (a refused renewal or presence frame) are told as events.
+    const about =
+      frame.session === undefined ? "the server refused" : `the server refused a frame about ${frame.session}`;
+    this.emit("error", MooringError.server("refused", body, about));
   }
 
   // ---- sessions ------------------------------------------------------------------------------
@@ -636,17 +468,11 @@ export class MooringClient extends Emitter<ClientEvents> {
 
   /** Closes the connection cleanly, ends every subscription, fails every pending publish. */
   close(): void {
-    if (this.#closed) return;
-    this.#shutDown({ kind: "closed" });
+    this.#link.stop({ kind: "closed" });
   }
 
-  #shutDown(reason: CloseReason): void {
-    this.#setStatus({ state: "closed", reason });
-    this.#stopTimers();
-    this.#wakeReconnect?.();
-    const connection = this.#connection;
-    this.#connection = undefined;
-    connection?.close(1000, "client closed");
+  /** The link stopped for good: everything waiting hears why. */
+  #onClosed(reason: CloseReason): void {
     const error =
       reason.kind === "refused"
         ? reason.error
@@ -703,22 +529,6 @@ export class MooringClient extends Emitter<ClientEvents> {
   }
 }
 
-async function credentialOf(token: TokenSource | undefined): Promise<string | undefined> {
-  if (typeof token !== "function") return token;
-  let fresh: unknown;
-  try {
-    fresh = await token();
-  } catch (error) {
-    throw new MooringError(
-      "credential",
-      `the token callback failed: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
-  if (typeof fresh !== "string" || fresh === "")
-    throw new MooringError("credential", "the token callback returned no token");
-  return fresh;
-}
-
 function checkSession(session: string): void {
   if (!isValidSessionName(session)) {
     throw new MooringError("invalid_session_name", `${JSON.stringify(session)} does not match [A-Za-z0-9:_./-]{1,255}`);
@@ -731,8 +541,10 @@ const MAX_PRESENCE_DATA_BYTES = 1024;
 function checkPresenceData(data: Json): Json {
   const size = new TextEncoder().encode(JSON.stringify(data)).length;
   if (size > MAX_PRESENCE_DATA_BYTES) {
-    const kind: ErrorKind = "invalid_argument";
-    throw new MooringError(kind, `presence data is ${size} bytes; the limit is ${MAX_PRESENCE_DATA_BYTES}`);
+    throw new MooringError(
+      "invalid_argument",
+      `presence data is ${size} bytes; the limit is ${MAX_PRESENCE_DATA_BYTES}`,
+    );
   }
   return data;
 }
