@@ -115,7 +115,7 @@ export class Subscription implements AsyncIterable<SessionItem> {
     this.#listener = listener;
     while (this.#queue.length > 0) {
       const d = this.#queue.shift();
-      if (d !== undefined) listener(this.#consume(d));
+      if (d !== undefined) this.#call(listener, this.#consume(d));
     }
     this.#checkRoom();
     return () => {
@@ -149,7 +149,7 @@ export class Subscription implements AsyncIterable<SessionItem> {
   offer(delivery: Delivery): boolean {
     if (this.#done) return true;
     if (this.#listener !== undefined) {
-      this.#listener(this.#consume(delivery));
+      this.#call(this.#listener, this.#consume(delivery));
       return true;
     }
     if (this.#queue.length >= this.#limit) return false;
@@ -175,10 +175,19 @@ export class Subscription implements AsyncIterable<SessionItem> {
     this.#done = true;
     this.#endReason = reason;
     const delivery: Delivery = { item: { type: "ended", reason }, position: this.#position };
-    if (this.#listener !== undefined) this.#listener(this.#consume(delivery));
+    if (this.#listener !== undefined) this.#call(this.#listener, this.#consume(delivery));
     else this.#queue.push(delivery);
     this.#wake?.();
     this.#wake = undefined;
+  }
+
+  /** A listener's failure is its own: it must not break the connection that called it. */
+  #call(listener: (item: SessionItem) => void, item: SessionItem): void {
+    try {
+      listener(item);
+    } catch (error) {
+      console.error(`mooring: a listener of ${this.session} threw`, error);
+    }
   }
 
   #checkRoom(): void {

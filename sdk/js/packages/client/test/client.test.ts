@@ -205,3 +205,20 @@ test("a token callback that fails is a typed error", async () => {
     (e: unknown) => e instanceof MooringError && e.kind === "credential" && /no session cookie/.test(e.message),
   );
 });
+
+test("a listener that throws does not break the connection or the subscription", async () => {
+  const session = "chat:throwing";
+  const client = await clients.connect();
+  const sub = await client.attach(session, { from: "start" });
+  const seen: number[] = [];
+  sub.listen((item) => {
+    if (item.type !== "event") return;
+    seen.push(item.event.serial);
+    if (seen.length === 1) throw new Error("a bug in the application's listener");
+  });
+  await client.sendEvent(session, "tick", 1);
+  const last = await client.sendEvent(session, "tick", 2);
+  await waitFor(() => seen.includes(last), "the event after the throw");
+  assert.deepEqual(seen, [1, 2]);
+  assert.equal(client.status.state, "connected");
+});
