@@ -16,8 +16,12 @@ const result = await build({
 });
 const code = result.outputFiles[0].contents;
 const inputs = Object.keys(result.metafile.inputs);
-console.log(`browser bundle: ${code.length} bytes minified, ${gzipSync(code, { level: 9 }).length} bytes minified + gzipped, from ${inputs.length} modules`);
+console.log(
+  `browser bundle: ${code.length} bytes minified, ${gzipSync(code, { level: 9 }).length} bytes minified + gzipped, from ${inputs.length} modules`,
+);
 if (inputs.some((i) => i.includes("node_modules"))) {
-  console.error(`the browser bundle pulls in a dependency: ${inputs.filter((i) => i.includes("node_modules")).join(", ")}`);
+  console.error(
+    `the browser bundle pulls in a dependency: ${inputs.filter((i) => i.includes("node_modules")).join(", ")}`,
+  );
   process.exit(1);
 }
