@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import type { ClientStatus } from "@mooring/client";
+import { MemoryStorage, type ClientStatus, type SessionItem } from "@mooring/client";
 
 import { Clients, Reader, comparable, serverView } from "./support/clients.js";
-import { MooringServer } from "./support/server.js";
+import { MooringServer, waitFor } from "./support/server.js";
 
 let server: MooringServer;
 let clients: Clients;
@@ -49,4 +49,32 @@ test("an answer streamed across a SIGKILL and restart of the server arrives whol
   );
   assert.equal(reader.sub.message(answer)?.data, tokens.join(""), "every token once, in order");
   assert.deepEqual(comparable(reader.sub.messages), comparable(await serverView(await clients.connect(), session)));
+});
+
+test("a saved place from a log that lost its end resets to the server's view", async () => {
+  const session = "chat:lost";
+  const storage = new MemoryStorage();
+  const writer = await clients.connect({ clientId: "agent" });
+  for (const text of ["one", "two", "three"]) await writer.createMessage(session, "chat", text);
+  const first = await clients.connect({ storage });
+  const r = new Reader(await first.attach(session));
+  await r.until((x) => x.lives === 1, "live");
+  await waitFor(() => storage.load(session)?.position.serial === 3, "saved at serial 3");
+  first.close();
+  // The session is deleted and begins again: serial 3 is now beyond its tail. (The restart
+  // also clears the node's hot session task, which does not notice a delete by itself.)
+  const deleted = await fetch(`${server.httpUrl}/v1/stream/${session}`, { method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  await server.restart();
+  await writer.createMessage(session, "chat", "a new beginning");
+  const second = await clients.connect({ storage });
+  const items: SessionItem[] = [];
+  const sub = await second.attach(session);
+  sub.listen((item) => items.push(item));
+  await waitFor(() => items.some((i) => i.type === "live"), "live again");
+  assert.deepEqual(items[0], { type: "reset", reason: "history_lost" });
+  assert.deepEqual(
+    sub.messages.map((m) => m.data),
+    ["a new beginning"],
+  );
 });
