@@ -2,12 +2,21 @@
 //!
 //! - `tables`: the redb tables and the byte layouts of their values;
 //! - `txn`: `LogView` and `LogTxn` over redb transactions;
-//! - `writer`: the thread that batches writes into one durable commit.
+//! - `writer`: the thread that batches writes and makes each batch durable with one sync;
+//! - `journal` and `wal`: the write-ahead log that sync goes to;
+//! - `overlay` and `layered`: the changes held in memory between checkpoints, and the view of
+//!   the file through them that every operation runs on.
 //!
-//! Reads run on read transactions, which see the last commit and never wait for the writer.
+//! Reads never wait for the writer's sync: they see the file through the changes already
+//! durable in the log.
 
+mod checkpoint;
+mod journal;
+mod layered;
+mod overlay;
 mod tables;
 mod txn;
+mod wal;
 mod writer;
 
 #[cfg(test)]
@@ -15,7 +24,7 @@ mod tests;
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -34,9 +43,19 @@ use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::mpsc;
 
-use tables::{AUX, EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS, RECORDS, STATES};
+use checkpoint::Checkpointer;
+use journal::Journal;
+use layered::Layered;
+use overlay::Layers;
+use tables::{
+    APPLIED_LSN_KEY, AUX, EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS, RECORDS,
+    STATES,
+};
 use txn::{redb_error, ReadTables, WriteTables};
-use writer::{BatchLimits, Job, WriteError, Writer, WriterState};
+use wal::{LogDisk, RealDisk, Recovered, Wal};
+use writer::{read_layers, BatchLimits, Job, SharedLayers, WriteError, Writer, WriterState};
+
+pub use wal::WAL_DIR;
 
 /// Reads of pages up to this size run inline on the async worker; larger ones move to the
 /// blocking pool.
@@ -65,6 +84,12 @@ pub struct EmbeddedOptions {
     pub queue_depth: usize,
     /// redb's page cache; `None` keeps redb's default.
     pub cache_bytes: Option<usize>,
+    /// Size of each of the two write-ahead log segments; a checkpoint comes at the latest
+    /// when one fills, so this bounds the log's disk space and what a restart replays.
+    pub wal_segment_bytes: u64,
+    /// A checkpoint (a durable commit of the database file) comes once the changes held in
+    /// memory since the last one reach this many bytes: the bound on that memory.
+    pub checkpoint_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -74,6 +99,8 @@ impl Default for EmbeddedOptions {
             max_batch_bytes: 16 << 20,
             queue_depth: 4096,
             cache_bytes: None,
+            wal_segment_bytes: 32 << 20,
+            checkpoint_bytes: 8 << 20,
         }
     }
 }
@@ -90,6 +117,8 @@ struct Inner {
     access: Arc<AccessTracker>,
     clock: Arc<dyn Clock>,
     writer: Arc<WriterState>,
+    /// Changes durable in the log but not yet in the file.
+    layers: SharedLayers,
     /// `None` once shutting down.
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -140,15 +169,17 @@ impl EmbeddedStore {
             )),
             other => redb_error(&format!("locking {}", path.display()), other),
         })?;
-        Self::on_backend(backend, path, clock, options)
+        Self::on_backend(backend, path, clock, options, Box::new(RealDisk))
     }
 
-    /// Opens the store on any redb storage backend; `path` only names it in messages.
+    /// Opens the store on any redb storage backend, with its write-ahead log beside `path`
+    /// written through `disk`.
     pub(crate) fn on_backend(
         backend: impl StorageBackend,
         path: PathBuf,
         clock: Arc<dyn Clock>,
         options: EmbeddedOptions,
+        disk: Box<dyn LogDisk>,
     ) -> Result<Self, StoreError> {
         let mut builder = Database::builder();
         // redb 3 reads only the v3 file format; new files start in it so an upgrade of redb
@@ -161,9 +192,16 @@ impl EmbeddedStore {
             .create_with_backend(backend)
             .map_err(|e| redb_error(&format!("opening {}", path.display()), e))?;
         prepare(&db, &path)?;
+        let wal_dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from(WAL_DIR), |dir| dir.join(WAL_DIR));
+        let wal = recover(&db, &wal_dir, options.wal_segment_bytes, disk)?;
         let db = Arc::new(db);
         let access = Arc::new(AccessTracker::new(clock.now_ms()));
         let state = Arc::new(WriterState::default());
+        let layers: SharedLayers = Arc::new(RwLock::new(Layers::default()));
+        let checkpointer = Checkpointer::spawn(db.clone(), layers.clone(), state.clone())
+            .map_err(|e| StoreError::Io(format!("starting the checkpoint thread: {e}")))?;
         let (queue, jobs) = mpsc::channel(options.queue_depth.max(1));
         let writer = Writer {
             db: db.clone(),
@@ -172,7 +210,12 @@ impl EmbeddedStore {
             limits: BatchLimits {
                 max_ops: options.max_batch_ops.max(1),
                 max_bytes: options.max_batch_bytes,
+                delta_bytes: options.checkpoint_bytes,
             },
+            wal,
+            layers: layers.clone(),
+            checkpointer,
+            journal: Journal::default(),
         };
         let thread = writer
             .spawn(jobs)
@@ -184,6 +227,7 @@ impl EmbeddedStore {
                 access,
                 clock,
                 writer: state,
+                layers,
                 queue: Mutex::new(Some(queue)),
                 thread: Mutex::new(Some(thread)),
             }),
@@ -194,6 +238,12 @@ impl EmbeddedStore {
     /// the writes acknowledged.
     pub fn commits(&self) -> u64 {
         self.inner.writer.commits()
+    }
+
+    /// Durable commits of the database file since open: each time a log segment filled, and
+    /// at a clean shutdown.
+    pub fn checkpoints(&self) -> u64 {
+        self.inner.writer.checkpoints()
     }
 
     fn now(&self) -> u64 {
@@ -207,7 +257,7 @@ impl EmbeddedStore {
     where
         T: Send + 'static,
         E: WriteError,
-        F: FnMut(&mut WriteTables<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
+        F: FnMut(&mut Layered<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
     {
         if let Some(why) = self.inner.writer.poisoned() {
             return Err(StoreError::Poisoned(why.to_owned()).into());
@@ -242,24 +292,88 @@ impl EmbeddedStore {
         StoreError::Poisoned(why)
     }
 
-    /// Runs `view` on a snapshot of the last commit.
+    /// Runs `view` on what is durable now: the file through the changes since the last
+    /// checkpoint. The layers are taken before the file's snapshot, and a checkpoint drops
+    /// its changes from them only after its commit, so the two always agree.
     fn read_view<T, E: From<StoreError>>(
         &self,
         now_ms: u64,
-        view: impl FnOnce(&mut ReadTables, Now<'_>) -> Result<T, E>,
+        view: impl FnOnce(&mut Layered<'_>, Now<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let mem = read_layers(&self.inner.layers);
         let txn = self
             .inner
             .db
             .begin_read()
             .map_err(|e| redb_error("starting a read transaction", e))?;
-        let mut tables = ReadTables::open(&txn)?;
+        let mut tables = Layered::reader(ReadTables::open(&txn)?, &mem);
         let now = Now {
             ms: now_ms,
             access: &self.inner.access,
         };
         view(&mut tables, now)
     }
+}
+
+/// Opens the write-ahead log and replays into the database the batches only it holds, in one
+/// durable commit, so the log can start again from its beginning.
+fn recover(
+    db: &Database,
+    dir: &Path,
+    segment_bytes: u64,
+    disk: Box<dyn LogDisk>,
+) -> Result<Wal, StoreError> {
+    let applied = {
+        let txn = db
+            .begin_read()
+            .map_err(|e| redb_error("reading the log position", e))?;
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| redb_error("opening the meta table", e))?;
+        let found = meta
+            .get(APPLIED_LSN_KEY)
+            .map_err(|e| redb_error("reading the log position", e))?;
+        found.map_or(0, |v| v.value())
+    };
+    let (mut wal, records) = Wal::open(dir, segment_bytes, applied, disk)?;
+    let last = records.last().map_or(applied, |r| r.lsn);
+    if !records.is_empty() {
+        replay(db, &records, last)?;
+        tracing::info!(
+            batches = records.len(),
+            upto = last,
+            "replayed the write-ahead log"
+        );
+    }
+    wal.restart(last);
+    Ok(wal)
+}
+
+/// Applies the recovered batches and records `last` as applied, durably.
+fn replay(db: &Database, records: &[Recovered], last: u64) -> Result<(), StoreError> {
+    let what = "replaying the write-ahead log";
+    let txn = db.begin_write().map_err(|e| redb_error(what, e))?;
+    {
+        let mut tables = WriteTables::open(&txn)?;
+        for record in records {
+            for change in journal::changes(&record.payload) {
+                let change = change.map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "batch {} of the write-ahead log cannot be read: {e}",
+                        record.lsn
+                    ))
+                })?;
+                tables.write(change)?;
+            }
+        }
+        if let Some(why) = tables.take_failure() {
+            return Err(StoreError::Io(format!("{what}: {why}")));
+        }
+        let mut meta = txn.open_table(META).map_err(|e| redb_error(what, e))?;
+        meta.insert(APPLIED_LSN_KEY, last)
+            .map_err(|e| redb_error(what, e))?;
+    }
+    txn.commit().map_err(|e| redb_error(what, e))
 }
 
 /// Checks the file's format version (recording it in a new file) and creates the tables.
@@ -277,7 +391,8 @@ fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
             .map(|v| v.value());
         match found {
             Some(FORMAT_VERSION) => {}
-            None => {
+            // Format 1 had no log; from now on one may hold batches the file does not.
+            Some(1) | None => {
                 meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
                     .map_err(|e| redb_error("writing the format version", e))?;
             }

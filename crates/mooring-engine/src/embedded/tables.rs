@@ -9,11 +9,15 @@ use mooring_core::producer::ProducerState;
 use mooring_core::stream::StreamState;
 use redb::TableDefinition;
 
-/// The storage format this build writes and the newest it reads.
-pub(super) const FORMAT_VERSION: u64 = 1;
+/// The storage format this build writes and the newest it reads. Format 2 added the
+/// write-ahead log: a format-1 build would ignore it and lose the batches only it holds.
+pub(super) const FORMAT_VERSION: u64 = 2;
 
 /// Key of the format version in [`META`].
 pub(super) const FORMAT_VERSION_KEY: &str = "format_version";
+
+/// Key in [`META`] of the lsn of the last batch the database holds (see `wal`).
+pub(super) const APPLIED_LSN_KEY: &str = "wal_applied_lsn";
 
 /// Settings of the database as a whole.
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

@@ -1,21 +1,21 @@
-//! [`LogView`] and [`LogTxn`] over redb transactions.
+//! The redb tables within one transaction.
 //!
 //! One generic [`Tables`] serves both sides: over a read transaction's tables it is a
-//! [`LogView`] of one snapshot; over a write transaction's tables it is also a [`LogTxn`] whose
-//! writes commit together. It remembers the first failure of a redb call, because after one
-//! the transaction can no longer be trusted and the writer must poison the whole batch.
+//! [`LogView`] of one snapshot of the database file; over a write transaction's tables it takes
+//! the [`Change`]s of a checkpoint or of a log replay. It remembers the first failure of a redb
+//! call, because after one the transaction can no longer be trusted.
 
 use std::fmt::Display;
 
-use bytes::Bytes;
 use mooring_core::producer::ProducerState;
-use mooring_core::store::{AuxEntries, AuxTable, LogTxn, LogView, StoreError};
-use mooring_core::stream::{Expiry, Record, StreamState};
+use mooring_core::store::{AuxEntries, AuxTable, LogView, StoreError};
+use mooring_core::stream::{Record, StreamState};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
+use super::journal::Change;
 use super::tables::{
-    decode_producer, decode_record, decode_state, encode_producer, encode_record, encode_state,
-    CodecError, AUX, EXPIRING, PRODUCERS, RECORDS, STATES,
+    decode_producer, decode_record, decode_state, CodecError, AUX, EXPIRING, PRODUCERS, RECORDS,
+    STATES,
 };
 
 type StateKey = &'static str;
@@ -33,8 +33,6 @@ pub(super) struct Tables<S, R, P, X, A> {
     aux: A,
     /// The first redb failure in this transaction, if any.
     failure: Option<String>,
-    /// Whether anything was written, so a batch that wrote nothing can skip its commit.
-    dirty: bool,
 }
 
 /// The tables of a read snapshot.
@@ -77,7 +75,6 @@ impl ReadTables {
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
             aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
             failure: None,
-            dirty: false,
         })
     }
 }
@@ -92,17 +89,12 @@ impl<'txn> WriteTables<'txn> {
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
             aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
             failure: None,
-            dirty: false,
         })
     }
 
     /// The first redb failure of this transaction, which makes it unfit to commit.
     pub(super) fn take_failure(&mut self) -> Option<String> {
         self.failure.take()
-    }
-
-    pub(super) fn is_dirty(&self) -> bool {
-        self.dirty
     }
 }
 
@@ -221,60 +213,58 @@ where
     }
 }
 
-impl LogTxn for WriteTables<'_> {
-    fn put_state(&mut self, name: &str, state: &StreamState) -> Result<(), StoreError> {
-        let value = encode_state(state).map_err(|e| corrupt("encoding a stream state", e))?;
-        self.dirty = true;
-        let put = self.states.insert(name, value.as_slice()).map(drop);
-        check(&mut self.failure, "writing a stream state", put)?;
-        let index = if state.config.expiry == Expiry::Never {
-            self.expiring.remove(name).map(drop)
-        } else {
-            self.expiring.insert(name, ()).map(drop)
-        };
-        check(&mut self.failure, "writing the expiry index", index)
+impl WriteTables<'_> {
+    /// Makes one change to the tables: a checkpoint writes the delta through here, and a
+    /// replay of the log after a crash writes the same changes again.
+    pub(super) fn write(&mut self, change: Change<'_>) -> Result<(), StoreError> {
+        match change {
+            Change::PutState {
+                name,
+                value,
+                expiring,
+            } => {
+                let put = self.states.insert(name, value).map(drop);
+                check(&mut self.failure, "writing a stream state", put)?;
+                let index = if expiring {
+                    self.expiring.insert(name, ()).map(drop)
+                } else {
+                    self.expiring.remove(name).map(drop)
+                };
+                check(&mut self.failure, "writing the expiry index", index)
+            }
+            Change::PutRecord {
+                name,
+                serial,
+                value,
+            } => {
+                let put = self.records.insert((name, serial), value).map(drop);
+                check(&mut self.failure, "writing a record", put)
+            }
+            Change::PutProducer { name, id, value } => {
+                let put = self.producers.insert((name, id), value).map(drop);
+                check(&mut self.failure, "writing a producer state", put)
+            }
+            Change::PutAux {
+                name,
+                table,
+                key,
+                value,
+            } => {
+                let put = self.aux.insert((name, table, key), value).map(drop);
+                check(&mut self.failure, "writing a side table", put)
+            }
+            Change::ClearData { name } => self.clear(name),
+            Change::RemoveStream { name } => {
+                self.clear(name)?;
+                let removed = self.states.remove(name).map(drop);
+                check(&mut self.failure, "removing a stream state", removed)?;
+                let unindexed = self.expiring.remove(name).map(drop);
+                check(&mut self.failure, "writing the expiry index", unindexed)
+            }
+        }
     }
 
-    fn put_record(&mut self, name: &str, serial: u64, items: &[Bytes]) -> Result<(), StoreError> {
-        let value = encode_record(items)
-            .map_err(|e| corrupt(format_args!("encoding record {serial} of {name:?}"), e))?;
-        self.dirty = true;
-        let put = self
-            .records
-            .insert((name, serial), value.as_slice())
-            .map(drop);
-        check(&mut self.failure, "writing a record", put)
-    }
-
-    fn put_producer(
-        &mut self,
-        name: &str,
-        id: &str,
-        state: ProducerState,
-    ) -> Result<(), StoreError> {
-        self.dirty = true;
-        let value = encode_producer(state);
-        let put = self
-            .producers
-            .insert((name, id), value.as_slice())
-            .map(drop);
-        check(&mut self.failure, "writing a producer state", put)
-    }
-
-    fn put_aux(
-        &mut self,
-        name: &str,
-        table: AuxTable,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        self.dirty = true;
-        let put = self.aux.insert((name, table.tag(), key), value).map(drop);
-        check(&mut self.failure, "writing a side table", put)
-    }
-
-    fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
-        self.dirty = true;
+    fn clear(&mut self, name: &str) -> Result<(), StoreError> {
         let empty: &[u8] = &[];
         let cleared = self
             .aux
@@ -302,13 +292,5 @@ impl LogTxn for WriteTables<'_> {
             check(&mut self.failure, "removing a producer state", removed)?;
         }
         Ok(())
-    }
-
-    fn remove_stream(&mut self, name: &str) -> Result<(), StoreError> {
-        self.clear_data(name)?;
-        let removed = self.states.remove(name).map(drop);
-        check(&mut self.failure, "removing a stream state", removed)?;
-        let unindexed = self.expiring.remove(name).map(drop);
-        check(&mut self.failure, "writing the expiry index", unindexed)
     }
 }

@@ -1,16 +1,19 @@
 //! The group-commit writer: one thread owns every write to the database.
 //!
 //! Writes arrive as [`Job`]s over a bounded channel. The writer takes one, drains whatever else
-//! is already queued (up to a cap), runs them all in one redb write transaction, commits it with
-//! one fsync, and only then answers each job. Under load many appends share one fsync; alone,
-//! an append waits for nothing but its own.
+//! is already queued (up to a cap), runs them all against one view of the tables, appends the
+//! batch's changes to the write-ahead log with one `fdatasync`, then lays them over what readers
+//! see, and only then answers each job. Nothing is ever read that a crash could take back.
+//! Under load many appends share one sync; alone, an append waits for nothing but its own.
+//! Checkpoints write the changes gathered in memory into the database file (see `overlay` and
+//! `wal`).
 //!
 //! If any redb call fails, nothing of the batch is acknowledged: every job answers
 //! [`StoreError::Poisoned`], and so does every later write, because after a failed write or
 //! fsync the engine cannot tell what reached the disk.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use mooring_core::access::AccessTracker;
@@ -18,10 +21,15 @@ use mooring_core::append::AppendError;
 use mooring_core::create::CreateError;
 use mooring_core::ops::Now;
 use mooring_core::store::{DeleteError, StoreError};
-use redb::{Database, Durability};
+use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
-use super::txn::{redb_error, WriteTables};
+use super::checkpoint::{commit_deltas, Checkpointer, Frozen};
+use super::journal::Journal;
+use super::layered::Layered;
+use super::overlay::{Delta, Layers};
+use super::txn::{redb_error, ReadTables};
+use super::wal::Wal;
 
 /// A write waiting for the writer.
 pub(super) type Job = Box<dyn WriteJob>;
@@ -34,7 +42,7 @@ pub(super) trait WriteJob: Send {
     /// Runs the work in `tables`, keeping its result. Returns `true` if the work failed on
     /// storage (not on the request's merits), so it may have written part of its changes.
     /// May run more than once: the writer replays a batch without a job that failed this way.
-    fn run(&mut self, tables: &mut WriteTables<'_>, access: &AccessTracker) -> bool;
+    fn run(&mut self, tables: &mut Layered<'_>, access: &AccessTracker) -> bool;
 
     /// Sends the kept result; called only after the batch committed.
     fn answer(self: Box<Self>);
@@ -90,7 +98,7 @@ pub(super) fn job<T, E, F>(
 where
     T: Send + 'static,
     E: WriteError,
-    F: FnMut(&mut WriteTables<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
+    F: FnMut(&mut Layered<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
 {
     let (reply, answer) = oneshot::channel();
     let pending = Pending {
@@ -107,13 +115,13 @@ impl<T, E, F> WriteJob for Pending<T, E, F>
 where
     T: Send + 'static,
     E: WriteError,
-    F: FnMut(&mut WriteTables<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
+    F: FnMut(&mut Layered<'_>, Now<'_>) -> Result<T, E> + Send + 'static,
 {
     fn weight(&self) -> usize {
         self.weight
     }
 
-    fn run(&mut self, tables: &mut WriteTables<'_>, access: &AccessTracker) -> bool {
+    fn run(&mut self, tables: &mut Layered<'_>, access: &AccessTracker) -> bool {
         let now = Now {
             ms: self.now_ms,
             access,
@@ -142,6 +150,7 @@ where
 pub(super) struct WriterState {
     poisoned: OnceLock<String>,
     commits: AtomicU64,
+    checkpoints: AtomicU64,
 }
 
 impl WriterState {
@@ -155,9 +164,19 @@ impl WriterState {
         self.poisoned.get_or_init(|| why).clone()
     }
 
-    /// Committed write transactions since open.
+    /// Counts a finished checkpoint.
+    pub(super) fn checkpointed(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Committed write batches since open.
     pub(super) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Durable commits of the database file since open (checkpoints of the log).
+    pub(super) fn checkpoints(&self) -> u64 {
+        self.checkpoints.load(Ordering::Relaxed)
     }
 }
 
@@ -166,6 +185,21 @@ impl WriterState {
 pub(super) struct BatchLimits {
     pub(super) max_ops: usize,
     pub(super) max_bytes: usize,
+    /// A checkpoint begins once the changes held in memory reach this many bytes.
+    pub(super) delta_bytes: usize,
+}
+
+/// The changes held in memory, shared by the writer, the checkpoint thread and the readers.
+pub(super) type SharedLayers = Arc<RwLock<Layers>>;
+
+/// Nothing holding this lock can panic half-way through a change that matters: the writer
+/// poisons itself on any failure, and readers only read.
+pub(super) fn read_layers(layers: &RwLock<Layers>) -> RwLockReadGuard<'_, Layers> {
+    layers.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(super) fn write_layers(layers: &RwLock<Layers>) -> RwLockWriteGuard<'_, Layers> {
+    layers.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The writer thread's side.
@@ -174,6 +208,11 @@ pub(super) struct Writer {
     pub(super) access: Arc<AccessTracker>,
     pub(super) state: Arc<WriterState>,
     pub(super) limits: BatchLimits,
+    pub(super) wal: Wal,
+    pub(super) layers: SharedLayers,
+    pub(super) checkpointer: Checkpointer,
+    /// The journal of the batch being run, kept between batches for its allocation.
+    pub(super) journal: Journal,
 }
 
 /// A job of the current batch; `settled` once it failed on storage and was left out.
@@ -191,7 +230,7 @@ impl Writer {
             .spawn(move || self.run(queue))
     }
 
-    fn run(self, mut queue: mpsc::Receiver<Job>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         while let Some(first) = queue.blocking_recv() {
             let batch = self.gather(first, &mut queue);
             if let Some(why) = self.state.poisoned() {
@@ -207,6 +246,18 @@ impl Writer {
                     let error = StoreError::Poisoned(self.state.poison(why));
                     batch.into_iter().for_each(|s| s.job.fail(error.clone()));
                 }
+            }
+        }
+        // A clean stop leaves the database file complete on its own: the log has nothing to
+        // replay at the next open.
+        if self.state.poisoned().is_none() {
+            let last = self.wal.next_lsn() - 1;
+            let closed = self
+                .checkpointer
+                .wait()
+                .and_then(|()| self.checkpoint_now(None, last));
+            if let Err(why) = closed {
+                tracing::error!(error = %why, "the closing checkpoint failed; the write-ahead log will be replayed at the next open");
             }
         }
     }
@@ -229,54 +280,120 @@ impl Writer {
         batch
     }
 
-    /// Runs the batch in one transaction and commits it durably. `Err` carries why the batch
-    /// must be poisoned.
-    fn execute(&self, batch: &mut [Slot]) -> Result<(), String> {
+    /// Runs the batch and makes it durable, then visible. `Err` carries why the engine must
+    /// be poisoned.
+    fn execute(&mut self, batch: &mut [Slot]) -> Result<(), String> {
         loop {
-            let mut txn = self
-                .db
-                .begin_write()
-                .map_err(|e| redb_error("starting a write transaction", e).to_string())?;
-            // The default, made explicit: the commit returns only after its fsync.
-            txn.set_durability(Durability::Immediate);
-            let mut tables = WriteTables::open(&txn).map_err(|e| e.to_string())?;
-            let mut left_out = None;
-            for (i, slot) in batch.iter_mut().enumerate().filter(|(_, s)| !s.settled) {
-                let storage_failed = slot.job.run(&mut tables, &self.access);
-                if let Some(why) = tables.take_failure() {
-                    // Dropping the transaction aborts it; nothing of the batch is kept.
-                    return Err(why);
-                }
-                if storage_failed {
-                    left_out = Some(i);
-                    break;
-                }
-            }
-            let dirty = tables.is_dirty();
-            drop(tables);
+            let (pending, dirty, left_out) = self.run_batch(batch)?;
             if let Some(i) = left_out {
-                // A damaged value or an unencodable record, with redb itself healthy: the job
-                // may have written part of its changes, so drop them all and replay the rest
-                // of the batch without it. It answers the storage error it met.
+                // A damaged value or an unencodable record, with the storage itself healthy:
+                // the job may have made part of its changes, so drop them all and run the rest
+                // of the batch again without it. It answers the storage error it met.
                 if let Some(slot) = batch.get_mut(i) {
                     slot.settled = true;
                 }
-                txn.abort()
-                    .map_err(|e| redb_error("aborting a write transaction", e).to_string())?;
                 continue;
             }
             if !dirty {
-                // Only refusals and duplicates: nothing to make durable, so no fsync. What they
-                // answer from was committed durably by an earlier batch.
-                return txn
-                    .abort()
-                    .map_err(|e| redb_error("aborting a write transaction", e).to_string());
+                // Only refusals and duplicates: nothing to make durable, so no sync. What they
+                // answered from is already durable.
+                return Ok(());
             }
-            txn.commit()
-                .map_err(|e| redb_error("committing a write batch", e).to_string())?;
+            self.commit(pending)?;
             self.state.commits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+    }
+
+    /// Runs the jobs not yet settled; returns their changes, whether they wrote anything, and
+    /// the job that failed on storage, if one did (the jobs after it did not run).
+    fn run_batch(&mut self, batch: &mut [Slot]) -> Result<(Delta, bool, Option<usize>), String> {
+        // The layers first, then the file: a checkpoint drops its changes from the layers
+        // only after its commit, so this order never misses them (see `read_view`).
+        let layers = self.layers.clone();
+        let mem = read_layers(&layers);
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error("starting a read of the database", e).to_string())?;
+        let base = ReadTables::open(&txn).map_err(|e| e.to_string())?;
+        let mut tables = Layered::batch(base, &mem, std::mem::take(&mut self.journal));
+        let mut left_out = None;
+        for (i, slot) in batch.iter_mut().enumerate().filter(|(_, s)| !s.settled) {
+            if slot.job.run(&mut tables, &self.access) {
+                left_out = Some(i);
+                break;
+            }
+        }
+        let (pending, journal, dirty) = tables.finish();
+        self.journal = journal;
+        Ok((pending, dirty, left_out))
+    }
+
+    /// Makes a batch's changes durable in the log, then visible. When the log's segment is
+    /// full, a checkpoint begins (after the one under way, if any, ends) and the log moves on
+    /// to its other segment; a batch too large for a whole segment goes to the file directly.
+    fn commit(&mut self, pending: Delta) -> Result<(), String> {
+        let len = self.journal.bytes().len();
+        if !self.wal.fits(len) {
+            self.checkpointer.wait()?;
+            self.begin_checkpoint()?;
+            if !self.wal.fits(len) {
+                self.checkpointer.wait()?;
+                let lsn = self.wal.next_lsn();
+                return self.checkpoint_now(Some(pending), lsn);
+            }
+        }
+        self.wal
+            .append(self.journal.bytes())
+            .map_err(|e| format!("writing the write-ahead log: {e}"))?;
+        let held = {
+            let mut mem = write_layers(&self.layers);
+            mem.active.absorb(pending);
+            mem.active.bytes()
+        };
+        if held >= self.limits.delta_bytes && !self.checkpointer.running()? {
+            self.begin_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Freezes the changes gathered so far, hands them to the checkpoint thread, and moves
+    /// the log to its other segment, whose records the last checkpoint covered. The caller
+    /// made sure no checkpoint is under way.
+    fn begin_checkpoint(&mut self) -> Result<(), String> {
+        let lsn = self.wal.next_lsn() - 1;
+        let delta = {
+            let mut mem = write_layers(&self.layers);
+            let delta = Arc::new(std::mem::take(&mut mem.active));
+            mem.frozen = Some(delta.clone());
+            delta
+        };
+        self.wal.checkpointed(lsn);
+        if delta.is_empty() {
+            write_layers(&self.layers).frozen = None;
+            return Ok(());
+        }
+        self.checkpointer.start(Frozen { delta, lsn })
+    }
+
+    /// Writes the changes held in memory (and `extra`, a batch too large for the log) into
+    /// the file on this thread, recording `lsn`; the caller made sure no checkpoint is under
+    /// way.
+    fn checkpoint_now(&mut self, extra: Option<Delta>, lsn: u64) -> Result<(), String> {
+        let layers = self.layers.clone();
+        let mem = read_layers(&layers);
+        if mem.active.is_empty() && extra.is_none() {
+            return Ok(());
+        }
+        let mut deltas = vec![&mem.active];
+        deltas.extend(extra.as_ref());
+        commit_deltas(&self.db, &deltas, lsn)?;
+        drop(mem);
+        write_layers(&self.layers).active.clear();
+        self.wal.checkpointed(lsn);
+        self.state.checkpointed();
+        Ok(())
     }
 }
 
@@ -284,25 +401,37 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::embedded::tables::STATES;
+    use crate::embedded::wal::RealDisk;
     use bytes::Bytes;
     use mooring_core::append::{AppendOutcome, AppendRequest};
     use mooring_core::create::{CreateOutcome, CreateRequest};
     use mooring_core::ops;
     use redb::backends::InMemoryBackend;
 
-    fn writer() -> Writer {
+    /// A writer on an in-memory database, its log in `dir`.
+    fn writer(dir: &std::path::Path) -> Writer {
         let db = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .expect("database");
         crate::embedded::prepare(&db, std::path::Path::new("memory")).expect("prepared");
+        let (wal, _) = Wal::open(dir, 1 << 20, 0, Box::new(RealDisk)).expect("log");
+        let db = Arc::new(db);
+        let layers = SharedLayers::default();
+        let state = Arc::<WriterState>::default();
         Writer {
-            db: Arc::new(db),
+            db: db.clone(),
             access: Arc::new(AccessTracker::new(0)),
-            state: Arc::default(),
+            state: state.clone(),
             limits: BatchLimits {
                 max_ops: 16,
                 max_bytes: 1 << 20,
+                delta_bytes: 1 << 20,
             },
+            wal,
+            layers: layers.clone(),
+            checkpointer: Checkpointer::spawn(db.clone(), layers, state.clone())
+                .expect("checkpoint thread"),
+            journal: Journal::default(),
         }
     }
 
@@ -334,7 +463,8 @@ mod tests {
 
     #[test]
     fn a_batch_commits_once_and_answers_after() {
-        let writer = writer();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = writer(dir.path());
         let (c, mut created) = create("s");
         let (a1, mut first) = append("s");
         let (a2, mut second) = append("s");
@@ -364,7 +494,8 @@ mod tests {
 
     #[test]
     fn a_job_failing_on_storage_is_left_out_and_the_rest_commit() {
-        let writer = writer();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = writer(dir.path());
         {
             let txn = writer.db.begin_write().expect("txn");
             txn.open_table(STATES)
@@ -403,7 +534,8 @@ mod tests {
 
     #[test]
     fn a_batch_of_refusals_needs_no_commit() {
-        let writer = writer();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = writer(dir.path());
         let (a, mut refused) = append("nothing");
         let mut batch = slots([a]);
         writer.execute(&mut batch).expect("nothing to commit");
