@@ -8,11 +8,27 @@
 //! Scenarios so far:
 //! * [`durable_appends`]: producers appending over the Durable Streams protocol, each waiting for
 //!   the acknowledgement before the next append;
-//! * [`fsync_limit`]: the physical reference, the rate of `fdatasync` group commits on a disk.
+//! * [`fsync_limit`]: the physical reference, the rate of `fdatasync` group commits on a disk;
+//! * over the realtime protocol ([`ws`], [`fleet`]): [`token_streaming`], [`fan_out`],
+//!   [`idle_connections`], [`resume_storm`] and [`catch_up`];
+//! * [`ws_limit`]: the physical reference for fan-out, small WebSocket frames a second.
+//!
+//! [`sysmon`] reads the CPU and memory of the server, the generator and the rest of the machine
+//! from `/proc`; [`serial_check`] counts gaps and duplicates.
 
+pub mod catch_up;
 pub mod client;
 pub mod durable_appends;
+pub mod fan_out;
+pub mod fleet;
 pub mod fsync_limit;
+pub mod idle_connections;
 pub mod latency;
 pub mod progress;
+pub mod resume_storm;
+pub mod serial_check;
+pub mod sysmon;
 pub mod target;
+pub mod token_streaming;
+pub mod ws;
+pub mod ws_limit;

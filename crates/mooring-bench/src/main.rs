@@ -12,6 +12,7 @@ use mooring_bench::target::Target;
 use mooring_bench::{durable_appends, fsync_limit};
 
 mod cli;
+mod realtime_commands;
 
 use cli::{Cli, Command, DurableAppendsArgs, FsyncLimitArgs};
 
@@ -20,6 +21,12 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::DurableAppends(args) => durable_appends_command(args),
         Command::FsyncLimit(args) => fsync_limit_command(args),
+        Command::TokenStreaming(args) => realtime_commands::token_streaming(args),
+        Command::FanOut(args) => realtime_commands::fan_out(args),
+        Command::IdleConnections(args) => realtime_commands::idle_connections(args),
+        Command::ResumeStorm(args) => realtime_commands::resume_storm(args),
+        Command::CatchUp(args) => realtime_commands::catch_up(args),
+        Command::WsLimit(args) => realtime_commands::ws_limit(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,7 +89,7 @@ fn fsync_limit_command(args: FsyncLimitArgs) -> anyhow::Result<()> {
 }
 
 /// Writes `value` as pretty JSON, creating the parent directory if needed.
-fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
