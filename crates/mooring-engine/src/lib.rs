@@ -2,6 +2,7 @@
 //!
 //! - [`memory`]: plain maps behind a mutex; the oracle the others are tested against.
 //! - [`embedded`]: redb files with group commit; the default for one node.
+//! - [`redis`]: Redis 7 or Valkey, shared by many nodes.
 //! - `conformance`: the suite every engine must pass (under `cfg(test)` or the `conformance`
 //!   feature).
 //!
@@ -12,3 +13,4 @@
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+pub mod redis;

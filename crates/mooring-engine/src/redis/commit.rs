@@ -1,0 +1,151 @@
+//! Turns a run's writes into one call of the commit script (`commit.lua`): a compare-and-set
+//! on the version tokens of every stream the run read, then the writes, atomically.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use fred::types::Value;
+use mooring_core::store::StoreError;
+use mooring_core::stream::{Expiry, StreamState};
+
+use super::codec::{encode_producer, encode_record, encode_state};
+use super::keys;
+use super::view::{Snapshot, Txn, Write};
+
+/// The commit script, loaded once per Redis and called by its hash.
+pub(super) const SCRIPT: &str = include_str!("commit.lua");
+
+/// What the script answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Applied,
+    /// A stream the run read changed since: nothing was written.
+    Changed,
+}
+
+impl Verdict {
+    pub(super) fn from_reply(reply: i64) -> Result<Self, StoreError> {
+        match reply {
+            // 2: the same commit was applied by an earlier send of this command.
+            1 | 2 => Ok(Self::Applied),
+            0 => Ok(Self::Changed),
+            other => Err(StoreError::Io(format!(
+                "the commit script answered {other}"
+            ))),
+        }
+    }
+}
+
+/// The script's keys and arguments.
+#[derive(Debug, Default)]
+pub(super) struct Call {
+    pub(super) keys: Vec<String>,
+    index: HashMap<String, usize>,
+    pub(super) args: Vec<Value>,
+}
+
+impl Call {
+    /// The 1-based index of `key` in KEYS, adding it if new.
+    fn key(&mut self, key: String) -> Value {
+        let next = self.keys.len() + 1;
+        let at = *self.index.entry(key.clone()).or_insert_with(|| {
+            self.keys.push(key);
+            next
+        });
+        Value::from(at as i64)
+    }
+
+    fn op(&mut self, op: &'static str, key: String, a: Value, b: Value) {
+        let key = self.key(key);
+        self.args.extend([Value::from(op), key, a, b]);
+    }
+}
+
+fn has_expiry(state: &Option<StreamState>) -> bool {
+    state
+        .as_ref()
+        .is_some_and(|s| s.config.expiry != Expiry::Never)
+}
+
+fn bytes(b: Vec<u8>) -> Value {
+    Value::Bytes(Bytes::from(b))
+}
+
+/// The call that commits `txn`'s writes if every stream of `snapshot` is as it was read.
+pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Call, StoreError> {
+    let mut call = Call::default();
+    let mut checks = Vec::new();
+    for (name, fetched) in &snapshot.streams {
+        if let Some(seen) = &fetched.version {
+            call.key(keys::version(name));
+            checks.push(Value::from(seen.clone().unwrap_or_default()));
+        }
+    }
+    call.args.push(Value::from(checks.len() as i64));
+    call.args.extend(checks);
+    call.args.push(Value::from(token));
+    let empty = || Value::from("");
+    let mut touched: Vec<&str> = Vec::new();
+    for write in &txn.writes {
+        let name = write.stream();
+        if !touched.contains(&name) {
+            touched.push(name);
+        }
+        match write {
+            Write::State(_, state) => {
+                call.op(
+                    "set",
+                    keys::state(name),
+                    bytes(encode_state(state)?),
+                    empty(),
+                );
+            }
+            Write::Record(_, serial, items) => {
+                let id = Value::from(format!("{serial}-0"));
+                call.op(
+                    "xadd",
+                    keys::records(name),
+                    id,
+                    bytes(encode_record(items)?),
+                );
+            }
+            Write::Producer(_, id, state) => {
+                let id = Value::from(id.as_str());
+                call.op(
+                    "hset",
+                    keys::producers(name),
+                    id,
+                    bytes(encode_producer(*state)),
+                );
+            }
+            Write::Aux(_, table, key, value) => {
+                let key = bytes(key.clone());
+                call.op("hset", keys::aux(name, *table), key, bytes(value.clone()));
+            }
+            Write::Clear(_) | Write::Remove(_) => {
+                for key in keys::data(name) {
+                    call.op("del", key, empty(), empty());
+                }
+                if matches!(write, Write::Remove(_)) {
+                    call.op("del", keys::state(name), empty(), empty());
+                }
+            }
+        }
+    }
+    for name in touched {
+        let after = txn.written_state(name);
+        let before = txn.original_state(name);
+        let now_expiring = after.map(has_expiry);
+        // The index is one key outside every stream's slot: touch it only when membership
+        // changes, so the usual append stays inside its stream's slot.
+        if let Some(now_expiring) = now_expiring {
+            if before.map(has_expiry) != Some(now_expiring) {
+                let op = if now_expiring { "sadd" } else { "srem" };
+                call.op(op, keys::EXPIRING.to_owned(), Value::from(name), empty());
+            }
+        }
+        let state_key = call.key(keys::state(name));
+        call.op("ver", keys::version(name), state_key, empty());
+    }
+    Ok(call)
+}

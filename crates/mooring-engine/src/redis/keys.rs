@@ -1,0 +1,87 @@
+//! Redis key names. Pinned: stored data depends on them.
+//!
+//! Every key of one stream is `mooring:{<name>}:<suffix>`: the braces make the escaped name the
+//! key's hash tag, so all of a stream's keys live in one slot of a Redis Cluster and one script
+//! may touch them together. The name is escaped so that it holds no brace (which would end the
+//! tag early) and so that two streams never share a key.
+
+use mooring_core::store::AuxTable;
+
+/// The set of names of streams that have an expiry, read by the sweeper.
+pub(super) const EXPIRING: &str = "mooring:expiring";
+
+/// The name with `%`, `{` and `}` percent-escaped.
+fn escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn key(name: &str, suffix: &str) -> String {
+    format!("mooring:{{{}}}:{suffix}", escape(name))
+}
+
+/// The stream's state (a string).
+pub(super) fn state(name: &str) -> String {
+    key(name, "s")
+}
+
+/// The version token of the stream's last commit (a string); absent iff the state is.
+pub(super) fn version(name: &str) -> String {
+    key(name, "v")
+}
+
+/// The stream's records (a Redis Stream, entry id `<serial>-0`).
+pub(super) fn records(name: &str) -> String {
+    key(name, "r")
+}
+
+/// The stream's producer states (a hash: producer id -> state).
+pub(super) fn producers(name: &str) -> String {
+    key(name, "p")
+}
+
+/// A side table of the stream (a hash: key -> value).
+pub(super) fn aux(name: &str, table: AuxTable) -> String {
+    key(name, &format!("a{}", table.tag()))
+}
+
+/// Every key that holds the stream's data besides its state and version.
+pub(super) fn data(name: &str) -> [String; 4] {
+    [
+        records(name),
+        producers(name),
+        aux(name, AuxTable::Messages),
+        aux(name, AuxTable::PublishIds),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_pinned() {
+        assert_eq!(state("chat:1"), "mooring:{chat:1}:s");
+        assert_eq!(version("chat:1"), "mooring:{chat:1}:v");
+        assert_eq!(records("a/b"), "mooring:{a/b}:r");
+        assert_eq!(producers("x"), "mooring:{x}:p");
+        assert_eq!(aux("x", AuxTable::Messages), "mooring:{x}:a1");
+        assert_eq!(aux("x", AuxTable::PublishIds), "mooring:{x}:a2");
+    }
+
+    #[test]
+    fn braces_in_names_cannot_break_the_hash_tag_or_collide() {
+        assert_eq!(state("a}b{%"), "mooring:{a%7Db%7B%25}:s");
+        // Without escaping, "a}:s" would share a slot prefix with "a" and confuse readers.
+        assert_ne!(state("a}:s"), state("a"));
+        assert_ne!(state("%7D"), state("}"));
+    }
+}

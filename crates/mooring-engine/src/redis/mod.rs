@@ -1,0 +1,320 @@
+//! The Redis engine: streams in Redis 7 (or Valkey), shared by any number of nodes.
+//!
+//! - `keys`: key names, one hash tag per stream so a stream lives in one Cluster slot;
+//! - `codec`: the byte layouts of stored values;
+//! - `view`: the transaction a `mooring_core` operation runs on, collecting what it reads
+//!   and writes;
+//! - `fetch`: reading what a run needs, consistently per stream;
+//! - `commit` and `commit.lua`: applying a run's writes atomically, if nothing it read changed.
+//!
+//! The rules stay in `mooring_core`; this engine only stores. An operation runs in Rust over a
+//! view of what it read, and its writes land in one script call that first checks that every
+//! stream it read is still at the version it saw (optimistic concurrency); on a change, the
+//! operation runs again on fresh reads. `docs/design.md` says why.
+
+mod codec;
+mod commit;
+mod fetch;
+mod keys;
+mod view;
+
+#[cfg(test)]
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::prelude::{ClientLike, Config, ReconnectPolicy};
+use fred::types::scripts::Script;
+use fred::types::Builder;
+use mooring_core::access::AccessTracker;
+use mooring_core::append::{AppendError, AppendOutcome, AppendRequest};
+use mooring_core::clock::Clock;
+use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
+use mooring_core::ops::{self, Now};
+use mooring_core::publish::{self, SessionSnapshot};
+use mooring_core::read::{HeadError, ReadBatch, ReadError};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::store::{DeleteError, LogStore, StoreError};
+use mooring_core::stream::StreamInfo;
+use mooring_core::ReadFrom;
+use tokio::sync::Mutex;
+
+use commit::Verdict;
+use fetch::Fetch;
+use view::{Miss, Snapshot, Txn};
+
+/// Attempts of one operation before it gives up on streams that keep changing under it.
+const MAX_ATTEMPTS: usize = 64;
+/// Speculative runs of one attempt; each fetches at least one new read, so this bounds reads
+/// of very large forks, not ordinary operations (which need two or three).
+const MAX_RUNS: usize = 4096;
+/// Writers of one node to the same stream take turns (striped locks), so they do not
+/// invalidate each other's reads; only writers on other nodes can make an attempt retry.
+const WRITE_STRIPES: usize = 64;
+/// How long the first connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams in Redis. A cheap handle: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    client: Client,
+    script: Script,
+    access: AccessTracker,
+    clock: Arc<dyn Clock>,
+    /// This handle's part of every commit token; the counter makes each token unique.
+    instance: u64,
+    commits: AtomicU64,
+    stripes: Vec<Mutex<()>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
+            .field("commits", &self.inner.commits.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn redis_error(what: &str, e: fred::error::Error) -> StoreError {
+    StoreError::Io(format!("{what}: {e}"))
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://host:port`, `rediss://`, or a Cluster URL as
+    /// `redis-cluster://host:port`) and loads the commit script.
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let config = Config::from_url(url)
+            .map_err(|e| StoreError::Io(format!("reading the Redis URL {url:?}: {e}")))?;
+        let client = Builder::from_config(config)
+            // Reconnect forever, backing off to 2 s: Redis restarting must not end the node.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .with_connection_config(|c| {
+                c.connection_timeout = CONNECT_TIMEOUT;
+                c.tcp.nodelay = Some(true);
+            })
+            .build()
+            .map_err(|e| redis_error("configuring the Redis client", e))?;
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.init()).await;
+        match connected {
+            Ok(Ok(_task)) => {}
+            Ok(Err(e)) => return Err(redis_error(&format!("connecting to {url}"), e)),
+            Err(_) => {
+                return Err(StoreError::Io(format!(
+                    "connecting to {url}: no answer within {CONNECT_TIMEOUT:?}"
+                )))
+            }
+        }
+        let script = Script::from_lua(commit::SCRIPT);
+        script.load(&client).await.map_err(|e| {
+            redis_error("loading the commit script (Redis 7 or newer is needed)", e)
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                client,
+                script,
+                access: AccessTracker::new(clock.now_ms()),
+                clock,
+                // Random per process: tokens of two nodes never collide.
+                instance: RandomState::new().hash_one(url),
+                commits: AtomicU64::new(0),
+                stripes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Commits applied since this handle connected.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
+    fn stripe(&self, name: &str) -> &Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        let at = usize::try_from(hasher.finish() % WRITE_STRIPES as u64).unwrap_or(0);
+        &self.inner.stripes[at]
+    }
+
+    fn token(&self) -> String {
+        let n = self.inner.commits.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}.{n}", self.inner.instance)
+    }
+
+    /// Runs `op` until a run needs nothing more than what was read; then, if it wrote,
+    /// commits its writes. `first` is read before the first run (every operation reads it).
+    async fn run<R>(
+        &self,
+        first: Option<&str>,
+        writes: bool,
+        mut op: impl FnMut(&mut Txn<'_>, Now<'_>) -> R,
+    ) -> Result<R, StoreError> {
+        if writes && self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::ShuttingDown);
+        }
+        let _turn = match (writes, first) {
+            (true, Some(name)) => Some(self.stripe(name).lock().await),
+            _ => None,
+        };
+        'attempt: for _ in 0..MAX_ATTEMPTS {
+            let mut snapshot = Snapshot::default();
+            let mut misses: Vec<Miss> = first
+                .map(|n| Miss::State(n.to_owned()))
+                .into_iter()
+                .collect();
+            let now_ms = self.inner.clock.now_ms();
+            let now = Now {
+                ms: now_ms,
+                access: &self.inner.access,
+            };
+            for _ in 0..MAX_RUNS {
+                if !misses.is_empty() {
+                    let fetched = fetch::fetch(&self.inner.client, &mut snapshot, misses).await?;
+                    if fetched == Fetch::Changed {
+                        continue 'attempt;
+                    }
+                }
+                let mut txn = Txn::new(&snapshot);
+                let out = op(&mut txn, now);
+                if txn.has_misses() {
+                    misses = txn.into_misses();
+                    continue;
+                }
+                // A stream written but never read has no version to check: read it first.
+                let unread: Vec<Miss> = txn
+                    .writes
+                    .iter()
+                    .map(|w| w.stream())
+                    .filter(|n| snapshot.streams.get(*n).is_none_or(|f| f.version.is_none()))
+                    .map(|n| Miss::State(n.to_owned()))
+                    .collect();
+                if !unread.is_empty() {
+                    misses = unread;
+                    continue;
+                }
+                if txn.writes.is_empty() {
+                    // Every stream was read at one version, so the answer is of one instant.
+                    return Ok(out);
+                }
+                let call = commit::plan(&txn, &snapshot, &self.token())?;
+                let reply: i64 = self
+                    .inner
+                    .script
+                    .evalsha_with_reload(&self.inner.client, call.keys, call.args)
+                    .await
+                    .map_err(|e| redis_error("committing", e))?;
+                match Verdict::from_reply(reply)? {
+                    Verdict::Applied => return Ok(out),
+                    Verdict::Changed => {
+                        tokio::task::yield_now().await;
+                        continue 'attempt;
+                    }
+                }
+            }
+            return Err(StoreError::Io(format!(
+                "an operation needed more than {MAX_RUNS} reads"
+            )));
+        }
+        Err(StoreError::Io(format!(
+            "streams kept changing during {MAX_ATTEMPTS} attempts of one operation"
+        )))
+    }
+
+    /// [`Self::run`] for operations that answer `Result<T, E>`.
+    async fn op<T, E: From<StoreError>>(
+        &self,
+        first: Option<&str>,
+        writes: bool,
+        op: impl FnMut(&mut Txn<'_>, Now<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match self.run(first, writes, op).await {
+            Ok(answer) => answer,
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl LogStore for RedisStore {
+    async fn create(&self, name: &str, req: CreateRequest) -> Result<CreateOutcome, CreateError> {
+        self.op(Some(name), true, |t, now| ops::create(t, name, &req, now))
+            .await
+    }
+
+    async fn append(&self, name: &str, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        self.op(Some(name), true, |t, now| ops::append(t, name, &req, now))
+            .await
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        from: ReadFrom,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, ReadError> {
+        self.op(Some(name), false, |t, now| {
+            ops::read(t, name, from, max_bytes, now)
+        })
+        .await
+    }
+
+    async fn head(&self, name: &str) -> Result<StreamInfo, HeadError> {
+        self.op(Some(name), false, |t, now| ops::head(t, name, now))
+            .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), DeleteError> {
+        self.op(Some(name), true, |t, now| ops::delete(t, name, now))
+            .await
+    }
+
+    async fn publish(
+        &self,
+        name: &str,
+        groups: Vec<PublishGroup>,
+        dedupe_window_ms: u64,
+    ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
+        self.op(Some(name), true, |t, now| {
+            publish::publish(t, name, &groups, now, dedupe_window_ms)
+        })
+        .await
+    }
+
+    async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {
+        self.op(Some(name), false, |t, now| publish::snapshot(t, name, now))
+            .await
+    }
+
+    async fn sweep_expired(&self) -> Result<usize, StoreError> {
+        self.op(None, true, |t, now| ops::sweep_expired(t, now))
+            .await
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Release);
+        // Writes in flight hold a stripe; taking each one waits for them to finish.
+        for stripe in &self.inner.stripes {
+            drop(stripe.lock().await);
+        }
+        self.inner
+            .client
+            .quit()
+            .await
+            .map_err(|e| redis_error("closing the Redis connection", e))
+    }
+}

@@ -1,0 +1,124 @@
+//! A real `redis-server` for tests: on a free port, in a temporary directory, with the
+//! durability the engine documents (`appendonly yes`, `appendfsync always`, no RDB snapshots).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `redis-server`, killed when dropped.
+#[derive(Debug)]
+pub(crate) struct RedisServer {
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server; panics with what to install if `redis-server` is missing.
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self {
+            dir,
+            port,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (install it: apt-get install -y redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer PING on port {}", self.port);
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final fsync) and starts it again on the
+    /// same port and directory, so it reloads its append-only file.
+    pub(crate) fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends one command and returns the first line of the reply (enough for tests).
+    pub(crate) fn command(&self, args: &[&str]) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+
+    /// Every key, one per line of a multi-bulk reply.
+    pub(crate) fn keys(&self) -> std::io::Result<Vec<String>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n")?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let count: usize = line.trim_end().trim_start_matches('*').parse().unwrap_or(0);
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line)?; // the $length line
+            line.clear();
+            reader.read_line(&mut line)?;
+            keys.push(line.trim_end().to_owned());
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

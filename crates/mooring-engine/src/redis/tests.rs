@@ -1,0 +1,191 @@
+//! The Redis engine against real `redis-server` processes.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mooring_core::append::AppendRequest;
+use mooring_core::clock::{ManualClock, SystemClock};
+use mooring_core::create::CreateRequest;
+use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
+use mooring_core::store::LogStore;
+use mooring_core::ReadFrom;
+use mooring_protocol::session::{Action, NewEvent};
+
+use super::server::RedisServer;
+use super::RedisStore;
+use crate::conformance;
+
+fn text_stream() -> CreateRequest {
+    CreateRequest {
+        content_type: Some("text/plain".into()),
+        ..CreateRequest::default()
+    }
+}
+
+fn data(t: &str) -> AppendRequest {
+    AppendRequest {
+        content_type: Some("text/plain".into()),
+        records: vec![vec![Bytes::copy_from_slice(t.as_bytes())]],
+        ..AppendRequest::default()
+    }
+}
+
+/// A store on an emptied Redis.
+async fn fresh(server: &RedisServer, clock: ManualClock) -> RedisStore {
+    assert_eq!(server.command(&["FLUSHALL"]).expect("flush"), "+OK");
+    RedisStore::connect(&server.url(), Arc::new(clock))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn passes_the_engine_conformance_suite() {
+    let server = RedisServer::start();
+    conformance::run_all(|clock| fresh(&server, clock)).await;
+}
+
+#[tokio::test]
+async fn matches_the_oracle_on_more_seeds() {
+    let server = RedisServer::start();
+    for seed in [1, 2, 3, 11] {
+        let clock = ManualClock::new(1_800_000_000_000);
+        let store = fresh(&server, clock.clone()).await;
+        conformance::compare_with_oracle(&store, &clock, seed).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_redis_never_share_a_serial() {
+    let server = RedisServer::start();
+    let clock = Arc::new(SystemClock);
+    let a = RedisStore::connect(&server.url(), clock.clone()).await;
+    let b = RedisStore::connect(&server.url(), clock).await;
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
+    a.create("shared", text_stream()).await.expect("create");
+    let mut tasks = Vec::new();
+    for (n, node) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let mut serials = Vec::new();
+            for i in 0..40 {
+                let out = node.append("shared", data(&format!("{n}.{i};"))).await;
+                serials.push(out.expect("append").next.serial);
+            }
+            serials
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("writer"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=160).collect::<Vec<u64>>());
+    let read = b.read("shared", ReadFrom::Start, usize::MAX).await;
+    assert_eq!(read.expect("read").records.len(), 160);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_a_redis_crash() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    store
+        .create("durable", text_stream())
+        .await
+        .expect("create");
+    let acks = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (store, acks) = (store.clone(), acks.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..600 {
+                match store.append("durable", data(&format!("{i};"))).await {
+                    Ok(out) => {
+                        acked.push((out.next.serial, format!("{i};")));
+                        acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Redis is down: the append is refused, never acknowledged.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+            acked
+        })
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while acks.load(Ordering::Relaxed) < 100 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    waited
+        .await
+        .expect("100 appends acknowledged before the crash");
+    let before_crash = acks.load(Ordering::Relaxed);
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        server.crash_and_restart();
+        server
+    })
+    .await
+    .expect("restart");
+    let acked = writer.await.expect("writer");
+    assert!(
+        acked.len() > before_crash,
+        "the same handle writes again once Redis is back"
+    );
+    let read = store.read("durable", ReadFrom::Start, usize::MAX).await;
+    let records = read.expect("read after the restart").records;
+    for (serial, text) in &acked {
+        let record = records.iter().find(|r| r.serial == *serial);
+        let stored = record.map(|r| r.items.concat());
+        assert_eq!(
+            stored.as_deref(),
+            Some(text.as_bytes()),
+            "acknowledged serial {serial} after the crash"
+        );
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn every_key_of_a_session_shares_its_hash_tag_and_delete_leaves_none() {
+    let server = RedisServer::start();
+    let store = fresh(&server, ManualClock::new(1_800_000_000_000)).await;
+    let event = |action, reference, data: &str| NewEvent {
+        id: Some(format!("id-{data}")),
+        action,
+        name: None,
+        reference,
+        data: data.into(),
+        extras: Default::default(),
+    };
+    let group = PublishGroup::new(
+        Some("agent".into()),
+        vec![
+            event(Action::MessageCreate, None, "he"),
+            event(Action::MessageAppend, Some(1), "llo"),
+        ],
+    );
+    let out = store
+        .publish("chat:{odd}", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+        .await
+        .expect("store");
+    assert!(out[0].is_ok(), "{out:?}");
+    let keys = server.keys().expect("keys");
+    assert_eq!(
+        keys.len(),
+        5,
+        "state, version, records, messages, ids: {keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("mooring:{chat:%7Bodd%7D}:")),
+        "{keys:?}"
+    );
+    store.delete("chat:{odd}").await.expect("delete");
+    assert_eq!(server.keys().expect("keys"), Vec::<String>::new());
+}
