@@ -10,8 +10,7 @@ import { pathToFileURL } from "node:url";
 import { respond, type Cancel, type RunHandle, type SessionEvent, type Steer } from "@mooring/client";
 
 import { Clients, Reader } from "./support/clients.js";
-import { FakeModel } from "./support/fake-model.js";
-import { MooringServer, REPO_ROOT, waitFor } from "./support/server.js";
+import { FakeModel, MooringServer, REPO_ROOT, waitFor } from "@mooring/test-support";
 
 let server: MooringServer;
 let clients: Clients;

@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { MooringClient, MooringError, type ClientStatus } from "@mooring/client";
 
 import { Clients, Reader } from "./support/clients.js";
-import { MooringServer, waitFor } from "./support/server.js";
+import { MooringServer, waitFor } from "@mooring/test-support";
 
 const SECRET = "a-test-secret-of-at-least-32-bytes!!";
 const API_SECRET = "an-api-key-secret-0123456789";

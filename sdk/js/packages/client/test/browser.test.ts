@@ -16,7 +16,7 @@ import { chromium, type Browser } from "playwright-core";
 import type { MessageView } from "@mooring/client";
 
 import { Clients, comparable, serverView } from "./support/clients.js";
-import { MooringServer } from "./support/server.js";
+import { MooringServer } from "@mooring/test-support";
 
 const SECRET = "a-browser-test-secret-of-32-bytes!!!";
 const CHROMIUM = process.env["CHROMIUM"] ?? "/usr/bin/chromium";

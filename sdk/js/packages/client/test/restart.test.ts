@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { MemoryStorage, type ClientStatus, type SessionItem } from "@mooring/client";
 
 import { Clients, Reader, comparable, serverView } from "./support/clients.js";
-import { MooringServer, waitFor } from "./support/server.js";
+import { MooringServer, waitFor } from "@mooring/test-support";
 
 let server: MooringServer;
 let clients: Clients;

@@ -8,7 +8,7 @@ import {
   type Subscription,
 } from "@mooring/client";
 
-import { waitFor, type MooringServer } from "./server.js";
+import { waitFor, type MooringServer } from "@mooring/test-support";
 
 /** Closes every client a test opened, even when it fails. */
 export class Clients {

@@ -10,8 +10,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The repository's root, from build/support. */
-export const REPO_ROOT = resolve(here, "../../../../../..");
+/** The repository's root, from sdk/js/packages/test-support/dist. */
+export const REPO_ROOT = resolve(here, "../../../../..");
 
 /** The binary `cargo build -p mooring` made (`MOORING_BIN` overrides). */
 export function mooringBinary(): string {
