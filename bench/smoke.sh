@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Keeps the benchmarks working, cheaply: runs the load generator for a second against a real
-# `mooring serve` (debug build, embedded engine, temporary data directory) and checks that appends
-# were acknowledged and none failed. Timings never gate: only "did it work" does.
+# Keeps the benchmarks working, cheaply: runs every scenario of the load generator at a tiny size
+# against a real `mooring serve` (debug build, embedded engine, temporary data directory) and
+# checks that appends were acknowledged, events delivered, none failed, and no subscriber saw a
+# gap or a duplicate. Timings never gate: only "did it work" does.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -24,13 +25,14 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 "$bin_dir/mooring" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --engine embedded \
   >"$work/server.log" 2>&1 &
 server_pid=$!
+bench="$bin_dir/mooring-bench"
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
   if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.log" >&2; echo "bench smoke: the server did not start" >&2; exit 1; fi
   sleep 0.1
 done
 
-"$bin_dir/mooring-bench" durable-appends --url "http://127.0.0.1:$port" --label mooring \
+"$bench" durable-appends --url "http://127.0.0.1:$port" --label mooring \
   --producers 4 --streams 2 --duration-secs 1 --warmup-secs 0 --json "$work/result.json"
 
 python3 - "$work/result.json" <<'PY'
@@ -44,4 +46,49 @@ if r.get("errors", 1) != 0:
 if problems:
     sys.exit("bench smoke: " + "; ".join(problems))
 print(f"bench smoke: {r['appends']} appends, 0 errors")
+PY
+
+# The realtime scenarios, tiny: each must finish without errors, deliver what it sent, and see no
+# gap and no duplicate (resume-storm also fails by itself on either).
+url="http://127.0.0.1:$port"
+common=(--url "$url" --server-pid "$server_pid" --no-progress)
+"$bench" token-streaming "${common[@]}" --runs 3 --subscribers 2 --duration-secs 1 --warmup-secs 0 \
+  --json "$work/tokens.json"
+"$bench" fan-out "${common[@]}" --subscribers 20 --rate 20 --duration-secs 1 --warmup-secs 0 \
+  --json "$work/fanout.json"
+"$bench" idle-connections "${common[@]}" --connections 50 --sessions 5 --settle-secs 0 \
+  --json "$work/idle.json"
+"$bench" resume-storm "${common[@]}" --subscribers 40 --sessions 4 --rate 40 --before-secs 1 \
+  --after-secs 0 --json "$work/storm.json"
+"$bench" catch-up "${common[@]}" --answers 3 --tokens 50 --repeats 1 --json "$work/catchup.json"
+"$bench" ws-limit --readers 10 --duration-secs 1 --warmup-secs 0 --no-progress --json "$work/wslimit.json"
+
+python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+def load(name):
+    with open(os.path.join(work, name)) as f:
+        return json.load(f)
+problems = []
+t = load("tokens.json")
+if t["deliveries"] <= 0 or t["errors"] or t["check"]["gaps"] or t["check"]["duplicates"]:
+    problems.append(f"token-streaming: {t['deliveries']} deliveries, {t['errors']} errors {t['error_samples']}, check {t['check']}")
+f = load("fanout.json")
+if f["deliveries"] <= 0 or f["errors"] or f["check"]["gaps"] or f["check"]["duplicates"]:
+    problems.append(f"fan-out: {f['deliveries']} deliveries, {f['errors']} errors {f['error_samples']}, check {f['check']}")
+i = load("idle.json")
+if i["connections"] != i["connections_asked"] or i["errors"]:
+    problems.append(f"idle-connections: {i['connections']} of {i['connections_asked']} open, {i['error_samples']}")
+s = load("storm.json")
+if s["caught_up"] != s["subscribers"] or s["check"]["gaps"] or s["check"]["duplicates"] or s["incomplete"]:
+    problems.append(f"resume-storm: {s['caught_up']}/{s['subscribers']} caught up, check {s['check']}, incomplete {s['incomplete']}")
+c = load("catchup.json")
+if c["replay_events"] != c["log_events"] or not c["view_ms"]:
+    problems.append(f"catch-up: replayed {c['replay_events']} of {c['log_events']} events")
+w = load("wslimit.json")
+if w["frames"] <= 0:
+    problems.append("ws-limit: no frame arrived")
+if problems:
+    sys.exit("bench smoke: " + "; ".join(problems))
+print("bench smoke: realtime scenarios ran; 0 gaps, 0 duplicates")
 PY

@@ -133,10 +133,18 @@ def tables(directory):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", help="a results directory, e.g. bench/results/2026-05-01")
+    parser.add_argument("--realtime", action="store_true",
+                        help="the realtime scenarios' tables (bench/table_realtime.py) instead")
     args = parser.parse_args()
     if not os.path.isdir(args.directory):
         sys.exit(f"{args.directory} is not a directory")
-    print(tables(args.directory))
+    if args.realtime:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import table_realtime
+
+        print(table_realtime.tables(args.directory))
+    else:
+        print(tables(args.directory))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# The realtime scenarios at the issue's sizes, each against a freshly started release
+# `mooring serve` (embedded engine, empty data directory in the scratch directory):
+#
+#   bench/run-realtime.sh
+#
+#   ws-limit           the physical reference: small frames a second from one process to 10,000
+#                      local WebSocket readers
+#   token-streaming    1,000 runs x 5 subscribers, 50 tokens/s, with the server's rollup at 0 and
+#                      at 40 ms; then --find-max (rollup 0): the most runs with p99 under 100 ms
+#   fan-out            one publisher to 10,000 subscribers of one session
+#   idle-connections   10,000 and 50,000 connections, memory per connection
+#   resume-storm       10,000 subscribers drop at once and resume
+#   catch-up           a late joiner to 200 answers of 2,000 tokens
+#
+# Writes every result as JSON to bench/results/<UTC date>/ (the file names start with the
+# scenario) and prints the tables (bench/table.py). Every result carries the CPU the server, the
+# load generator and other work took during its measured window.
+#
+# Settings (environment):
+#   BENCH_SCRATCH    scratch directory for data                  [~/.cache/mooring-bench]
+#   BENCH_OUT        results directory                           [bench/results/<UTC date>]
+#   BENCH_SECS       measured seconds per point                  [10]
+#   BENCH_RUNS       runs of the token-streaming points          [1000]
+#   BENCH_STEPS      runs of the --find-max steps                [100,250,500,1000,1500,2000,3000]
+#   BENCH_FANOUT     fan-out subscribers                         [10000]
+#   BENCH_FANOUT_RATE  fan-out events a second                   [100]
+#   BENCH_IDLE       idle connection counts                      [10000 50000]
+#   BENCH_STORM      resume-storm subscribers                    [10000]
+#   BENCH_SCENARIOS  which to run                                [ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up]
+#   BENCH_NICE       niceness for server and load generator (negative needs root)  [unset]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+scratch="${BENCH_SCRATCH:-$HOME/.cache/mooring-bench}"
+out="${BENCH_OUT:-$root/bench/results/$(date -u +%Y-%m-%d)}"
+secs="${BENCH_SECS:-10}"
+runs="${BENCH_RUNS:-1000}"
+steps="${BENCH_STEPS:-100,250,500,1000,1500,2000,3000}"
+fanout="${BENCH_FANOUT:-10000}"
+fanout_rate="${BENCH_FANOUT_RATE:-100}"
+idle_counts="${BENCH_IDLE:-10000 50000}"
+storm="${BENCH_STORM:-10000}"
+scenarios="${BENCH_SCENARIOS:-ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up}"
+nice_prefix=()
+if [ -n "${BENCH_NICE:-}" ]; then nice_prefix=(nice -n "$BENCH_NICE"); fi
+
+say() { printf '\n== %s\n' "$*"; }
+warn() { printf '!! %s\n' "$*" >&2; }
+
+mkdir -p "$scratch" "$out"
+scratch="$(cd "$scratch" && pwd)"
+case "$scratch/" in
+  "$root"/*) warn "BENCH_SCRATCH must be outside the repository"; exit 2 ;;
+esac
+runs_dir="$(mktemp -d "$scratch/realtime.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$runs_dir"
+}
+trap cleanup EXIT
+
+# Tens of thousands of sockets on each side: the server inherits this limit, the load generator
+# raises its own as far as it may.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "open-file limit: $(ulimit -n)"
+
+say "build (release)"
+cargo build --release --locked -p mooring -p mooring-bench
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+mooring="$target_dir/release/mooring"
+bench="$target_dir/release/mooring-bench"
+
+{
+  echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "nproc: $(nproc)"
+  lscpu | grep -E '^(Model name|Hypervisor vendor)' || true
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+  echo "kernel: $(uname -r)"
+  echo "open files: $(ulimit -n); ephemeral ports: $(cat /proc/sys/net/ipv4/ip_local_port_range)"
+  echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$out/machine-realtime.txt"
+say "machine"; cat "$out/machine-realtime.txt"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_mooring() { # name rollup_ms
+  port="$(free_port)"
+  data="$runs_dir/$1"
+  mkdir -p "$data"
+  sync
+  "${nice_prefix[@]}" "$mooring" serve --listen "127.0.0.1:$port" --data-dir "$data" --engine embedded \
+    --rollup-window-ms "$2" >"$runs_dir/$1.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  warn "mooring did not start; its log:"; tail -20 "$runs_dir/$1.log" >&2
+  return 1
+}
+
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  rm -rf "$data"
+}
+
+run_bench() { # args...: the scenario, against the running server
+  "${nice_prefix[@]}" "$bench" "$@" --url "http://127.0.0.1:$port" --server-pid "$server_pid" --no-progress \
+    || warn "mooring-bench $1 failed"
+}
+
+for scenario in $scenarios; do
+  case "$scenario" in
+    ws-limit)
+      say "ws-limit: 10,000 local readers"
+      "${nice_prefix[@]}" "$bench" ws-limit --readers "$fanout" --batch 16 --duration-secs "$secs" --no-progress \
+        --json "$out/ws-limit-r$fanout.json" || warn "ws-limit failed"
+      ;;
+    token-streaming)
+      for rollup in 0 40; do
+        say "token-streaming: $runs runs x 5 subscribers, rollup $rollup ms"
+        start_mooring "tokens-r$rollup" "$rollup"
+        run_bench token-streaming --runs "$runs" --subscribers 5 --duration-secs "$secs" \
+          --label "mooring-rollup$rollup" --json "$out/token-streaming-rollup$rollup-n$runs.json"
+        stop_server
+      done
+      ;;
+    find-max)
+      say "token-streaming --find-max: rollup 0, steps $steps"
+      start_mooring "tokens-max" 0
+      run_bench token-streaming --find-max --steps "$steps" --subscribers 5 --duration-secs "$secs" \
+        --label "mooring-rollup0" --json "$out/token-streaming-max-rollup0.json"
+      stop_server
+      ;;
+    fan-out)
+      say "fan-out: one publisher at $fanout_rate/s to $fanout subscribers"
+      start_mooring "fanout" 40
+      run_bench fan-out --subscribers "$fanout" --rate "$fanout_rate" --duration-secs "$secs" \
+        --json "$out/fan-out-s$fanout-r$fanout_rate.json"
+      stop_server
+      ;;
+    idle-connections)
+      for c in $idle_counts; do
+        say "idle-connections: $c"
+        start_mooring "idle-$c" 40
+        run_bench idle-connections --connections "$c" --sessions 100 --json "$out/idle-connections-c$c.json"
+        stop_server
+      done
+      ;;
+    resume-storm)
+      say "resume-storm: $storm subscribers"
+      start_mooring "storm" 40
+      run_bench resume-storm --subscribers "$storm" --sessions 100 --rate 500 --json "$out/resume-storm-s$storm.json"
+      stop_server
+      ;;
+    catch-up)
+      say "catch-up: 200 answers x 2,000 tokens"
+      start_mooring "catchup" 40
+      run_bench catch-up --answers 200 --tokens 2000 --repeats 5 --json "$out/catch-up-a200-t2000.json"
+      stop_server
+      ;;
+    *) warn "unknown scenario '$scenario'" ;;
+  esac
+done
+
+say "results in ${out#"$root"/}"
+python3 "$root/bench/table.py" --realtime "$out"
