@@ -4,13 +4,22 @@
 //
 //   OPENAI_API_KEY=… OPENAI_MODEL=gpt-4o-mini MOORING_SESSION=chat:demo node agent.mjs
 //
+// With MOORING_FORMAT=ui it answers in the AI SDK's UI message chunks (one message per
+// response, `@mooring/ai-sdk`), for pages that use `useChat` on Mooring.
+//
 // Environment: MOORING_URL (default ws://127.0.0.1:7420/v1/ws), MOORING_TOKEN (a token or
 // API key, on a node with auth), MOORING_SESSION (default chat:demo), OPENAI_BASE_URL
-// (default https://api.openai.com/v1), OPENAI_API_KEY, OPENAI_MODEL (default gpt-4o-mini).
+// (default https://api.openai.com/v1), OPENAI_API_KEY, OPENAI_MODEL (default gpt-4o-mini),
+// MOORING_FORMAT (text, the default, or ui).
 
 import { pathToFileURL } from "node:url";
 
 import { MooringClient, respond } from "@mooring/client";
+import {
+  ANSWER_NAME,
+  decodeAnswer,
+  respondWithUIMessageStream,
+} from "@mooring/ai-sdk/agent";
 
 /**
  * Streams the text of a chat completion from an OpenAI-compatible server. `signal` aborts the
@@ -57,16 +66,52 @@ export async function* streamChat({
   }
 }
 
+/** The text of a user input: a string, or a UI message's text parts (from `useChat`). */
+function inputText(data) {
+  if (typeof data === "string") return data;
+  if (Array.isArray(data?.parts))
+    return data.parts
+      .filter((p) => p.type === "text")
+      .map((p) => p.text)
+      .join("");
+  return undefined;
+}
+
+/** The text of an answer: plain text, or the text deltas of a UI message stream. */
+function answerText(message) {
+  if (typeof message.data !== "string") return undefined;
+  if (message.name === "response") return message.data;
+  if (message.name === ANSWER_NAME)
+    return decodeAnswer(message.data)
+      .filter((c) => c.type === "text-delta")
+      .map((c) => c.delta)
+      .join("");
+  return undefined;
+}
+
 /** The session's messages as a chat: user inputs and this agent's answers. */
 function conversation(messages, agentId) {
   const chat = [{ role: "system", content: "You are a helpful assistant." }];
   for (const m of messages) {
-    if (typeof m.data !== "string") continue;
-    if (m.name === "user-input") chat.push({ role: "user", content: m.data });
-    else if (m.name === "response" && m.client_id === agentId)
-      chat.push({ role: "assistant", content: m.data });
+    if (m.name === "user-input") {
+      const text = inputText(m.data);
+      if (text !== undefined) chat.push({ role: "user", content: text });
+    } else if (m.client_id === agentId) {
+      const text = answerText(m);
+      if (text !== undefined) chat.push({ role: "assistant", content: text });
+    }
   }
   return chat;
+}
+
+/** Model text as UI message chunks: one text part, then the finish. */
+async function* uiChunks(texts) {
+  yield { type: "start" };
+  yield { type: "text-start", id: "text" };
+  for await (const delta of texts)
+    yield { type: "text-delta", id: "text", delta };
+  yield { type: "text-end", id: "text" };
+  yield { type: "finish", finishReason: "stop" };
 }
 
 /**
@@ -80,6 +125,7 @@ export async function startAgent({
   clientId = "agent",
   model,
   onRun,
+  format = "text",
 }) {
   const client = await MooringClient.connect({ url, token, clientId });
   client.enter(session, {
@@ -107,12 +153,18 @@ export async function startAgent({
     queue = queue
       .then(async () => {
         const messages = conversation(subscription.messages, agentId);
-        const result = await respond(
+        const answer = format === "ui" ? respondWithUIMessageStream : respond;
+        const result = await answer(
           client,
           session,
           (run) => {
             onRun?.(run);
-            return streamChat({ ...model, messages, signal: run.signal });
+            const texts = streamChat({
+              ...model,
+              messages,
+              signal: run.signal,
+            });
+            return format === "ui" ? uiChunks(texts) : texts;
           },
           { input: event.serial },
         );
@@ -146,6 +198,7 @@ if (
       apiKey: env.OPENAI_API_KEY,
       model: env.OPENAI_MODEL ?? "gpt-4o-mini",
     },
+    format: env.MOORING_FORMAT === "ui" ? "ui" : "text",
   });
   console.log(`answering in ${session}; Ctrl-C to stop`);
   process.once("SIGINT", () => void agent.stop());

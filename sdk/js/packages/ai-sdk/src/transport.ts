@@ -1,0 +1,171 @@
+// A ChatTransport for the AI SDK's `Chat` and `useChat` over a Mooring session: the chat id
+// is the session's name. Sending publishes the user's message and streams the run that
+// answers it; reconnecting streams the active run from its beginning (the answer is one
+// message, whole); stop() cancels the run for every device, while closing a tab does not.
+
+import { isValidSessionName, type Json, type MooringClient } from "@mooring/client";
+import type { ChatRequestOptions, ChatTransport, UIMessage, UIMessageChunk } from "ai";
+
+import { ChatSession, type RunState } from "./chat-session.js";
+import { MooringChatError } from "./errors.js";
+import { INPUT_NAME } from "./format.js";
+import { hydrate } from "./hydrate.js";
+import { runStream } from "./run-stream.js";
+
+/** Options of {@link MooringChatTransport}. */
+export interface MooringChatTransportOptions {
+  /** The connection (or its promise: `MooringClient.connect(...)`), shared with the rest of the app. */
+  client: MooringClient | Promise<MooringClient>;
+  /**
+   * The node's HTTP address (`http://127.0.0.1:7420`), to ask whether a run seen only in the
+   * history (before this client attached) is still active. Without it, such a run counts as
+   * active until its answer holds a final chunk.
+   */
+  httpUrl?: string;
+  /** Headers for that request (for example `Authorization` on a node with auth). */
+  headers?: () => Record<string, string> | Promise<Record<string, string>>;
+}
+
+/** A change of a chat made by anyone: what {@link followChat} reacts to. */
+export type ChatChange =
+  | { type: "input"; serial: number; own: boolean; message: UIMessage }
+  | { type: "run-start"; runId: string; own: boolean }
+  | { type: "run-end"; runId: string; status: string };
+
+type SendOptions = Parameters<ChatTransport<UIMessage>["sendMessages"]>[0];
+
+export class MooringChatTransport<UI extends UIMessage = UIMessage> implements ChatTransport<UI> {
+  /** A reconnect streams the whole answer from its `start`: the Chat replaces what it held. */
+  readonly resumeStreamIsReplay = true;
+  readonly #options: MooringChatTransportOptions;
+  readonly #sessions = new Map<string, Promise<ChatSession>>();
+  /** Inputs this transport published, per chat: their runs are streamed by `sendMessages`. */
+  readonly #ownInputs = new Map<string, Set<number>>();
+  #closed = false;
+
+  constructor(options: MooringChatTransportOptions) {
+    this.#options = options;
+  }
+
+  async sendMessages(options: SendOptions & ChatRequestOptions): Promise<ReadableStream<UIMessageChunk>> {
+    const { chatId, messages, trigger, abortSignal } = options;
+    if (trigger !== "submit-message") {
+      throw new MooringChatError(
+        "unsupported_trigger",
+        `${trigger} is not supported over a session yet: send a new message instead`,
+      );
+    }
+    const last = messages[messages.length - 1];
+    if (last === undefined || last.role !== "user") {
+      throw new MooringChatError("no_user_message", "sendMessages needs the user's message last");
+    }
+    const session = await this.#session(chatId);
+    const client = session.client;
+    // The message id is the idempotency key: a resend after a drop is not a second input.
+    const [published] = await client.publish(chatId, [
+      { id: `ui-${last.id}`, action: "message.create", name: INPUT_NAME, data: toJson(last) },
+    ]);
+    if (published === undefined) throw new MooringChatError("closed", "the server acknowledged without a result");
+    this.#own(chatId).add(published.serial);
+    return runStream(session, { input: published.serial }, abortSignal, (runId) => void this.#cancel(session, runId));
+  }
+
+  async reconnectToStream(
+    options: { chatId: string; abortSignal?: AbortSignal } & ChatRequestOptions,
+  ): Promise<ReadableStream<UIMessageChunk> | null> {
+    const session = await this.#session(options.chatId);
+    const run = await this.activeRun(options.chatId);
+    if (run === undefined) return null;
+    return runStream(session, { runId: run.runId }, options.abortSignal, (runId) => void this.#cancel(session, runId));
+  }
+
+  /** The chat's history, hydrated from the session's messages. */
+  async history(chatId: string): Promise<UI[]> {
+    const session = await this.#session(chatId);
+    await session.live;
+    return hydrate<UI>(session.messages);
+  }
+
+  /** The chat's run in progress, if any. */
+  async activeRun(chatId: string): Promise<RunState | undefined> {
+    const session = await this.#session(chatId);
+    return session.activeRun(this.#options.httpUrl === undefined ? undefined : (id) => this.#runActive(chatId, id));
+  }
+
+  /** Calls `listener` with every change of the chat from now on; resolves to a function that stops it. */
+  async watch(chatId: string, listener: (change: ChatChange) => void): Promise<() => void> {
+    const session = await this.#session(chatId);
+    await session.live;
+    const own = this.#own(chatId);
+    return session.listen((event) => {
+      const runId = (event.data as { run_id?: unknown } | null)?.run_id;
+      if (event.action === "message.create" && event.name === INPUT_NAME && event.version === undefined) {
+        const view = session.message(event.serial);
+        if (view === undefined) return;
+        void hydrate([view]).then(([message]) => {
+          if (message !== undefined)
+            listener({ type: "input", serial: event.serial, own: own.has(event.serial), message });
+        });
+      } else if (event.action === "run.start" && typeof runId === "string") {
+        const input = session.runs.get(runId)?.input;
+        listener({ type: "run-start", runId, own: input !== undefined && own.has(input) });
+      } else if (event.action === "run.end" && typeof runId === "string") {
+        listener({ type: "run-end", runId, status: session.runs.get(runId)?.end?.status ?? "failed" });
+      }
+    });
+  }
+
+  /** Detaches every chat. The client stays open (it may be shared); runs go on. */
+  close(): void {
+    this.#closed = true;
+    for (const session of this.#sessions.values()) void session.then((s) => s.close()).catch(() => {});
+    this.#sessions.clear();
+  }
+
+  #own(chatId: string): Set<number> {
+    let own = this.#ownInputs.get(chatId);
+    if (own === undefined) {
+      own = new Set();
+      this.#ownInputs.set(chatId, own);
+    }
+    return own;
+  }
+
+  #session(chatId: string): Promise<ChatSession> {
+    if (this.#closed) return Promise.reject(new MooringChatError("closed", "the transport is closed"));
+    if (!isValidSessionName(chatId)) {
+      return Promise.reject(
+        new MooringChatError("invalid_chat_id", `chat id ${JSON.stringify(chatId)} is not a session name`),
+      );
+    }
+    let session = this.#sessions.get(chatId);
+    if (session === undefined) {
+      session = Promise.resolve(this.#options.client).then((client) => ChatSession.open(client, chatId));
+      // A failed attach is not kept: the next call tries again.
+      session.catch(() => this.#sessions.delete(chatId));
+      this.#sessions.set(chatId, session);
+    }
+    return session;
+  }
+
+  async #cancel(session: ChatSession, runId: string): Promise<void> {
+    try {
+      await session.client.cancel(session.name, runId);
+    } catch (error) {
+      console.error(`mooring: cancelling run ${runId} of ${session.name} failed`, error);
+    }
+  }
+
+  async #runActive(chatId: string, runId: string): Promise<boolean> {
+    const url = `${this.#options.httpUrl?.replace(/\/$/, "")}/v1/sessions/${encodeURIComponent(chatId)}/runs`;
+    const headers = (await this.#options.headers?.()) ?? {};
+    const response = await fetch(url, { headers });
+    if (!response.ok) return true; // unknown: keep following rather than drop a live answer
+    const body = (await response.json()) as { runs?: { run_id?: string }[] };
+    return (body.runs ?? []).some((r) => r.run_id === runId);
+  }
+}
+
+function toJson(message: UIMessage): Json {
+  return JSON.parse(JSON.stringify(message)) as Json;
+}
