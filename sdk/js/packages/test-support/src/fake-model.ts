@@ -29,7 +29,9 @@ export class FakeModel {
       const timer = setInterval(() => {
         if (sent === this.chunks) {
           clearInterval(timer);
-          res.end("data: [DONE]\n\n", () => (this.finished = true));
+          // As a real server does: the last chunk says why the answer ended.
+          const last = { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] };
+          res.end(`data: ${JSON.stringify(last)}\n\ndata: [DONE]\n\n`, () => (this.finished = true));
           return;
         }
         const chunk = { choices: [{ index: 0, delta: { content: `tok${sent} ` } }] };
