@@ -1,12 +1,12 @@
 //! Layers every response passes through, and the liveness endpoint.
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
 use crate::{durable_streams, realtime, rest};
@@ -46,7 +46,17 @@ pub fn router(app: AppState) -> Router {
         )))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors(app.config.allowed_origins.as_deref()))
-        .layer(middleware::from_fn(security_headers))
+        // `nosniff` everywhere, so a stream's bytes are never sniffed into HTML or script, and a
+        // cross-origin resource policy so browsers may embed reads from other origins. Plain
+        // header layers: a `from_fn` middleware boxes a future per request.
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("cross-origin"),
+        ))
         .with_state(app)
 }
 
@@ -77,20 +87,4 @@ fn cors(allowed: Option<&[String]>) -> CorsLayer {
         ])
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(ExposeHeaders::list(EXPOSED.map(HeaderName::from_static)))
-}
-
-/// `nosniff` everywhere, so a stream's bytes are never sniffed into HTML or script, and a
-/// cross-origin resource policy so browsers may embed reads from other origins.
-async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(
-        HeaderName::from_static("x-content-type-options"),
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        HeaderName::from_static("cross-origin-resource-policy"),
-        HeaderValue::from_static("cross-origin"),
-    );
-    response
 }

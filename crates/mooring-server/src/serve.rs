@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::http::router;
 use crate::hub::Hub;
 use crate::realtime::sessions::Sessions;
-use crate::state::{AppState, ServerConfig};
+use crate::state::{AppState, Node, ServerConfig};
 use crate::upkeep;
 
 /// Why a node stopped badly.
@@ -48,7 +48,7 @@ pub async fn serve(
         tasks.clone(),
         clock.clone(),
     );
-    let app = AppState {
+    let app = AppState::new(Node {
         store: store.clone(),
         hub,
         clock,
@@ -56,7 +56,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         sessions,
         tasks: tasks.clone(),
-    };
+    });
     tasks.spawn(upkeep::sweep_expired(
         store.clone(),
         app.config.sweep_interval,
