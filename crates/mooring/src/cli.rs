@@ -59,12 +59,35 @@ pub(crate) enum PublicKeyAlgorithm {
 }
 
 /// Storage engines a node can run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum EngineKind {
     /// Files in --data-dir (redb), each append fsynced before it is acknowledged.
     Embedded,
     /// Process memory only: everything is lost when the process stops. For tests and demos.
     Memory,
+    /// A Redis 7 (or Valkey) shared by every node, at this URL.
+    Redis(String),
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "embedded" => Ok(Self::Embedded),
+            "memory" => Ok(Self::Memory),
+            url if ["redis://", "rediss://", "redis-cluster://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme)) =>
+            {
+                Ok(Self::Redis(url.to_owned()))
+            }
+            other => Err(format!(
+                "unknown engine {other:?}: use embedded, memory, or a Redis URL \
+                 (redis://host:port, rediss://host:port, redis-cluster://host:port)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,8 +100,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MOORING_DATA_DIR", default_value = "./mooring-data")]
     pub(crate) data_dir: PathBuf,
 
-    /// Storage engine.
-    #[arg(long, env = "MOORING_ENGINE", value_enum, default_value_t = EngineKind::Embedded)]
+    /// Storage engine: embedded, memory, or a Redis URL (redis://host:port) shared by many
+    /// nodes.
+    #[arg(long, env = "MOORING_ENGINE", default_value = "embedded")]
     pub(crate) engine: EngineKind,
 
     /// How long a long-poll read waits for new data before answering 204, in milliseconds.
@@ -228,5 +252,23 @@ fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {
 impl ServeArgs {
     pub(crate) fn long_poll_timeout(&self) -> Duration {
         Duration::from_millis(self.long_poll_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::EngineKind;
+
+    #[test]
+    fn engines_parse_by_name_or_redis_url() {
+        assert_eq!("embedded".parse(), Ok(EngineKind::Embedded));
+        assert_eq!("memory".parse(), Ok(EngineKind::Memory));
+        assert_eq!(
+            "redis://10.0.0.5:6379".parse(),
+            Ok(EngineKind::Redis("redis://10.0.0.5:6379".into()))
+        );
+        assert!("redis-cluster://a:7000".parse::<EngineKind>().is_ok());
+        let refused = "postgres://x".parse::<EngineKind>();
+        assert!(refused.is_err_and(|e| e.contains("redis://host:port")));
     }
 }

@@ -9,6 +9,7 @@ use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
 use mooring_engine::embedded::EmbeddedStore;
 use mooring_engine::memory::MemoryStore;
+use mooring_engine::redis::RedisStore;
 use mooring_server::auth::{ApiKey, Auth, JwtConfig, JwtKey};
 use mooring_server::realtime::RealtimeConfig;
 use mooring_server::ServerConfig;
@@ -38,7 +39,7 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn LogStore>> {
-    Ok(match args.engine {
+    Ok(match &args.engine {
         EngineKind::Memory => {
             tracing::warn!("engine: memory; nothing is kept when the process stops");
             Arc::new(MemoryStore::new(clock))
@@ -48,6 +49,14 @@ async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<A
                 format!("opening the embedded engine in {}", args.data_dir.display())
             })?;
             tracing::info!(data_dir = %args.data_dir.display(), "engine: embedded");
+            Arc::new(store)
+        }
+        EngineKind::Redis(url) => {
+            let store = RedisStore::connect(url, clock)
+                .await
+                .context("opening the Redis engine")?;
+            // The URL may hold a password: log only what the store shows of itself.
+            tracing::info!(store = ?store, "engine: redis");
             Arc::new(store)
         }
     })

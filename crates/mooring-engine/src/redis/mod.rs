@@ -94,12 +94,22 @@ pub(super) fn redis_error(what: &str, e: fred::error::Error) -> StoreError {
     StoreError::Io(format!("{what}: {e}"))
 }
 
+/// The URL with any user and password masked, for logs.
+fn without_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://host:port`, `rediss://`, or a Cluster URL as
     /// `redis-cluster://host:port`) and loads the commit script.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
-        let config = Config::from_url(url)
-            .map_err(|e| StoreError::Io(format!("reading the Redis URL {url:?}: {e}")))?;
+        let config = Config::from_url(url).map_err(|e| {
+            let url = without_credentials(url);
+            StoreError::Io(format!("reading the Redis URL {url:?}: {e}"))
+        })?;
         let client = Builder::from_config(config)
             // Reconnect forever, backing off to 2 s: Redis restarting must not end the node.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
@@ -112,10 +122,14 @@ impl RedisStore {
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.init()).await;
         match connected {
             Ok(Ok(_task)) => {}
-            Ok(Err(e)) => return Err(redis_error(&format!("connecting to {url}"), e)),
+            Ok(Err(e)) => {
+                let url = without_credentials(url);
+                return Err(redis_error(&format!("connecting to {url}"), e));
+            }
             Err(_) => {
                 return Err(StoreError::Io(format!(
-                    "connecting to {url}: no answer within {CONNECT_TIMEOUT:?}"
+                    "connecting to {}: no answer within {CONNECT_TIMEOUT:?}",
+                    without_credentials(url)
                 )))
             }
         }
@@ -125,7 +139,7 @@ impl RedisStore {
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                url: url.to_owned(),
+                url: without_credentials(url),
                 client,
                 script,
                 access: AccessTracker::new(clock.now_ms()),

@@ -189,3 +189,20 @@ async fn every_key_of_a_session_shares_its_hash_tag_and_delete_leaves_none() {
     store.delete("chat:{odd}").await.expect("delete");
     assert_eq!(server.keys().expect("keys"), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_at_start_not_a_hang() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://user:secret@127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let refused = RedisStore::connect(&url, Arc::new(SystemClock)).await;
+    let message = refused.expect_err("nothing listens there").to_string();
+    assert!(started.elapsed() < Duration::from_secs(9), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "the password stays out: {message}"
+    );
+}
