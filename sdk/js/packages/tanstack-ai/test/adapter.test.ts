@@ -32,15 +32,16 @@ async function connect(clientId: string): Promise<MooringClient> {
 }
 
 /** An agent that answers each new input with WORDS words, one every 20 ms. */
-async function startAgent(session: string): Promise<{ written: () => number }> {
+async function startAgent(session: string): Promise<{ written: () => number; answers: Promise<unknown>[] }> {
   const client = await connect("agent");
   const sub = await client.attach(session);
   let live = false;
   let written = 0;
+  const answers: Promise<unknown>[] = [];
   sub.listen((item) => {
     if (item.type === "live") live = true;
     if (!live || item.type !== "event" || item.event.name !== "user-input") return;
-    void respondWithUIMessageStream(
+    const answer = respondWithUIMessageStream(
       client,
       session,
       async function* (run): AsyncGenerator<UIMessageChunk> {
@@ -56,8 +57,9 @@ async function startAgent(session: string): Promise<{ written: () => number }> {
       },
       { input: item.event.serial },
     );
+    answers.push(answer);
   });
-  return { written: () => written };
+  return { written: () => written, answers };
 }
 
 function text(events: StreamChunk[]): string {
@@ -108,6 +110,12 @@ test("send, subscribe, joinRun on an active run, and hydrate", async () => {
   assert.equal(after.messages[1]?.role, "assistant");
   assert.deepEqual(after.messages[1]?.parts, [{ type: "text", content: full }]);
 
+  // The run ends (run.end) after its last chunk: let the agent finish before closing clients.
+  const results = await Promise.all(agent.answers);
+  assert.deepEqual(
+    results.map((r) => (r as { status: string }).status),
+    ["completed"],
+  );
   stopSubscription.abort();
   await reading;
   mine.close();
