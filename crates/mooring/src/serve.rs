@@ -120,14 +120,30 @@ fn check_exposure(auth: &Auth, listen: SocketAddr, insecure: bool) -> anyhow::Re
     )
 }
 
+/// Connections the kernel queues before they are accepted. tokio's default (1,024) overflows
+/// when thousands of clients reconnect at once after a network blip; Linux caps the figure at
+/// `net.core.somaxconn` (4,096 by default on current kernels).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds `addr` with a backlog sized for reconnect storms.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's own bind does: a restarted node can take its port back at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = auth(&args)?;
     check_exposure(&auth, args.listen, args.insecure)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args, clock.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
     tracing::info!(address = %local, "mooring is listening");
     let realtime = RealtimeConfig {
