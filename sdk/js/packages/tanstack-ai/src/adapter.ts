@@ -70,16 +70,13 @@ export function mooringConnection(options: MooringConnectionOptions): MooringCon
       await s.live;
       const queue: StreamChunk[] = [];
       let wake: (() => void) | undefined;
-      const pumps: Promise<void>[] = [];
       const follow = (run: RunState): void => {
-        pumps.push(
-          (async () => {
-            for await (const event of eventsOf(s, run, signal)) {
-              queue.push(event);
-              wake?.();
-            }
-          })(),
-        );
+        void (async () => {
+          for await (const event of eventsOf(s, run, signal)) {
+            queue.push(event);
+            wake?.();
+          }
+        })().catch((error: unknown) => console.error(`mooring: following run ${run.runId} failed`, error));
       };
       const unlisten = s.listen((event) => {
         const runId = (event.data as { run_id?: unknown } | null)?.run_id;
