@@ -41,8 +41,8 @@ use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
-use mooring_core::store::{DeleteError, LogStore, StoreError};
+use mooring_core::session::{message_key, PublishError, PublishGroup, PublishOutcome};
+use mooring_core::store::{AuxTable, DeleteError, LogStore, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
 use tokio::sync::Mutex;
@@ -171,25 +171,27 @@ impl RedisStore {
     }
 
     /// Runs `op` until a run needs nothing more than what was read; then, if it wrote,
-    /// commits its writes. `first` is read before the first run (every operation reads it).
+    /// commits its writes. The operation's stream and `prefetch` are read before the first
+    /// run, since it will ask for them: one round trip fewer.
     async fn run<R>(
         &self,
-        first: Option<&str>,
-        writes: bool,
+        plan: Plan<'_>,
         mut op: impl FnMut(&mut Txn<'_>, Now<'_>) -> R,
     ) -> Result<R, StoreError> {
-        if writes && self.inner.closed.load(Ordering::Acquire) {
+        if plan.writes && self.inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::ShuttingDown);
         }
-        let _turn = match (writes, first) {
+        let _turn = match (plan.writes, plan.stream) {
             (true, Some(name)) => Some(self.stripe(name).lock().await),
             _ => None,
         };
         'attempt: for _ in 0..MAX_ATTEMPTS {
             let mut snapshot = Snapshot::default();
-            let mut misses: Vec<Miss> = first
+            let mut misses: Vec<Miss> = plan
+                .stream
                 .map(|n| Miss::State(n.to_owned()))
                 .into_iter()
+                .chain(plan.prefetch.iter().cloned())
                 .collect();
             let now_ms = self.inner.clock.now_ms();
             let now = Now {
@@ -252,26 +254,72 @@ impl RedisStore {
     /// [`Self::run`] for operations that answer `Result<T, E>`.
     async fn op<T, E: From<StoreError>>(
         &self,
-        first: Option<&str>,
-        writes: bool,
+        plan: Plan<'_>,
         op: impl FnMut(&mut Txn<'_>, Now<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        match self.run(first, writes, op).await {
+        match self.run(plan, op).await {
             Ok(answer) => answer,
             Err(e) => Err(e.into()),
         }
     }
 }
 
+/// What an operation is known to read before it runs.
+#[derive(Debug)]
+struct Plan<'a> {
+    /// The stream the operation is about; writers of one node take turns on it.
+    stream: Option<&'a str>,
+    writes: bool,
+    prefetch: Vec<Miss>,
+}
+
+impl<'a> Plan<'a> {
+    fn read(stream: &'a str) -> Self {
+        Self {
+            stream: Some(stream),
+            writes: false,
+            prefetch: Vec::new(),
+        }
+    }
+
+    fn write(stream: &'a str) -> Self {
+        Self {
+            writes: true,
+            ..Self::read(stream)
+        }
+    }
+}
+
+/// The side-table entries a publish will look up: its ids, and the messages its events name.
+fn publish_reads(name: &str, groups: &[PublishGroup]) -> Vec<Miss> {
+    let mut reads = Vec::new();
+    for event in groups.iter().flat_map(|g| &g.events) {
+        if let Some(id) = &event.id {
+            let key = id.as_bytes().to_vec();
+            reads.push(Miss::Aux(name.to_owned(), AuxTable::PublishIds, key));
+        }
+        if let Some(reference) = event.reference {
+            let key = message_key(reference).to_vec();
+            reads.push(Miss::Aux(name.to_owned(), AuxTable::Messages, key));
+        }
+    }
+    reads
+}
+
 #[async_trait]
 impl LogStore for RedisStore {
     async fn create(&self, name: &str, req: CreateRequest) -> Result<CreateOutcome, CreateError> {
-        self.op(Some(name), true, |t, now| ops::create(t, name, &req, now))
+        self.op(Plan::write(name), |t, now| ops::create(t, name, &req, now))
             .await
     }
 
     async fn append(&self, name: &str, req: AppendRequest) -> Result<AppendOutcome, AppendError> {
-        self.op(Some(name), true, |t, now| ops::append(t, name, &req, now))
+        let mut plan = Plan::write(name);
+        if let Some(claim) = &req.producer {
+            plan.prefetch
+                .push(Miss::Producer(name.to_owned(), claim.id.clone()));
+        }
+        self.op(plan, |t, now| ops::append(t, name, &req, now))
             .await
     }
 
@@ -281,19 +329,19 @@ impl LogStore for RedisStore {
         from: ReadFrom,
         max_bytes: usize,
     ) -> Result<ReadBatch, ReadError> {
-        self.op(Some(name), false, |t, now| {
+        self.op(Plan::read(name), |t, now| {
             ops::read(t, name, from, max_bytes, now)
         })
         .await
     }
 
     async fn head(&self, name: &str) -> Result<StreamInfo, HeadError> {
-        self.op(Some(name), false, |t, now| ops::head(t, name, now))
+        self.op(Plan::read(name), |t, now| ops::head(t, name, now))
             .await
     }
 
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {
-        self.op(Some(name), true, |t, now| ops::delete(t, name, now))
+        self.op(Plan::write(name), |t, now| ops::delete(t, name, now))
             .await
     }
 
@@ -303,20 +351,26 @@ impl LogStore for RedisStore {
         groups: Vec<PublishGroup>,
         dedupe_window_ms: u64,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
-        self.op(Some(name), true, |t, now| {
+        let mut plan = Plan::write(name);
+        plan.prefetch = publish_reads(name, &groups);
+        self.op(plan, |t, now| {
             publish::publish(t, name, &groups, now, dedupe_window_ms)
         })
         .await
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {
-        self.op(Some(name), false, |t, now| publish::snapshot(t, name, now))
+        self.op(Plan::read(name), |t, now| publish::snapshot(t, name, now))
             .await
     }
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        self.op(None, true, |t, now| ops::sweep_expired(t, now))
-            .await
+        let plan = Plan {
+            stream: None,
+            writes: true,
+            prefetch: vec![Miss::Expiring],
+        };
+        self.op(plan, |t, now| ops::sweep_expired(t, now)).await
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -206,3 +206,48 @@ async fn an_unreachable_redis_is_an_error_at_start_not_a_hang() {
         "the password stays out: {message}"
     );
 }
+
+/// Timing, not a check: `cargo test -p mooring-engine redis_append_timing -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing"]
+async fn redis_append_timing() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    store.create("seq", text_stream()).await.expect("create");
+    let started = std::time::Instant::now();
+    for i in 0..500 {
+        store
+            .append("seq", data(&format!("{i}")))
+            .await
+            .expect("append");
+    }
+    let sequential = started.elapsed();
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("par{s}");
+            store.create(&name, text_stream()).await.expect("create");
+            for i in 0..100 {
+                store
+                    .append(&name, data(&format!("{i}")))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let parallel = started.elapsed();
+    println!(
+        "redis engine: 500 sequential appends in {sequential:?} ({:.0}/s); 16 streams x 100 \
+         concurrent appends in {parallel:?} ({:.0}/s)",
+        500.0 / sequential.as_secs_f64(),
+        1600.0 / parallel.as_secs_f64()
+    );
+}
