@@ -5,6 +5,7 @@
 //! - [`checker`]: finds lost, duplicated, reordered, corrupted or misplaced appends.
 //! - [`client`] and [`observe`]: the HTTP side of writing and reading Durable Streams.
 //! - [`payload`]: self-identifying JSON messages for crash tests.
+//! - [`redis`]: a real `redis-server` on a free port, for the Redis engine.
 //! - [`rng`]: a seeded random source so randomized tests replay.
 //! - [`writer`]: a crash-test writer that records what the server acknowledged.
 //! - [`ws`]: a minimal raw client of the realtime protocol (`/v1/ws`).
@@ -19,6 +20,7 @@ pub mod history;
 pub mod observation;
 pub mod observe;
 pub mod payload;
+pub mod redis;
 pub mod rng;
 pub mod server;
 pub mod session_check;

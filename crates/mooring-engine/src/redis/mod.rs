@@ -19,8 +19,6 @@ mod keys;
 mod view;
 
 #[cfg(test)]
-mod server;
-#[cfg(test)]
 mod tests;
 
 use std::collections::hash_map::RandomState;

@@ -12,8 +12,8 @@ use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
 use mooring_core::store::LogStore;
 use mooring_core::ReadFrom;
 use mooring_protocol::session::{Action, NewEvent};
+use mooring_testkit::redis::RedisServer;
 
-use super::server::RedisServer;
 use super::RedisStore;
 use crate::conformance;
 
@@ -42,13 +42,13 @@ async fn fresh(server: &RedisServer, clock: ManualClock) -> RedisStore {
 
 #[tokio::test]
 async fn passes_the_engine_conformance_suite() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     conformance::run_all(|clock| fresh(&server, clock)).await;
 }
 
 #[tokio::test]
 async fn matches_the_oracle_on_more_seeds() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     for seed in [1, 2, 3, 11] {
         let clock = ManualClock::new(1_800_000_000_000);
         let store = fresh(&server, clock.clone()).await;
@@ -58,7 +58,7 @@ async fn matches_the_oracle_on_more_seeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_one_redis_never_share_a_serial() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let clock = Arc::new(SystemClock);
     let a = RedisStore::connect(&server.url(), clock.clone()).await;
     let b = RedisStore::connect(&server.url(), clock).await;
@@ -90,7 +90,7 @@ async fn two_nodes_on_one_redis_never_share_a_serial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_a_redis_crash() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = RedisStore::connect(&server.url(), Arc::new(SystemClock))
         .await
         .expect("connect");
@@ -127,7 +127,7 @@ async fn acknowledged_appends_survive_a_redis_crash() {
     let before_crash = acks.load(Ordering::Relaxed);
     let server = tokio::task::spawn_blocking(move || {
         let mut server = server;
-        server.crash_and_restart();
+        server.crash_and_restart().expect("redis-server restarts");
         server
     })
     .await
@@ -153,7 +153,7 @@ async fn acknowledged_appends_survive_a_redis_crash() {
 
 #[tokio::test]
 async fn every_key_of_a_session_shares_its_hash_tag_and_delete_leaves_none() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = fresh(&server, ManualClock::new(1_800_000_000_000)).await;
     let event = |action, reference, data: &str| NewEvent {
         id: Some(format!("id-{data}")),
@@ -212,7 +212,7 @@ async fn an_unreachable_redis_is_an_error_at_start_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "timing"]
 async fn redis_append_timing() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = RedisStore::connect(&server.url(), Arc::new(SystemClock))
         .await
         .expect("connect");

@@ -1,5 +1,6 @@
 //! A real `redis-server` for tests: on a free port, in a temporary directory, with the
-//! durability the engine documents (`appendonly yes`, `appendfsync always`, no RDB snapshots).
+//! durability the Redis engine documents (`appendonly yes`, `appendfsync always`, no RDB
+//! snapshots). `scripts/install-tools` installs it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,34 +13,32 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running `redis-server`, killed when dropped.
 #[derive(Debug)]
-pub(crate) struct RedisServer {
+pub struct RedisServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
 }
 
 impl RedisServer {
-    /// Starts a server; panics with what to install if `redis-server` is missing.
-    pub(crate) fn start() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+    /// Starts a server; fails saying what to install if `redis-server` is missing.
+    pub fn start() -> std::io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut server = Self {
             dir,
             port,
             child: None,
         };
-        server.spawn();
-        server
+        server.spawn()?;
+        Ok(server)
     }
 
-    pub(crate) fn url(&self) -> String {
+    /// The URL to give `--engine`.
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn spawn(&mut self) {
+    fn spawn(&mut self) -> std::io::Result<()> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -55,23 +54,33 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server runs (install it: apt-get install -y redis-server)");
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "running redis-server ({e}); install it: apt-get install -y redis-server"
+                    ),
+                )
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer PING on port {}", self.port);
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("redis-server did not answer PING on port {}", self.port),
+        ))
     }
 
     /// Kills the server with SIGKILL (no shutdown, no final fsync) and starts it again on the
     /// same port and directory, so it reloads its append-only file.
-    pub(crate) fn crash_and_restart(&mut self) {
+    pub fn crash_and_restart(&mut self) -> std::io::Result<()> {
         self.kill();
-        self.spawn();
+        self.spawn()
     }
 
     fn kill(&mut self) {
@@ -82,7 +91,7 @@ impl RedisServer {
     }
 
     /// Sends one command and returns the first line of the reply (enough for tests).
-    pub(crate) fn command(&self, args: &[&str]) -> std::io::Result<String> {
+    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut request = format!("*{}\r\n", args.len());
@@ -96,7 +105,7 @@ impl RedisServer {
     }
 
     /// Every key, one per line of a multi-bulk reply.
-    pub(crate) fn keys(&self) -> std::io::Result<Vec<String>> {
+    pub fn keys(&self) -> std::io::Result<Vec<String>> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(b"*2\r\n$4\r\nKEYS\r\n$1\r\n*\r\n")?;
