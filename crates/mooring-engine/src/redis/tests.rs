@@ -251,3 +251,56 @@ async fn redis_append_timing() {
         1600.0 / parallel.as_secs_f64()
     );
 }
+
+/// The commit script by hand: one commit sent twice (as a client resends after a broken
+/// connection) lands once, and a commit planned on a stale read lands not at all.
+#[tokio::test]
+async fn a_resent_commit_lands_once_and_a_stale_one_not_at_all() {
+    use mooring_core::access::AccessTracker;
+    use mooring_core::ops::{self, Now};
+
+    use super::commit::{self, Verdict};
+    use super::fetch::{self, Fetch};
+    use super::view::{Miss, Snapshot, Txn};
+
+    let server = RedisServer::start().expect("redis-server");
+    let store = fresh(&server, ManualClock::new(1_800_000_000_000)).await;
+    store.create("cas", text_stream()).await.expect("create");
+    let mut snapshot = Snapshot::default();
+    let read = fetch::fetch(
+        &store.inner.client,
+        &mut snapshot,
+        vec![Miss::State("cas".into())],
+    );
+    assert_eq!(read.await.expect("fetch"), Fetch::Consistent);
+    let access = AccessTracker::new(1_800_000_000_000);
+    let now = Now {
+        ms: 1_800_000_000_000,
+        access: &access,
+    };
+    let commit_of = |token: &str, text: &str| {
+        let mut txn = Txn::new(&snapshot);
+        ops::append(&mut txn, "cas", &data(text), now).expect("append plans");
+        commit::plan(&txn, &snapshot, token).expect("plan")
+    };
+    let send = |call: commit::Call| async {
+        let reply: i64 = store
+            .inner
+            .script
+            .evalsha_with_reload(&store.inner.client, call.keys, call.args)
+            .await
+            .expect("script");
+        Verdict::from_reply(reply).expect("verdict")
+    };
+    assert_eq!(send(commit_of("test.1", "once")).await, Verdict::Applied);
+    assert_eq!(send(commit_of("test.1", "once")).await, Verdict::Applied);
+    assert_eq!(
+        send(commit_of("test.2", "stale")).await,
+        Verdict::Changed,
+        "planned on the version before test.1"
+    );
+    let read = store.read("cas", ReadFrom::Start, usize::MAX).await;
+    let records = read.expect("read").records;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].items.concat(), b"once");
+}
