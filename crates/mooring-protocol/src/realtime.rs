@@ -311,6 +311,31 @@ mod tests {
         assert_eq!(events[0].reference, Some(3));
     }
 
+    /// Found by the `realtime_frame` fuzz target: without serde_json's exact float parsing,
+    /// `-3e50` in event data decoded to -3.0000000000000002e50, so the server stored and sent
+    /// on a number other than the one published, and each hop could move it again.
+    #[test]
+    fn numbers_in_event_data_pass_through_unchanged() {
+        let text = r#"{"type":"publish","req":7,"session":"chat:42","events":[{"data":{"a":[1,2.5,-3e50,0.1,1.7976931348623157e308,5e-324]}}]}"#;
+        let Some(frame) = parse(text) else {
+            panic!("the frame decodes")
+        };
+        let ClientFrame::Publish { events, .. } = &frame else {
+            panic!("a publish: {frame:?}")
+        };
+        let numbers: Vec<f64> = events[0].data["a"]
+            .as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            numbers,
+            [1.0, 2.5, -3e50, 0.1, f64::MAX, 5e-324],
+            "each number is the nearest f64 to its text"
+        );
+        let again = serde_json::to_string(&frame).unwrap_or_default();
+        assert_eq!(parse(&again), Some(frame), "re-encoded: {again}");
+    }
+
     #[test]
     fn unknown_frames_are_refused() {
         assert_eq!(parse(r#"{"type":"nope"}"#), None);
