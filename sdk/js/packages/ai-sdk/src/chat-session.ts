@@ -2,7 +2,7 @@
 // messages, then live), and the runs it learned of, so a stream can find its run's answer
 // and its end. Shared by every stream and follower of the chat in this transport.
 
-import type { MessageView, MooringClient, SessionEvent, Subscription } from "@mooring/client";
+import type { EndReason, MessageView, MooringClient, SessionEvent, Subscription } from "@mooring/client";
 
 import { ANSWER_NAME, decodeAnswer, isTerminal } from "./format.js";
 
@@ -22,6 +22,9 @@ export interface RunState {
 /** A change of the chat: an event, in order, after the session's tables took it in. */
 export type ChatListener = (event: SessionEvent) => void;
 
+/** The subscription ended for good (the client closed, or gave up reconnecting). */
+export type EndListener = (reason: EndReason) => void;
+
 function field(data: unknown, name: string): unknown {
   return typeof data === "object" && data !== null && !Array.isArray(data)
     ? (data as Record<string, unknown>)[name]
@@ -31,6 +34,8 @@ function field(data: unknown, name: string): unknown {
 export class ChatSession {
   readonly runs = new Map<string, RunState>();
   readonly #listeners = new Set<ChatListener>();
+  readonly #endListeners = new Set<EndListener>();
+  #ended: EndReason | undefined;
   readonly live: Promise<void>;
   #subscription: Subscription | undefined;
 
@@ -54,6 +59,7 @@ export class ChatSession {
       if (item.type === "live") session.#onLive();
       if (item.type === "reset") session.runs.clear();
       if (item.type === "event") session.#onEvent(item.event);
+      if (item.type === "ended") session.#onEnded(item.reason);
     });
     return session;
   }
@@ -71,6 +77,27 @@ export class ChatSession {
   listen(listener: ChatListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /** Calls `listener` once the subscription ends for good (at once if it has). */
+  onEnd(listener: EndListener): () => void {
+    if (this.#ended !== undefined) {
+      listener(this.#ended);
+      return () => {};
+    }
+    this.#endListeners.add(listener);
+    return () => this.#endListeners.delete(listener);
+  }
+
+  /** Why the subscription ended, once it has: nothing more will arrive. */
+  get ended(): EndReason | undefined {
+    return this.#ended;
+  }
+
+  #onEnded(reason: EndReason): void {
+    this.#ended = reason;
+    for (const listener of [...this.#endListeners]) listener(reason);
+    this.#endListeners.clear();
   }
 
   /** The run answering input `serial`, once its `run.start` arrived. */

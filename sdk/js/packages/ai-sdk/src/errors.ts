@@ -11,7 +11,9 @@ export type ChatErrorCode =
   /** The run ended before its answer was created (it failed, or its agent was lost). */
   | "run_without_answer"
   /** The transport was closed. */
-  | "closed";
+  | "closed"
+  /** The connection ended for good (the client was closed, or gave up reconnecting) while a run streamed. */
+  | "disconnected";
 
 export class MooringChatError extends Error {
   override readonly name = "MooringChatError";

@@ -69,6 +69,7 @@ export function runStream(
         if (closed) return;
         closed = true;
         unlisten();
+        unlistenEnd();
         signal?.removeEventListener("abort", onAbort);
         controller.close();
       };
@@ -104,6 +105,7 @@ export function runStream(
           );
           closed = true;
           unlisten();
+          unlistenEnd();
           return;
         }
         for (const chunk of text.end()) emit(chunk);
@@ -123,9 +125,19 @@ export function runStream(
         }
         pump();
       });
+      // A lost connection is not the run's end: the stream fails, and the run goes on.
+      const unlistenEnd = session.onEnd((reason) => {
+        if (closed) return;
+        closed = true;
+        unlisten();
+        signal?.removeEventListener("abort", onAbort);
+        const why = reason.kind === "client_closed" ? "the client was closed" : "the connection was lost";
+        controller.error(new MooringChatError("disconnected", `${why}; the run goes on and can be resumed`));
+      });
       stop = () => {
         closed = true;
         unlisten();
+        unlistenEnd();
         signal?.removeEventListener("abort", onAbort);
       };
       if (signal?.aborted === true) onAbort();

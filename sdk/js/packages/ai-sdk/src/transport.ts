@@ -140,10 +140,14 @@ export class MooringChatTransport<UI extends UIMessage = UIMessage> implements C
     }
     let session = this.#sessions.get(chatId);
     if (session === undefined) {
-      session = Promise.resolve(this.#options.client).then((client) => ChatSession.open(client, chatId));
-      // A failed attach is not kept: the next call tries again.
-      session.catch(() => this.#sessions.delete(chatId));
-      this.#sessions.set(chatId, session);
+      const opening = Promise.resolve(this.#options.client).then((client) => ChatSession.open(client, chatId));
+      const forget = (): void => {
+        if (this.#sessions.get(chatId) === opening) this.#sessions.delete(chatId);
+      };
+      // A failed attach or an ended subscription is not kept: the next call attaches again.
+      opening.then((s) => s.onEnd(forget), forget);
+      this.#sessions.set(chatId, opening);
+      session = opening;
     }
     return session;
   }

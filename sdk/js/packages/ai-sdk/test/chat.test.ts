@@ -21,19 +21,40 @@ interface Agent {
 }
 
 let server: MooringServer;
-let model: FakeModel;
 const opened: MooringClient[] = [];
+const models: FakeModel[] = [];
 
 before(async () => {
   server = await MooringServer.start();
-  model = await new FakeModel(100_000, 15).start();
 });
 
 after(async () => {
   for (const c of opened) c.close();
-  await model.stop();
+  for (const m of models) await m.stop();
   await server.stop();
 });
+
+/** A local model that streams a word every 15 ms, for much longer than any test. */
+async function slowModel(): Promise<FakeModel> {
+  const model = await new FakeModel(100_000, 15).start();
+  models.push(model);
+  return model;
+}
+
+/** The example agent, answering in UI chunks; `runs` collects its runs. */
+async function startUIAgent(session: string, model: FakeModel, runs: RunHandle[]): Promise<Agent> {
+  const { startAgent } = (await import(pathToFileURL(join(REPO_ROOT, "examples/node-agent/agent.mjs")).href)) as {
+    startAgent: (options: Record<string, unknown>) => Promise<Agent>;
+  };
+  return startAgent({
+    url: server.wsUrl,
+    session,
+    clientId: "agent",
+    format: "ui",
+    model: { baseUrl: model.baseUrl, model: "fake" },
+    onRun: (run: RunHandle) => runs.push(run),
+  });
+}
 
 async function connect(clientId: string): Promise<MooringClient> {
   const client = await MooringClient.connect({ url: server.wsUrl, clientId, reconnect: { initialMs: 50, maxMs: 500 } });
@@ -48,17 +69,8 @@ function textOf(message: UIMessage | undefined): string {
 test("two clients on one chat see one stream; a stop cancels the run for both and for the agent", async () => {
   const session = "chat:two-devices";
   const runs: RunHandle[] = [];
-  const { startAgent } = (await import(pathToFileURL(join(REPO_ROOT, "examples/node-agent/agent.mjs")).href)) as {
-    startAgent: (options: Record<string, unknown>) => Promise<Agent>;
-  };
-  const agent = await startAgent({
-    url: server.wsUrl,
-    session,
-    clientId: "agent",
-    format: "ui",
-    model: { baseUrl: model.baseUrl, model: "fake" },
-    onRun: (run: RunHandle) => runs.push(run),
-  });
+  const model = await slowModel();
+  const agent = await startUIAgent(session, model, runs);
 
   const transportA = new MooringChatTransport({ client: connect("alice"), httpUrl: server.httpUrl });
   const transportB = new MooringChatTransport({ client: connect("alice-phone"), httpUrl: server.httpUrl });
@@ -125,5 +137,47 @@ test("two clients on one chat see one stream; a stop cancels the run for both an
   followA.stop();
   followB.stop();
   for (const t of [transportA, transportB, transportC]) t.close();
+  await agent.stop();
+});
+
+test("closing the page cancels nothing; a new page resumes the answer from its start, and its stop cancels", async () => {
+  const session = "chat:closed-tab";
+  const runs: RunHandle[] = [];
+  const model = await slowModel();
+  const agent = await startUIAgent(session, model, runs);
+
+  const tab = await connect("alice");
+  const transport = new MooringChatTransport({ client: tab, httpUrl: server.httpUrl });
+  const chat = new Chat({ id: session, transport });
+  const sent = chat.sendMessage({ text: "Tell me a long story" });
+  await waitFor(() => textOf(chat.messages[1]).includes("tok3 "), "the answer streaming");
+  // The tab goes away (no stop): a lost connection is not a cancel.
+  tab.close();
+  await sent;
+  const before = model.chunksSent;
+  await waitFor(() => model.chunksSent >= before + 5, "the model still streaming");
+  assert.equal(runs[0]?.signal.aborted, false);
+  assert.equal(model.aborted, false);
+
+  // A new page: the answer resumes from its first chunk, then live.
+  const later = new MooringChatTransport({ client: connect("alice-again"), httpUrl: server.httpUrl });
+  const reopened = new Chat({ id: session, transport: later });
+  const followed = followChat(reopened, later);
+  await followed.ready;
+  await waitFor(() => reopened.status === "streaming", "the resumed stream");
+  const seen = textOf(reopened.messages[1]);
+  assert.ok(seen.startsWith("tok0 tok1 tok2 tok3 "), seen);
+  await waitFor(() => textOf(reopened.messages[1]).length > seen.length, "live words after the replay");
+  assert.equal(reopened.messages[0]?.id, chat.messages[0]?.id);
+  assert.equal(reopened.messages[1]?.id, chat.messages[1]?.id);
+
+  // Its stop (on a resumed stream) is a cancel, from this device.
+  await reopened.stop();
+  await waitFor(() => runs[0]?.signal.aborted === true, "the agent's signal");
+  assert.equal((runs[0]?.signal.reason as Cancel).by, "alice-again");
+  await waitFor(() => model.aborted, "the model request aborted");
+  await waitFor(async () => (await later.activeRun(session)) === undefined, "the run ended");
+  followed.stop();
+  later.close();
   await agent.stop();
 });
