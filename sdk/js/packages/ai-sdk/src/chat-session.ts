@@ -157,3 +157,53 @@ export class ChatSession {
     for (const listener of [...this.#listeners]) listener(event);
   }
 }
+
+/** A chat session shared by the transports and adapters of one client. */
+interface Shared {
+  session: Promise<ChatSession>;
+  users: number;
+}
+
+/** A client holds one subscription per session: every transport of that client shares it. */
+const shared = new WeakMap<MooringClient, Map<string, Shared>>();
+
+/** A use of a shared chat session; `release` it when done (the last release detaches). */
+export interface ChatSessionLease {
+  session: Promise<ChatSession>;
+  release(): void;
+}
+
+/** The chat session `name` on `client`, attached on first use and shared after that. */
+export function acquireChatSession(client: MooringClient, name: string): ChatSessionLease {
+  let sessions = shared.get(client);
+  if (sessions === undefined) {
+    sessions = new Map();
+    shared.set(client, sessions);
+  }
+  let entry = sessions.get(name);
+  if (entry === undefined) {
+    const created: Shared = { session: ChatSession.open(client, name), users: 0 };
+    const table = sessions;
+    const forget = (): void => {
+      if (table.get(name) === created) table.delete(name);
+    };
+    // A failed attach or an ended subscription is not kept: the next use attaches again.
+    created.session.then((s) => s.onEnd(forget), forget);
+    sessions.set(name, created);
+    entry = created;
+  }
+  const used = entry;
+  used.users += 1;
+  let released = false;
+  return {
+    session: used.session,
+    release() {
+      if (released) return;
+      released = true;
+      used.users -= 1;
+      if (used.users > 0) return;
+      if (sessions.get(name) === used) sessions.delete(name);
+      void used.session.then((s) => s.close()).catch(() => {});
+    },
+  };
+}

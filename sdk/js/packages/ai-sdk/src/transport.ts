@@ -6,7 +6,7 @@
 import { isValidSessionName, type Json, type MooringClient } from "@mooring/client";
 import type { ChatRequestOptions, ChatTransport, UIMessage, UIMessageChunk } from "ai";
 
-import { ChatSession, type RunState } from "./chat-session.js";
+import { acquireChatSession, type ChatSession, type ChatSessionLease, type RunState } from "./chat-session.js";
 import { MooringChatError } from "./errors.js";
 import { INPUT_NAME } from "./format.js";
 import { hydrate } from "./hydrate.js";
@@ -38,7 +38,7 @@ export class MooringChatTransport<UI extends UIMessage = UIMessage> implements C
   /** A reconnect streams the whole answer from its `start`: the Chat replaces what it held. */
   readonly resumeStreamIsReplay = true;
   readonly #options: MooringChatTransportOptions;
-  readonly #sessions = new Map<string, Promise<ChatSession>>();
+  readonly #sessions = new Map<string, ChatSessionLease>();
   /** Inputs this transport published, per chat: their runs are streamed by `sendMessages`. */
   readonly #ownInputs = new Map<string, Set<number>>();
   #closed = false;
@@ -115,10 +115,10 @@ export class MooringChatTransport<UI extends UIMessage = UIMessage> implements C
     });
   }
 
-  /** Detaches every chat. The client stays open (it may be shared); runs go on. */
+  /** Lets go of every chat (detached once no other transport of the client uses it). The client stays open; runs go on. */
   close(): void {
     this.#closed = true;
-    for (const session of this.#sessions.values()) void session.then((s) => s.close()).catch(() => {});
+    for (const lease of this.#sessions.values()) lease.release();
     this.#sessions.clear();
   }
 
@@ -138,18 +138,22 @@ export class MooringChatTransport<UI extends UIMessage = UIMessage> implements C
         new MooringChatError("invalid_chat_id", `chat id ${JSON.stringify(chatId)} is not a session name`),
       );
     }
-    let session = this.#sessions.get(chatId);
-    if (session === undefined) {
-      const opening = Promise.resolve(this.#options.client).then((client) => ChatSession.open(client, chatId));
+    let lease = this.#sessions.get(chatId);
+    if (lease === undefined) {
+      const created = Promise.resolve(this.#options.client).then((client) => acquireChatSession(client, chatId));
+      const session = created.then((l) => l.session);
+      lease = { session, release: () => void created.then((l) => l.release()).catch(() => {}) };
+      const held = lease;
       const forget = (): void => {
-        if (this.#sessions.get(chatId) === opening) this.#sessions.delete(chatId);
+        if (this.#sessions.get(chatId) !== held) return;
+        this.#sessions.delete(chatId);
+        held.release();
       };
       // A failed attach or an ended subscription is not kept: the next call attaches again.
-      opening.then((s) => s.onEnd(forget), forget);
-      this.#sessions.set(chatId, opening);
-      session = opening;
+      session.then((s) => s.onEnd(forget), forget);
+      this.#sessions.set(chatId, lease);
     }
-    return session;
+    return lease.session;
   }
 
   async #cancel(session: ChatSession, runId: string): Promise<void> {

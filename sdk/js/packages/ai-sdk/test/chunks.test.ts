@@ -9,7 +9,7 @@ import { after, before, test } from "node:test";
 
 import { MooringChatTransport, MooringChatError, respondWithUIMessageStream } from "@mooring/ai-sdk";
 import { MooringClient } from "@mooring/client";
-import { MooringServer } from "@mooring/test-support";
+import { MooringServer, waitFor } from "@mooring/test-support";
 import type { UIMessageChunk } from "ai";
 
 let server: MooringServer;
@@ -117,4 +117,33 @@ test("a trigger the session cannot express, or no user message last, is a typed 
     (e: unknown) => e instanceof MooringChatError && e.code === "invalid_chat_id",
   );
   transport.close();
+});
+
+test("transports on one client share the chat's subscription; closing one leaves the other working", async () => {
+  const session = "chat:shared";
+  const client = await connect("carol");
+  const agent = await connect("agent");
+  await agent.publish(session, [{ name: "response", data: "Hello from a text agent" }]);
+  const first = new MooringChatTransport({ client });
+  const second = new MooringChatTransport({ client });
+  const a = await first.history(session);
+  const b = await second.history(session);
+  assert.deepEqual(a, b);
+  assert.deepEqual(
+    a[0]?.parts.map((p) => (p.type === "text" ? p.text : p.type)),
+    ["Hello from a text agent"],
+  );
+  first.close();
+  await agent.publish(session, [{ name: "response", data: "and another" }]);
+  await waitFor(async () => (await second.history(session)).length === 2, "the second transport still following");
+  second.close();
+  // Once every transport let go, the client can attach the session itself again.
+  await waitFor(async () => {
+    try {
+      (await client.attach(session)).close();
+      return true;
+    } catch {
+      return false;
+    }
+  }, "the session detached");
 });

@@ -5,7 +5,15 @@
 // abort of `send`'s signal cancels the run answering it, for every device.
 
 import type { Json, MooringClient } from "@mooring/client";
-import { ChatSession, INPUT_NAME, answerMessageId, runStream, type RunState } from "@mooring/ai-sdk/session";
+import {
+  INPUT_NAME,
+  acquireChatSession,
+  answerMessageId,
+  runStream,
+  type ChatSession,
+  type ChatSessionLease,
+  type RunState,
+} from "@mooring/ai-sdk/session";
 import type { RunAgentInputContext, SubscribeConnectionAdapter } from "@tanstack/ai-client";
 import type { UIMessageChunk } from "ai";
 
@@ -28,9 +36,29 @@ export type MooringConnection = SubscribeConnectionAdapter &
   Required<Pick<SubscribeConnectionAdapter, "joinRun" | "hydrate">> & { close(): void };
 
 export function mooringConnection(options: MooringConnectionOptions): MooringConnection {
-  let opened: Promise<ChatSession> | undefined;
-  const session = (): Promise<ChatSession> =>
-    (opened ??= Promise.resolve(options.client).then((c) => ChatSession.open(c, options.session)));
+  // Shared with every other transport of the same client on this session.
+  let lease: Promise<ChatSessionLease> | undefined;
+  const session = async (): Promise<ChatSession> => {
+    if (lease === undefined) {
+      const current = Promise.resolve(options.client).then((c) => acquireChatSession(c, options.session));
+      lease = current;
+      const forget = (): void => {
+        if (lease === current) lease = undefined;
+      };
+      // An ended subscription (its client closed or gave up) is let go: the next call attaches again.
+      current
+        .then(
+          async (l) =>
+            (await l.session).onEnd(() => {
+              forget();
+              l.release();
+            }),
+          forget,
+        )
+        .catch(forget);
+    }
+    return (await lease).session;
+  };
   /** The client's run id for each input this adapter sent (TanStack waits for its own id). */
   const clientRuns = new Map<number, string>();
   const runIdOf = (run: RunState): string =>
@@ -154,7 +182,8 @@ export function mooringConnection(options: MooringConnectionOptions): MooringCon
     },
 
     close(): void {
-      void opened?.then((s) => s.close()).catch(() => {});
+      void lease?.then((l) => l.release()).catch(() => {});
+      lease = undefined;
     },
   };
 }
