@@ -1,10 +1,14 @@
 //! Layers every response passes through, and the liveness endpoint.
 
-use axum::extract::DefaultBodyLimit;
+use std::convert::Infallible;
+
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use tower::{Layer, Service};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -26,9 +30,35 @@ const EXPOSED: [&str; 11] = [
     "location",
 ];
 
-/// The whole application router.
-pub fn router(app: AppState) -> Router {
+/// The whole application: the routes, inside the layers every response passes through.
+///
+/// The outer layers wrap the router once instead of each route (as `Router::layer` does):
+/// axum clones a route's service for every request, and cloning the CORS layer with its header
+/// lists cost about 3% of a small append's CPU in the profile.
+pub fn app(
+    app: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
     let body_limit = app.config.max_append_bytes;
+    let origins = app.config.allowed_origins.clone();
+    let routes = routes(app);
+    // `nosniff` everywhere, so a stream's bytes are never sniffed into HTML or script, and a
+    // cross-origin resource policy so browsers may embed reads from other origins.
+    let nosniff = SetResponseHeaderLayer::overriding(
+        HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    let embeddable = SetResponseHeaderLayer::overriding(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
+    let limited = DefaultBodyLimit::max(body_limit).layer(routes);
+    let shared = cors(origins.as_deref()).layer(limited);
+    embeddable.layer(nosniff.layer(shared))
+}
+
+/// Every route, with the authentication of each surface.
+fn routes(app: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::render))
@@ -44,19 +74,6 @@ pub fn router(app: AppState) -> Router {
             app.clone(),
             crate::auth::http::rest,
         )))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors(app.config.allowed_origins.as_deref()))
-        // `nosniff` everywhere, so a stream's bytes are never sniffed into HTML or script, and a
-        // cross-origin resource policy so browsers may embed reads from other origins. Plain
-        // header layers: a `from_fn` middleware boxes a future per request.
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("x-content-type-options"),
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("cross-origin"),
-        ))
         .with_state(app)
 }
 

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::router;
+use crate::http;
 use crate::hub::Hub;
 use crate::realtime::sessions::Sessions;
 use crate::state::{AppState, Node, ServerConfig};
@@ -66,8 +66,11 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let server = axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        axum::ServiceExt::into_make_service(http::app(app)),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = tokio::spawn(async move { server.await });
     shutdown.cancelled().await;
     tasks.close();

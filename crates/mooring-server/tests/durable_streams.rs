@@ -224,3 +224,39 @@ async fn errors_carry_a_stable_code() {
     let body: serde_json::Value = res.json().await.expect("json error body");
     assert_eq!(body["error"]["code"], "INVALID_OFFSET");
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_and_cors_headers() {
+    let node = start(ServerConfig::default()).await;
+    node.create("h", "text/plain").await;
+    let append = node
+        .http
+        .post(node.url("h"))
+        .header("content-type", "text/plain")
+        .header("origin", "https://app.example")
+        .body("x")
+        .send()
+        .await
+        .expect("append");
+    let missing = node
+        .http
+        .get(format!("{}/no/such/route", node.base))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    for res in [&append, &missing] {
+        let headers = res.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["cross-origin-resource-policy"], "cross-origin");
+        // No allowlist configured: any origin may read.
+        assert_eq!(headers["access-control-allow-origin"], "*");
+    }
+    assert!(append
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("stream-next-offset")));
+    node.shutdown.cancel();
+}
