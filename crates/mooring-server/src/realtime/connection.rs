@@ -249,6 +249,9 @@ pub(crate) async fn serve(
                         if let Err(code) = conn.on_frame(&text).await {
                             break close_with(&mut socket, code, "protocol error").await;
                         }
+                        // The peer is not to blame for time this task spent on its frame (a
+                        // slow store under load): frames it sent meanwhile wait unread.
+                        last_heard = Instant::now();
                         // A renewal moves the deadline.
                         expires = expiry_deadline(&conn.principal, conn.clock.as_ref());
                     }
