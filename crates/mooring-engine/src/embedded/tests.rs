@@ -335,6 +335,8 @@ async fn concurrent_appends_share_commits() {
 #[derive(Debug, Default)]
 struct DiskControl {
     fail_sync: AtomicBool,
+    /// Fails only the database file's syncs (checkpoints), not the log's.
+    fail_file_sync: AtomicBool,
     syncs: AtomicU64,
 }
 
@@ -359,7 +361,9 @@ impl StorageBackend for FlakyDisk {
     }
 
     fn sync_data(&self, eventual: bool) -> Result<(), io::Error> {
-        if self.control.fail_sync.load(Ordering::SeqCst) {
+        if self.control.fail_sync.load(Ordering::SeqCst)
+            || self.control.fail_file_sync.load(Ordering::SeqCst)
+        {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.file.sync_data(eventual)?;
@@ -390,6 +394,15 @@ impl LogDisk for FlakyLog {
 }
 
 fn open_flaky(dir: &Path, clock: &ManualClock, control: &Arc<DiskControl>) -> EmbeddedStore {
+    open_flaky_with(dir, clock, control, EmbeddedOptions::default())
+}
+
+fn open_flaky_with(
+    dir: &Path,
+    clock: &ManualClock,
+    control: &Arc<DiskControl>,
+    options: EmbeddedOptions,
+) -> EmbeddedStore {
     let path = dir.join(DB_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -406,7 +419,7 @@ fn open_flaky(dir: &Path, clock: &ManualClock, control: &Arc<DiskControl>) -> Em
         disk,
         path,
         Arc::new(clock.clone()),
-        EmbeddedOptions::default(),
+        options,
         Box::new(FlakyLog {
             control: control.clone(),
         }),
@@ -761,5 +774,52 @@ async fn a_damaged_log_refuses_to_open() {
     assert!(
         matches!(&refused, Err(StoreError::Corrupt(why)) if why.contains("damaged")),
         "opening without the batches after the damage would lose them silently: {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_checkpoint_poisons_the_store_and_the_log_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let control = Arc::new(DiskControl::default());
+    let store = open_flaky_with(dir.path(), &clock, &control, checkpoint_often());
+    store.create("s", text_stream()).await.expect("create");
+    // The log's syncs still work, so appends are acknowledged; the checkpoints behind them
+    // fail, and the writer learns it at its next batch at the latest.
+    control.fail_file_sync.store(true, Ordering::SeqCst);
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for i in 0..200u32 {
+        let body = format!("{i:0>100}");
+        match store.append("s", data(body.as_bytes())).await {
+            Ok(_) => acknowledged.push(body),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let Some(AppendError::Store(StoreError::Poisoned(why))) = refusal else {
+        panic!("a failed checkpoint poisons the store: {refusal:?}");
+    };
+    assert!(why.contains("injected fsync failure"), "{why}");
+    assert!(
+        !acknowledged.is_empty(),
+        "appends before the failure were acknowledged"
+    );
+    drop(store);
+
+    control.fail_file_sync.store(false, Ordering::SeqCst);
+    let store = open(dir.path(), &clock);
+    let batch = read_all(&store, "s").await;
+    let back: Vec<_> = batch
+        .records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.items[0]).into_owned())
+        .collect();
+    assert_eq!(
+        back[..acknowledged.len()],
+        acknowledged[..],
+        "every acknowledged append is back, from the log"
     );
 }
