@@ -2,8 +2,10 @@
 -- Applies one operation's writes if no stream it read has changed since (compare-and-set).
 --
 -- KEYS[1..n]: the version keys of the streams the operation read; then every key the writes use.
--- ARGV[1] = n; ARGV[2..n+1]: the tokens those reads saw ('' for an absent stream);
+-- ARGV[1] = n; ARGV[2..n+1]: the versions those reads saw ('' for an absent stream);
 -- ARGV[n+2]: this commit's token; then the writes, four arguments each: op, key index, a, b.
+-- A version is '<life>/<commit token>': the life changes only when the stream's records are
+-- replaced (created, cleared, removed), the commit token with every commit.
 -- Returns 1 when applied, 2 when this very commit was applied before (a resent command), and
 -- 0 when a stream changed: nothing is written then.
 --
@@ -21,7 +23,7 @@ for i = 1, n do
   local seen = redis.call('GET', KEYS[i]) or ''
   if seen ~= ARGV[1 + i] then
     changed = true
-    if seen == token then ours = true end
+    if seen:sub(-(#token + 1)) == '/' .. token then ours = true end
   end
 end
 if changed then
@@ -44,9 +46,9 @@ while i <= #ARGV do
   elseif op == 'srem' then
     redis.call('SREM', key, a)
   elseif op == 'ver' then
-    -- The version follows the state: a token while the stream exists, absent once it is gone.
+    -- The version follows the state: b while the stream exists, absent once it is gone.
     if redis.call('EXISTS', KEYS[tonumber(a)]) == 1 then
-      redis.call('SET', key, token)
+      redis.call('SET', key, b)
     else
       redis.call('DEL', key)
     end

@@ -133,6 +133,7 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
         }
     }
     for name in touched {
+        let version = new_version(txn, snapshot, name, token);
         let after = txn.written_state(name);
         let before = txn.original_state(name);
         let now_expiring = after.map(has_expiry);
@@ -145,7 +146,29 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
             }
         }
         let state_key = call.key(keys::state(name));
-        call.op("ver", keys::version(name), state_key, empty());
+        call.op("ver", keys::version(name), state_key, Value::from(version));
     }
     Ok(call)
+}
+
+/// The life part of a version: it changes only when the stream's records are replaced.
+pub(super) fn life(version: &str) -> &str {
+    version.split_once('/').map_or(version, |(life, _)| life)
+}
+
+/// The version `name` gets from this commit: a new life if the commit creates the stream or
+/// drops its records, else the life it had.
+fn new_version(txn: &Txn<'_>, snapshot: &Snapshot, name: &str, token: &str) -> String {
+    let replaced = txn
+        .writes
+        .iter()
+        .any(|w| w.stream() == name && matches!(w, Write::Clear(_) | Write::Remove(_)));
+    let known = snapshot
+        .streams
+        .get(name)
+        .and_then(|f| f.version.clone().flatten());
+    match known {
+        Some(version) if !replaced => format!("{}/{token}", life(&version)),
+        _ => format!("{token}/{token}"),
+    }
 }

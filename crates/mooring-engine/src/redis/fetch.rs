@@ -16,6 +16,7 @@ use mooring_core::store::{AuxEntries, AuxTable, StoreError};
 use mooring_core::stream::Record;
 
 use super::codec::{decode_producer, decode_record, decode_state};
+use super::commit::life;
 use super::keys;
 use super::redis_error;
 use super::view::{Fetched, Miss, RecordsQuery, Snapshot};
@@ -60,7 +61,7 @@ pub(super) async fn fetch(
     Ok(Fetch::Consistent)
 }
 
-/// Records the token a read saw; false if an earlier read of the stream saw another.
+/// Records the version a read saw; false if an earlier read of the stream saw another.
 fn same_version(fetched: &mut Fetched, seen: Value) -> Result<bool, StoreError> {
     let seen = text(seen, "a version token")?;
     match &fetched.version {
@@ -69,6 +70,20 @@ fn same_version(fetched: &mut Fetched, seen: Value) -> Result<bool, StoreError> 
             Ok(true)
         }
         Some(known) => Ok(*known == seen),
+    }
+}
+
+/// Like [`same_version`], but for records, which only ever grow within one life: records up
+/// to a tail read earlier are still the same after later appends. Without this, a reader of
+/// a stream written faster than two round trips would start over forever.
+fn same_life(fetched: &mut Fetched, seen: Value) -> Result<bool, StoreError> {
+    let seen = text(seen, "a version token")?;
+    match &fetched.version {
+        None => {
+            fetched.version = Some(seen);
+            Ok(true)
+        }
+        Some(known) => Ok(known.as_deref().map(life) == seen.as_deref().map(life)),
     }
 }
 
@@ -196,7 +211,7 @@ async fn read_records(
             .await
             .map_err(what)?;
         let (version, entries): (Value, Value) = trx.exec(true).await.map_err(what)?;
-        if !same_version(fetched, version)? {
+        if !same_life(fetched, version)? {
             return Ok(None);
         }
         let entries = stream_entries(entries, name)?;

@@ -358,7 +358,11 @@ impl LogStore for RedisStore {
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {
-        self.op(Plan::read(name), |t, now| publish::snapshot(t, name, now))
+        let mut plan = Plan::read(name);
+        // With the state in one round trip, so the messages match its tail exactly.
+        plan.prefetch
+            .push(Miss::AuxAll(name.to_owned(), AuxTable::Messages));
+        self.op(plan, |t, now| publish::snapshot(t, name, now))
             .await
     }
 

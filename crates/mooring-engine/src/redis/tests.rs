@@ -304,3 +304,39 @@ async fn a_resent_commit_lands_once_and_a_stale_one_not_at_all() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].items.concat(), b"once");
 }
+
+/// Records only grow within a stream's life, so a long read of a stream another node keeps
+/// appending to completes instead of starting over at every append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_reads_complete_while_another_node_appends() {
+    let server = RedisServer::start().expect("redis-server");
+    let clock = Arc::new(SystemClock);
+    let reader = RedisStore::connect(&server.url(), clock.clone()).await;
+    let writer = RedisStore::connect(&server.url(), clock).await;
+    let (reader, writer) = (reader.expect("reader node"), writer.expect("writer node"));
+    writer.create("hot", text_stream()).await.expect("create");
+    for i in 0..600 {
+        writer.append("hot", data(&format!("{i};"))).await.expect("fill");
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appends = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut written = 0;
+            while !stop.load(Ordering::Relaxed) {
+                writer.append("hot", data("x;")).await.expect("append");
+                written += 1;
+            }
+            written
+        })
+    };
+    for _ in 0..20 {
+        let read = reader.read("hot", ReadFrom::Start, usize::MAX).await;
+        let records = read.expect("a read completes under appends").records;
+        assert!(records.len() >= 600);
+        let serials: Vec<u64> = records.iter().map(|r| r.serial).collect();
+        assert_eq!(serials, (1..=records.len() as u64).collect::<Vec<_>>());
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(appends.await.expect("writer") > 0, "the writer ran meanwhile");
+}
