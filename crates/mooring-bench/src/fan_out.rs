@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use futures::StreamExt as _;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -170,6 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     )
     .await?;
     fleet::await_ack(&mut publisher, 1).await?;
+    let publisher = fleet::Held::new(publisher);
 
     let session = config.session.clone();
     let (subscribers, sub_failures) = fleet::open_many(
@@ -181,7 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             async move {
                 let at = fleet::attach_until_live(&mut ws, &session, fleet::from_start(), |_| {})
                     .await?;
-                Ok((index, ws, at.live))
+                Ok((index, fleet::Held::new(ws), at.live))
             }
         },
         |n| {
@@ -196,7 +197,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if subscribers.is_empty() {
         bail!("no subscriber could attach: {:?}", failures.samples);
     }
-    let attached = subscribers.len();
+    let publisher = publisher
+        .take()
+        .await
+        .context("the publisher, set aside while subscribers attached")?;
+    let mut ready = Vec::with_capacity(subscribers.len());
+    for (index, held, after) in subscribers {
+        match held.take().await {
+            Ok(ws) => ready.push((index, ws, after)),
+            Err(e) => failures.add(&e),
+        }
+    }
+    let attached = ready.len();
 
     let base = Instant::now();
     let clock = Clock {
@@ -206,7 +218,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     };
     let live = Arc::new(Live::default());
     let mut readers = JoinSet::new();
-    for (index, ws, after) in subscribers {
+    for (index, ws, after) in ready {
         let sampled = index % LATENCY_SAMPLE == 0;
         readers.spawn(subscribe(
             ws,

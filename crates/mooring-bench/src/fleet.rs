@@ -211,3 +211,39 @@ pub fn first_serial(ack: &Frame) -> anyhow::Result<u64> {
         .map(|p| p.serial)
         .context("an ack without results")
 }
+
+/// A connection set aside while others open: a task answers its heartbeats (a connection
+/// silent for `dead_after_ms` is closed by the server) until it is taken back. Only pings are
+/// expected meanwhile; anything else that arrives is dropped.
+#[derive(Debug)]
+pub struct Held {
+    release: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<Socket>>,
+}
+
+impl Held {
+    /// Starts answering `ws`'s heartbeats.
+    pub fn new(mut ws: Socket) -> Self {
+        let (release, mut released) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut released => return Ok(ws),
+                    frame = ws::next_frame(&mut ws) => {
+                        let frame = frame?.context("the connection closed while held")?;
+                        if frame.kind == "ping" {
+                            ws::send_pong(&mut ws, frame.nonce.unwrap_or(0)).await?;
+                        }
+                    }
+                }
+            }
+        });
+        Self { release, task }
+    }
+
+    /// Takes the connection back.
+    pub async fn take(self) -> anyhow::Result<Socket> {
+        let _ = self.release.send(());
+        self.task.await.context("a holding task failed")?
+    }
+}

@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::fleet::{self, Failures};
 use crate::progress::Progress;
@@ -126,18 +125,22 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let started_at = chrono::Utc::now().to_rfc3339();
     let cpu_start = CpuSample::now(Some(config.server_pid))?;
     let opened_at = std::time::Instant::now();
-    let (sockets, failures) = fleet::open_many(
+    // Each connection is held (its heartbeats answered) from the moment it is attached: opening
+    // tens of thousands takes longer than the server waits for a silent peer.
+    let (holders, failures) = fleet::open_many(
         &config.endpoint,
         config.connections,
         config.connect_parallel,
         {
             let sessions = std::sync::Arc::clone(&sessions);
+            let stopped = stopped.clone();
             move |index, mut ws: Socket| {
                 let session = sessions[index % sessions.len()].clone();
+                let stopped = stopped.clone();
                 async move {
                     fleet::attach_until_live(&mut ws, &session, fleet::from_latest(), |_| {})
                         .await?;
-                    Ok(ws)
+                    Ok(tokio::spawn(hold(ws, stopped)))
                 }
             }
         },
@@ -153,19 +156,15 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     .await;
     let connect_secs = opened_at.elapsed().as_secs_f64();
     let cpu = cpu_start.until(&CpuSample::now(Some(config.server_pid))?);
-    let open = sockets.len();
-    let mut holders = JoinSet::new();
-    for ws in sockets {
-        holders.spawn(hold(ws, stopped.clone()));
-    }
+    let open = holders.len();
     progress.update(Duration::ZERO, format!("{open} open; settling"));
     tokio::time::sleep(config.settle).await;
     let after = sysmon::rss_kib(config.server_pid).context("reading the server's memory")?;
     let generator_rss_kib = sysmon::rss_kib(std::process::id());
     let _ = stop.send(true);
     let mut dropped = 0u64;
-    while let Some(done) = holders.join_next().await {
-        if !matches!(done, Ok(true)) {
+    for holder in holders {
+        if !matches!(holder.await, Ok(true)) {
             dropped += 1;
         }
     }

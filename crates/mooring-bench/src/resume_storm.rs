@@ -177,6 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         high[i] = fleet::first_serial(&fleet::await_ack(&mut writer, req).await?)?;
     }
 
+    let writer = fleet::Held::new(writer);
     let mut failures = Failures::default();
     let (subscribers, open_failures) = fleet::open_many(
         &config.endpoint,
@@ -193,7 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                         check.observe(f.serial.unwrap_or(0))
                     })
                     .await?;
-                    Ok((index, session, ws, check, at.epoch))
+                    Ok((index, session, fleet::Held::new(ws), check, at.epoch))
                 }
             }
         },
@@ -216,7 +217,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let (phase, phases) = watch::channel(Phase::Streaming);
     let live = Arc::new(Live::default());
     let mut readers = JoinSet::new();
-    for (index, session, ws, check, epoch) in subscribers {
+    let writer = writer
+        .take()
+        .await
+        .context("the writer, set aside while subscribers attached")?;
+    for (index, session, held, check, epoch) in subscribers {
+        let ws = match held.take().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                failures.add(&e);
+                continue;
+            }
+        };
         readers.spawn(subscribe(
             config.endpoint.clone(),
             index,

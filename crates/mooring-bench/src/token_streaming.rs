@@ -192,7 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 )
                 .await?;
                 let message = fleet::first_serial(&fleet::await_ack(&mut ws, 1).await?)?;
-                Ok((index, ws, message))
+                Ok((index, fleet::Held::new(ws), message))
             }
         },
         |n| progress.update(Duration::ZERO, format!("agents {n}/{}", config.runs)),
@@ -213,7 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     check.observe(f.serial.unwrap_or(0))
                 })
                 .await?;
-                Ok((ws, check))
+                Ok((fleet::Held::new(ws), check))
             }
         },
         |n| {
@@ -237,12 +237,26 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     };
     let live = Arc::new(Live::default());
     let mut readers = JoinSet::new();
-    for (ws, check) in subscribers {
+    for (held, check) in subscribers {
+        let ws = match held.take().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                failures.add(&e);
+                continue;
+            }
+        };
         readers.spawn(subscribe(ws, check, clock, Arc::clone(&live)));
     }
     let mut writers = JoinSet::new();
     agents.sort_by_key(|(index, _, _)| *index);
-    for (index, ws, message) in agents {
+    for (index, held, message) in agents {
+        let ws = match held.take().await {
+            Ok(ws) => ws,
+            Err(e) => {
+                failures.add(&e);
+                continue;
+            }
+        };
         // Spread the agents' ticks over one token interval, as independent runs would be.
         let interval = Duration::from_secs(1) / config.tokens_per_sec;
         let offset = interval.mul_f64((index % 64) as f64 / 64.0);
