@@ -83,6 +83,25 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Stops the server with SIGSTOP (it keeps its connections but answers nothing) or,
+    /// with `false`, lets it go on with SIGCONT.
+    pub fn pause(&self, paused: bool) -> std::io::Result<()> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill {signal} failed: {status}"
+            )))
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

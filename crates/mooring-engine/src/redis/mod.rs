@@ -59,6 +59,8 @@ const MAX_RUNS: usize = 4096;
 const WRITE_STRIPES: usize = 64;
 /// How long the first connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one command may wait for Redis, including waits for a reconnection.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams in Redis. A cheap handle: clones share the connection.
 #[derive(Clone)]
@@ -111,6 +113,9 @@ impl RedisStore {
         let client = Builder::from_config(config)
             // Reconnect forever, backing off to 2 s: Redis restarting must not end the node.
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            // A Redis that stops answering fails the operation (never acknowledging it)
+            // instead of holding the request forever.
+            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
             .with_connection_config(|c| {
                 c.connection_timeout = CONNECT_TIMEOUT;
                 c.tcp.nodelay = Some(true);

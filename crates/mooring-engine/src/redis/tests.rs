@@ -316,7 +316,10 @@ async fn long_reads_complete_while_another_node_appends() {
     let (reader, writer) = (reader.expect("reader node"), writer.expect("writer node"));
     writer.create("hot", text_stream()).await.expect("create");
     for i in 0..600 {
-        writer.append("hot", data(&format!("{i};"))).await.expect("fill");
+        writer
+            .append("hot", data(&format!("{i};")))
+            .await
+            .expect("fill");
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let appends = {
@@ -338,5 +341,33 @@ async fn long_reads_complete_while_another_node_appends() {
         assert_eq!(serials, (1..=records.len() as u64).collect::<Vec<_>>());
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(appends.await.expect("writer") > 0, "the writer ran meanwhile");
+    assert!(
+        appends.await.expect("writer") > 0,
+        "the writer ran meanwhile"
+    );
+}
+
+/// A Redis that stops answering (SIGSTOP) fails an append with an error, never an
+/// acknowledgement and never a request held forever; once it answers again, writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_fails_appends_instead_of_hanging() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = RedisStore::connect(&server.url(), Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    store.create("stuck", text_stream()).await.expect("create");
+    server.pause(true).expect("SIGSTOP");
+    let started = std::time::Instant::now();
+    let stuck = tokio::time::timeout(Duration::from_secs(30), store.append("stuck", data("x")));
+    let answer = stuck.await.expect("answered within the command timeout");
+    server.pause(false).expect("SIGCONT");
+    assert!(answer.is_err(), "{answer:?}");
+    assert!(started.elapsed() >= super::COMMAND_TIMEOUT / 2);
+    let after = store
+        .append("stuck", data("y"))
+        .await
+        .expect("writes go on");
+    let read = store.read("stuck", ReadFrom::Start, usize::MAX).await;
+    let last = read.expect("read").records.last().map(|r| r.items.concat());
+    assert_eq!(last.as_deref(), Some(&b"y"[..]), "next {:?}", after.next);
 }
