@@ -9,9 +9,10 @@
 //!   that never reads is closed as a slow consumer (`4008`, counted in
 //!   `mooring_slow_consumer_disconnects_total`);
 //! - the server's resident memory (`VmRSS` of the `mooring serve` process, sampled every
-//!   100 ms) grows by less than [`RSS_GROWTH_BOUND`] over its value before the flood, while
-//!   the flood pushes several times that through it;
-//! - the calm session's latency p99 stays under [`P99_BOUND`], and it loses nothing.
+//!   100 ms) grows by less than [`RSS_GROWTH_BOUND`] beyond the events it accepted, over its
+//!   value before the flood, while the flood pushes several times that through it;
+//! - the calm session's latency p99 stays under [`P99_BOUND`] (or [`P99_FACTOR`] times its
+//!   p99 before the flood, if the machine is that slow on its own), and it loses nothing.
 //!
 //! The bounds are properties, not benchmarks: generous enough for a loaded 2-core machine and
 //! a debug build (the figures measured so far are beside each constant; a run prints its own
@@ -29,18 +30,31 @@ use mooring_protocol::realtime::{AttachFrom, AttachPoint, ErrorCode, ServerFrame
 use mooring_testkit::ws::{self, ConnectOptions, Incoming, RealtimeClient};
 use mooring_testkit::{MooringProcess, ServerConfig};
 
-/// How long the flood lasts.
+/// How long the flood lasts at least, and at most: it goes on past the least until the idle
+/// reader was closed as a slow consumer (how soon depends on how fast this machine's disk
+/// takes the busy session's writes). The server's heartbeat is set long enough (dead after
+/// 75 s) that the idle reader, which answers no ping, is not dropped as dead first.
 const FLOOD: Duration = Duration::from_secs(10);
-/// Resident memory the flood may add to the server. The flood sends over 400 MiB, most of it
-/// in frames the server must refuse; what it accepts is capped by the rate limit (at most
-/// 1,200 events of 48 KiB in 10 s: 56 MiB, which the store's page cache may hold), and each
-/// connection's queue by 4 MiB. Measured here: +19 to +33 MiB.
-const RSS_GROWTH_BOUND: u64 = 128 << 20;
-/// Latency bound of the calm session: 99% of its events arrive within this of their publish.
-/// Measured on a loaded 2-core machine with debug builds: p99 6 to 52 ms alone, 76 to 234 ms
-/// during the flood (whose storm alone is thousands of frames a second that the server must
-/// read to refuse). A node that let one connection stall the others would take seconds.
-const P99_BOUND: Duration = Duration::from_millis(500);
+const FLOOD_MAX: Duration = Duration::from_secs(60);
+/// Resident memory the flood may add to the server beyond the events it accepted (which the
+/// store's page cache may hold, and which the rate limit caps). The flood sends over 400 MiB,
+/// most of it in frames the server must refuse; each connection's queue holds at most 4 MiB.
+/// Measured here: +19 to +60 MiB in all, 11 to 14 MiB of it accepted events.
+const RSS_GROWTH_BOUND: u64 = 96 << 20;
+/// Latency bound of the calm session: 99% of its events during the flood arrive within this
+/// of their publish, or within [`P99_FACTOR`] times the p99 of the same session before the
+/// flood, whichever is larger (on a machine whose disk or CPU stalls on its own, the flood
+/// is only answerable for what it adds). Measured on a loaded 2-core machine with debug
+/// builds and a fuzzer running: p99 16 to 21 ms alone, 299 to 323 ms during the flood (its
+/// storm is thousands of frames a second the server must read to refuse, and the busy
+/// session's fsyncs share the disk); with a build of the whole workspace beside it, 518 ms
+/// alone. A node that let one connection stall the others would take seconds.
+const P99_BOUND: Duration = Duration::from_millis(750);
+const P99_FACTOR: u32 = 3;
+/// Busy publishes in flight at once: an agent pipelining a few. (With 32, this machine's
+/// calm session saw p99 0.85 to 1 s: the embedded engine writes sessions' commits in one
+/// queue, so a session with many large publishes in flight delays every other.)
+const BUSY_WINDOW: usize = 4;
 /// Publish rate of the flooder's node, low enough that one connection surely exceeds it.
 const RATE: u32 = 100;
 const BURST: u32 = 200;
@@ -209,7 +223,9 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
         .arg("--max-publishes-per-sec")
         .arg(&RATE.to_string())
         .arg("--publish-burst")
-        .arg(&BURST.to_string());
+        .arg(&BURST.to_string())
+        .arg("--heartbeat-ms")
+        .arg("30000");
     let server = MooringProcess::start(config).await.expect("server");
     let pid = server.pid().expect("a running server");
     let url = server.base_url();
@@ -260,10 +276,19 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
     ];
     let started = Instant::now();
     let mut peak = baseline;
-    while started.elapsed() < FLOOD {
+    let mut last_check = started;
+    while started.elapsed() < FLOOD_MAX {
         peak = peak.max(proc_status_bytes(pid, "VmRSS"));
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() >= FLOOD && last_check.elapsed() >= Duration::from_millis(500) {
+            last_check = Instant::now();
+            let closed = counter(&url, "mooring_slow_consumer_disconnects_total").await;
+            if closed > slow_before {
+                break;
+            }
+        }
     }
+    let flooded = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for task in flood {
         task.await.expect("a flood task");
@@ -291,9 +316,10 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
     let received = calm.before.len() + calm.during.len();
     let (alone_p50, alone_p99, alone_max) = summary(&mut calm.before);
     let (p50, p99, max) = summary(&mut calm.during);
+    let bound = P99_BOUND.max(alone_p99 * P99_FACTOR);
     let growth = peak.saturating_sub(baseline);
     println!(
-        "flood for {FLOOD:?}: {:.1} MiB sent by the flooder; {} oversized events -> {} too_large; \
+        "flood for {flooded:.1?}: {:.1} MiB sent by the flooder; {} oversized events -> {} too_large; \
          {} frames over 1 MiB -> {} connections ended; storm {} publishes -> {} acked, {} \
          rate_limited; {} busy events of {} KiB; idle reader got {idle_events} events then \
          close {ending:?}, slow consumer closes {slow_consumers}",
@@ -309,18 +335,19 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
         BUSY_EVENT_BYTES >> 10,
     );
     println!(
-        "server RSS: {:.1} MiB before, peak {:.1} MiB (+{:.1} MiB; bound +{:.0} MiB), \
-         VmHWM {:.1} MiB",
+        "server RSS: {:.1} MiB before, peak {:.1} MiB (+{:.1} MiB; bound +{:.0} MiB beyond \
+         {:.1} MiB of accepted events), VmHWM {:.1} MiB",
         mib(baseline),
         mib(peak),
         mib(growth),
         mib(RSS_GROWTH_BOUND),
+        mib(report.busy_published * BUSY_EVENT_BYTES as u64),
         mib(proc_status_bytes(pid, "VmHWM")),
     );
     println!(
         "calm session: {received} of {} events; alone ({} events) p50 {alone_p50:?}, p99 \
          {alone_p99:?}, max {alone_max:?}; during the flood ({} events) p50 {p50:?}, p99 \
-         {p99:?}, max {max:?} (bound p99 {P99_BOUND:?})",
+         {p99:?}, max {max:?} (bound p99 {bound:?})",
         calm.published,
         calm.before.len(),
         calm.during.len(),
@@ -337,10 +364,12 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
     );
     assert!(slow_consumers >= 1.0, "no slow consumer was closed");
     assert!(idle_events < report.busy_published);
+    let accepted = report.busy_published * BUSY_EVENT_BYTES as u64;
     assert!(
-        growth < RSS_GROWTH_BOUND,
-        "the server grew by {:.1} MiB",
-        mib(growth)
+        growth < RSS_GROWTH_BOUND + accepted,
+        "the server grew by {:.1} MiB, {:.1} MiB of it accepted events",
+        mib(growth),
+        mib(accepted)
     );
     assert!(
         report.bytes_sent > 2 * RSS_GROWTH_BOUND,
@@ -348,7 +377,10 @@ async fn a_flood_from_one_client_leaves_memory_bounded_and_other_sessions_prompt
     );
     assert_eq!(received, calm.published, "calm events were lost");
     assert!(!calm.during.is_empty());
-    assert!(p99 < P99_BOUND, "calm latency p99 {p99:?} during the flood");
+    assert!(
+        p99 < bound,
+        "calm latency p99 {p99:?} during the flood (bound {bound:?})"
+    );
 }
 
 /// Events over the size limit, then publish frames as fast as the socket takes them.
@@ -407,15 +439,20 @@ async fn busy(url: String, stop: Arc<AtomicBool>, report: Arc<Mutex<FloodReport>
         .await
         .expect("connect");
     let filler = "b".repeat(BUSY_EVENT_BYTES);
-    while !stop.load(Ordering::Relaxed) {
-        let answer = client
-            .publish(
-                "flood:busy",
-                vec![ws::create("busy", filler.as_str())],
-                PROMPT,
-            )
-            .await
-            .expect("a busy publish");
+    // Many publishes in flight, so the session gets busy however slow each fsync is: the
+    // idle reader must be sent more than the socket buffers and its queue hold.
+    let mut in_flight = 0;
+    while !stop.load(Ordering::Relaxed) || in_flight > 0 {
+        if in_flight < BUSY_WINDOW && !stop.load(Ordering::Relaxed) {
+            client
+                .send_publish("flood:busy", vec![ws::create("busy", filler.as_str())])
+                .await
+                .expect("a busy publish");
+            in_flight += 1;
+            continue;
+        }
+        let answer = client.recv_frame(PROMPT).await.expect("a busy answer");
+        in_flight -= 1;
         let limited = {
             let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
             report.bytes_sent += BUSY_EVENT_BYTES as u64;
