@@ -4,8 +4,8 @@
 -- KEYS[1..n]: the version keys of the streams the operation read; then every key the writes use.
 -- ARGV[1] = n; ARGV[2..n+1]: the versions those reads saw ('' for an absent stream);
 -- ARGV[n+2]: this commit's token; then the writes, four arguments each: op, key index, a, b.
--- A version is '<life>/<commit token>': the life changes only when the stream's records are
--- replaced (created, cleared, removed), the commit token with every commit.
+-- A version is '<life>/<token>,<token>,...': the life changes only when the stream's records
+-- are replaced (created, cleared, removed); the tokens are its last commits, newest first.
 -- Returns 1 when applied, 2 when this very commit was applied before (a resent command), and
 -- 0 when a stream changed: nothing is written then.
 --
@@ -23,7 +23,8 @@ for i = 1, n do
   local seen = redis.call('GET', KEYS[i]) or ''
   if seen ~= ARGV[1 + i] then
     changed = true
-    if seen:sub(-(#token + 1)) == '/' .. token then ours = true end
+    local recent = seen:match('/(.*)$')
+    if recent and (',' .. recent .. ','):find(',' .. token .. ',', 1, true) then ours = true end
   end
 end
 if changed then

@@ -156,8 +156,12 @@ pub(super) fn life(version: &str) -> &str {
     version.split_once('/').map_or(version, |(life, _)| life)
 }
 
+/// Commits a version remembers, so that a resent commit is recognized even after other
+/// commits of the stream.
+const RECENT_COMMITS: usize = 8;
+
 /// The version `name` gets from this commit: a new life if the commit creates the stream or
-/// drops its records, else the life it had.
+/// drops its records, else the life it had; then this commit's token and the latest before.
 fn new_version(txn: &Txn<'_>, snapshot: &Snapshot, name: &str, token: &str) -> String {
     let replaced = txn
         .writes
@@ -168,7 +172,14 @@ fn new_version(txn: &Txn<'_>, snapshot: &Snapshot, name: &str, token: &str) -> S
         .get(name)
         .and_then(|f| f.version.clone().flatten());
     match known {
-        Some(version) if !replaced => format!("{}/{token}", life(&version)),
+        Some(version) if !replaced => {
+            let recent = version.split_once('/').map_or("", |(_, tokens)| tokens);
+            let earlier = recent.split(',').filter(|t| !t.is_empty());
+            let tokens: Vec<&str> = std::iter::once(token)
+                .chain(earlier.take(RECENT_COMMITS - 1))
+                .collect();
+            format!("{}/{}", life(&version), tokens.join(","))
+        }
         _ => format!("{token}/{token}"),
     }
 }
