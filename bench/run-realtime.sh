@@ -30,6 +30,7 @@
 #   BENCH_STORM      resume-storm subscribers                    [10000]
 #   BENCH_SCENARIOS  which to run                                [ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up]
 #   BENCH_NICE       niceness for server and load generator (negative needs root)  [unset]
+#   BENCH_NO_BUILD   1: use the release binaries already in the target directory   [unset]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -68,8 +69,10 @@ trap cleanup EXIT
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "open-file limit: $(ulimit -n)"
 
-say "build (release)"
-cargo build --release --locked -p mooring -p mooring-bench
+if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
+  say "build (release)"
+  cargo build --release --locked -p mooring -p mooring-bench
+fi
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 mooring="$target_dir/release/mooring"
 bench="$target_dir/release/mooring-bench"

@@ -31,9 +31,15 @@ def ms(us):
 
 
 def cpu(c):
+    """server / generator / other; with the kernel's softirq share in brackets where recorded
+    (older results counted it in "other")."""
     s = c.get("server_cpu_percent")
     server = "?" if s is None else f"{s:.0f} %"
-    return f"{server} / {c['generator_cpu_percent']:.0f} % / {c['other_cpu_percent']:.0f} %"
+    softirq = c.get("softirq_cpu_percent")
+    other = f"{c['other_cpu_percent']:.0f} %"
+    if softirq is not None:
+        other += f" (softirq {softirq:.0f} %)"
+    return f"{server} / {c['generator_cpu_percent']:.0f} % / {other}"
 
 
 def table(head, rows):
@@ -72,7 +78,7 @@ def tables(directory):
         out.append("")
         out += table(["readers", "frames per flush", "frame bytes", "frames/s", "CPU this process / other"],
                      [[f"{r['readers']:,}", r["batch"], r["frame_bytes"], f"{r['frames_per_sec']:,.0f}",
-                       f"{r['cpu']['generator_cpu_percent']:.0f} % / {r['cpu']['other_cpu_percent']:.0f} %"]
+                       cpu(r["cpu"]).split(" / ", 1)[1]]
                       for r in found["ws-limit"]])
     if "token-streaming" in found:
         out.append("#### token streaming: 5 subscribers per run, 50 tokens/s per agent (target: p99 < 10 ms at 1,000 runs, rollup 0)")

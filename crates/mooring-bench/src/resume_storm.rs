@@ -86,6 +86,11 @@ pub struct Report {
     pub retries: u64,
     /// Events published by the writer.
     pub published: u64,
+    /// Times the writer's connection was closed under it and opened again (its unacknowledged
+    /// publishes may or may not be in the log; the check allows for either).
+    pub writer_reconnects: u64,
+    /// Why, the first few times.
+    pub writer_close_samples: Vec<String>,
     /// Serial order at every subscriber over the whole run: gaps and duplicates must be 0.
     pub check: CheckTotals,
     /// Subscribers that did not end holding every serial of their session.
@@ -243,6 +248,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     let (stop_writer, writer_stop) = watch::channel(false);
     let writing = tokio::spawn(write(
+        config.endpoint.clone(),
         writer,
         Arc::clone(&names),
         high,
@@ -270,7 +276,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let cpu = cpu_start.until(&CpuSample::now(config.server_pid)?);
     tokio::time::sleep(config.after).await;
     let _ = stop_writer.send(true);
-    let (published, high) = match writing.await {
+    let (published, high, writer_closes) = match writing.await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return Err(e.context("the writer failed")),
         Err(e) => return Err(anyhow::Error::new(e).context("the writer task failed")),
@@ -324,6 +330,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         catch_up: catch_up.summary(),
         retries: live.retries.load(Ordering::Relaxed),
         published,
+        writer_reconnects: writer_closes.count,
+        writer_close_samples: writer_closes.samples,
         check,
         incomplete,
         errors: failures.count,
@@ -333,14 +341,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 }
 
 /// The writer: `rate` events a second round-robin over the sessions, until stopped; returns
-/// how many it published and each session's last serial (every publish acknowledged).
+/// how many it published, each session's last acknowledged serial, and the times its
+/// connection was closed under it (it reconnects, as an agent would).
 async fn write(
+    endpoint: Endpoint,
     mut ws: Socket,
     names: Arc<Vec<String>>,
     mut high: Vec<u64>,
     rate: u32,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<(u64, Vec<u64>)> {
+) -> anyhow::Result<(u64, Vec<u64>, Failures)> {
+    let mut closes = Failures::default();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut req = names.len() as u64;
@@ -350,7 +361,7 @@ async fn write(
     let mut stopping = false;
     loop {
         if stopping && sent_to.is_empty() {
-            return Ok((published, high));
+            return Ok((published, high, closes));
         }
         tokio::select! {
             _ = stop.changed(), if !stopping => stopping = true,
@@ -362,7 +373,19 @@ async fn write(
                 sent_to.insert(req, session);
             }
             frame = ws::next_frame(&mut ws) => {
-                let frame = frame?.context("the writer's connection closed")?;
+                let frame = match frame.and_then(|f| f.context("the connection ended")) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        closes.add(&e);
+                        if closes.count > 20 {
+                            bail!("the writer's connection keeps closing: {:?}", closes.samples);
+                        }
+                        // Unacknowledged publishes may or may not have been written.
+                        sent_to.clear();
+                        ws = endpoint.connect(usize::MAX, Some("storm-writer")).await?;
+                        continue;
+                    }
+                };
                 match frame.kind.as_str() {
                     "ack" => {
                         if let Some(session) = frame.req.and_then(|r| sent_to.remove(&r)) {

@@ -139,13 +139,21 @@ pub fn is_event(text: &str) -> bool {
     text.starts_with(r#"{"type":"event""#)
 }
 
-/// The next text frame, decoded; `None` when the connection ended. WebSocket-level pings are
-/// answered by the socket itself.
+/// The next text frame, decoded; `None` when the connection ended without a close frame. A
+/// close frame from the server is an error naming its code (4008: slow consumer, 4001: silent
+/// peer). WebSocket-level pings are answered by the socket itself.
 pub async fn next_frame(ws: &mut Socket) -> anyhow::Result<Option<Frame>> {
     while let Some(message) = ws.next().await {
         match message.context("reading from the WebSocket")? {
             Message::Text(text) => return Frame::parse(text.as_str()).map(Some),
-            Message::Close(_) => return Ok(None),
+            Message::Close(Some(close)) => {
+                bail!(
+                    "the server closed the connection: {} {}",
+                    u16::from(close.code),
+                    close.reason
+                )
+            }
+            Message::Close(None) => return Ok(None),
             _ => {}
         }
     }
