@@ -101,7 +101,7 @@ impl Report {
             "fan-out  {label}  1 publisher at {rate}/s to {subs} subscribers, {dur:.0} s\n  \
              deliveries {d} ({dps:.0}/s of {offered:.0}/s offered)  disconnected {disc}  errors {errors}\n  \
              latency   p50 {p50}  p99 {p99}  (sampled subscribers; gaps {gaps}, duplicates {dups})\n  \
-             cpu       server {server:?} %  generator {gen} %  other {other} %",
+             cpu       server {server} %  generator {gen} %  other {other} %",
             label = self.label,
             rate = self.rate,
             subs = self.subscribers,
@@ -115,7 +115,7 @@ impl Report {
             p99 = human_us(self.latency.p99_us),
             gaps = self.check.gaps,
             dups = self.check.duplicates,
-            server = self.cpu.server_cpu_percent,
+            server = self.cpu.server_cpu_percent.map_or("?".to_owned(), |v| v.to_string()),
             gen = self.cpu.generator_cpu_percent,
             other = self.cpu.other_cpu_percent,
         )

@@ -110,7 +110,7 @@ impl Report {
             "resume-storm  {label}  {subs} subscribers over {sessions} sessions, writer {rate}/s\n  \
              caught up {caught} in {all:.2} s (p50 {p50}, p99 {p99})  retries {retries}\n  \
              gaps {gaps}  duplicates {dups}  incomplete {incomplete}  errors {errors}\n  \
-             cpu       server {server:?} %  generator {gen} %  other {other} %",
+             cpu       server {server} %  generator {gen} %  other {other} %",
             label = self.label,
             subs = self.subscribers,
             sessions = self.sessions,
@@ -124,7 +124,7 @@ impl Report {
             dups = self.check.duplicates,
             incomplete = self.incomplete,
             errors = self.errors,
-            server = self.cpu.server_cpu_percent,
+            server = self.cpu.server_cpu_percent.map_or("?".to_owned(), |v| v.to_string()),
             gen = self.cpu.generator_cpu_percent,
             other = self.cpu.other_cpu_percent,
         )

@@ -110,7 +110,7 @@ impl Report {
             "token-streaming  {label}  {runs} runs x {subs} subscribers, {tps} tokens/s, {dur:.0} s\n  \
              deliveries {d} of {e} ({rate:.0}/s)  errors {errors}  gaps {gaps}  duplicates {dups}\n  \
              latency   p50 {p50}  p99 {p99}  p999 {p999}  max {max}\n  \
-             cpu       server {server:?} %  generator {gen} %  other {other} %   server rss {rss:?} KiB",
+             cpu       server {server} %  generator {gen} %  other {other} %   server rss {rss} KiB",
             label = self.label,
             runs = self.runs,
             subs = self.subscribers_per_run,
@@ -126,10 +126,10 @@ impl Report {
             p99 = human_us(l.p99_us),
             p999 = human_us(l.p999_us),
             max = human_us(l.max_us),
-            server = self.cpu.server_cpu_percent,
+            server = self.cpu.server_cpu_percent.map_or("?".to_owned(), |v| v.to_string()),
             gen = self.cpu.generator_cpu_percent,
             other = self.cpu.other_cpu_percent,
-            rss = self.server_rss_kib,
+            rss = self.server_rss_kib.map_or("?".to_owned(), |v| v.to_string()),
         )
     }
 }
