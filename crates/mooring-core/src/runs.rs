@@ -5,6 +5,11 @@
 //! `run.end {run_id, status}`. Progress of a run is any event carrying `extras.run_id`, and any
 //! append, update or delete of a message created with it; so an agent tags the message of its
 //! answer once, and its untagged appends (which rollup can merge) keep the run alive.
+//!
+//! Approvals: an agent publishes `approval.request {run_id, approval_id}` and waits; a person
+//! with the `approve` capability answers `approval.answer {approval_id, decision}`. A run
+//! waiting for an answer is not stalled (a person may take minutes), and the answer counts as
+//! its progress, so the stall clock starts again from it.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -41,6 +46,17 @@ pub struct Run {
     pub last_progress_ms: u64,
     pub stalled: bool,
     pub cancel_requested: bool,
+    /// Approvals it asked for that have no answer yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub awaiting_approval: Vec<String>,
+}
+
+/// The answer to an approval request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    Approve,
+    Deny,
 }
 
 /// Something the session must publish because of what the table saw.
@@ -67,11 +83,30 @@ pub fn run_id_of(event: &Event) -> Option<&str> {
     event.data.get("run_id").and_then(|v| v.as_str())
 }
 
-/// Checks the shape of a run or control event; `Err(reason)` if malformed. (Who may publish
-/// `run.stalled` is the transports' concern: only the server does.)
+/// The approval id an approval event names in its data.
+pub fn approval_id_of(event: &Event) -> Option<&str> {
+    event.data.get("approval_id").and_then(|v| v.as_str())
+}
+
+/// Checks the shape of a run, control or approval event; `Err(reason)` if malformed. (Who may
+/// publish `run.stalled` is the transports' concern: only the server does.)
 pub fn validate(action: Action, data: &serde_json::Value) -> Result<(), &'static str> {
     let run_id = data.get("run_id").map(|v| v.as_str());
+    let approval_id = data.get("approval_id").and_then(|v| v.as_str());
     match action {
+        Action::ApprovalRequest if !matches!(run_id, Some(Some(_))) || approval_id.is_none() => {
+            Err("approval.request needs data.run_id and data.approval_id, strings")
+        }
+        Action::ApprovalAnswer => {
+            if approval_id.is_none() {
+                return Err("approval.answer needs data.approval_id, a string");
+            }
+            let decision = data.get("decision").cloned();
+            match decision.map(serde_json::from_value::<ApprovalDecision>) {
+                Some(Ok(_)) => Ok(()),
+                _ => Err("approval.answer needs data.decision: approve or deny"),
+            }
+        }
         Action::RunStart | Action::ControlSteer | Action::RunStalled
             if !matches!(run_id, Some(Some(_))) =>
         {
@@ -128,6 +163,7 @@ impl RunTable {
                         last_progress_ms: now_ms,
                         stalled: false,
                         cancel_requested: false,
+                        awaiting_approval: Vec::new(),
                     },
                 );
                 if let Some(i) = self.held.iter().position(|(id, _, _)| id == run_id) {
@@ -155,6 +191,30 @@ impl RunTable {
                     None => self.hold(run_id, event.client_id.clone(), now_ms),
                 },
             },
+            Action::ApprovalRequest => {
+                let run = run_id_of(event).and_then(|id| self.active.get_mut(id));
+                if let (Some(run), Some(approval_id)) = (run, approval_id_of(event)) {
+                    if !run.awaiting_approval.iter().any(|a| a == approval_id) {
+                        run.awaiting_approval.push(approval_id.to_owned());
+                    }
+                    run.last_progress_ms = now_ms;
+                    run.stalled = false;
+                }
+            }
+            Action::ApprovalAnswer => {
+                // The answer comes from the approver's connection: the run stays bound to its
+                // agent's.
+                if let Some(approval_id) = approval_id_of(event) {
+                    for run in self.active.values_mut() {
+                        let before = run.awaiting_approval.len();
+                        run.awaiting_approval.retain(|a| a != approval_id);
+                        if run.awaiting_approval.len() < before {
+                            run.last_progress_ms = now_ms;
+                            run.stalled = false;
+                        }
+                    }
+                }
+            }
             _ => {}
         }
         let tagged = event.extras.get("run_id").cloned();
@@ -184,10 +244,12 @@ impl RunTable {
         self.held.push_back((run_id.to_owned(), by, now_ms));
     }
 
-    /// Runs without progress for `stall_after_ms` stall (once each, until they progress).
+    /// Runs without progress for `stall_after_ms` stall (once each, until they progress);
+    /// runs waiting for an approval do not.
     pub fn tick(&mut self, now_ms: u64, stall_after_ms: u64) -> Vec<RunEffect> {
         self.active
             .values_mut()
+            .filter(|r| r.awaiting_approval.is_empty())
             .filter(|r| !r.stalled && now_ms.saturating_sub(r.last_progress_ms) >= stall_after_ms)
             .map(|r| {
                 r.stalled = true;
@@ -233,7 +295,7 @@ impl RunTable {
     pub fn next_stall(&self, stall_after_ms: u64) -> Option<u64> {
         self.active
             .values()
-            .filter(|r| !r.stalled)
+            .filter(|r| !r.stalled && r.awaiting_approval.is_empty())
             .map(|r| r.last_progress_ms + stall_after_ms)
             .min()
     }
@@ -321,5 +383,53 @@ mod tests {
         assert!(validate(Action::ControlCancel, &json!({})).is_ok());
         assert!(validate(Action::ControlCancel, &json!({"run_id": 3})).is_err());
         assert!(validate(Action::RunStalled, &json!({})).is_err());
+    }
+
+    #[test]
+    fn approval_events_are_validated() {
+        let request = json!({"run_id": "r", "approval_id": "a", "prompt": "rm -rf?"});
+        assert!(validate(Action::ApprovalRequest, &request).is_ok());
+        assert!(validate(Action::ApprovalRequest, &json!({"run_id": "r"})).is_err());
+        assert!(validate(Action::ApprovalRequest, &json!({"approval_id": "a"})).is_err());
+        let answer = json!({"approval_id": "a", "decision": "deny", "reason": "no"});
+        assert!(validate(Action::ApprovalAnswer, &answer).is_ok());
+        assert!(validate(Action::ApprovalAnswer, &json!({"decision": "approve"})).is_err());
+        let maybe = json!({"approval_id": "a", "decision": "maybe"});
+        assert!(validate(Action::ApprovalAnswer, &maybe).is_err());
+    }
+
+    #[test]
+    fn a_run_waiting_for_approval_does_not_stall_and_its_answer_is_progress() {
+        let mut t = RunTable::default();
+        t.observe(
+            &event(1, Action::RunStart, json!({"run_id":"r"})),
+            Some("agent-conn"),
+            0,
+        );
+        let request = json!({"run_id": "r", "approval_id": "a1"});
+        t.observe(
+            &event(2, Action::ApprovalRequest, request),
+            Some("agent-conn"),
+            1_000,
+        );
+        assert_eq!(t.active()[0].awaiting_approval, ["a1"]);
+        assert!(
+            t.tick(600_000, 30_000).is_empty(),
+            "waiting is not stalling"
+        );
+        assert_eq!(t.next_stall(30_000), None);
+        let mut answer = event(
+            3,
+            Action::ApprovalAnswer,
+            json!({"approval_id": "a1", "decision": "approve"}),
+        );
+        answer.client_id = Some("reviewer".into());
+        t.observe(&answer, Some("reviewer-conn"), 700_000);
+        let run = &t.active()[0];
+        assert!(run.awaiting_approval.is_empty());
+        assert_eq!(run.last_progress_ms, 700_000, "the answer is progress");
+        assert_eq!(run.connection_id.as_deref(), Some("agent-conn"));
+        assert!(t.tick(729_999, 30_000).is_empty());
+        assert_eq!(t.tick(730_000, 30_000).len(), 1);
     }
 }

@@ -95,7 +95,9 @@ pub fn fold(
         | Action::RunEnd
         | Action::RunStalled
         | Action::ControlCancel
-        | Action::ControlSteer => Ok(None),
+        | Action::ControlSteer
+        | Action::ApprovalRequest
+        | Action::ApprovalAnswer => Ok(None),
         Action::MessageCreate => {
             if event.reference.is_some() {
                 return Err(FoldError::UnexpectedRef);

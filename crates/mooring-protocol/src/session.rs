@@ -39,6 +39,14 @@ pub enum Action {
     /// Redirect a run: `data: {run_id, data}`.
     #[serde(rename = "control.steer")]
     ControlSteer,
+    /// An agent asks a person to approve a step of a run: `data: {run_id, approval_id,
+    /// prompt?}`.
+    #[serde(rename = "approval.request")]
+    ApprovalRequest,
+    /// The answer to an approval request: `data: {approval_id, decision, reason?}`, decision
+    /// `approve` or `deny`. Needs the `approve` capability.
+    #[serde(rename = "approval.answer")]
+    ApprovalAnswer,
     /// Anything else an application publishes; kept in the log, not materialized.
     #[serde(rename = "event")]
     Event,

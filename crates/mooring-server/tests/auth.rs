@@ -270,6 +270,11 @@ fn publish(session: &str, action: &str) -> Value {
     json!({ "type": "publish", "req": 1, "session": session, "events": [event] })
 }
 
+/// An `approval.answer` event for approval `a-1`.
+fn answer(decision: &str) -> Value {
+    json!({"action": "approval.answer", "data": {"approval_id": "a-1", "decision": decision}})
+}
+
 /// Sessions the attempts aim at; none may exist afterwards.
 const TARGETS: [&str; 5] = [
     "chat:alice:1",
@@ -394,6 +399,24 @@ async fn every_attempt_to_get_in_is_refused_and_nothing_is_written() {
             a,
             None,
             Some(json!({"action": "control.cancel", "data": {}})),
+            "forbidden",
+        ),
+        (
+            "approve without approve",
+            "POST",
+            "/v1/sessions/chat:alice:1/approve",
+            a,
+            None,
+            Some(json!({"approval_id": "a-1", "decision": "approve"})),
+            "forbidden",
+        ),
+        (
+            "approval.answer event without approve",
+            "POST",
+            "/v1/sessions/chat:alice:1/events",
+            a,
+            None,
+            Some(answer("approve")),
             "forbidden",
         ),
         (
@@ -549,6 +572,11 @@ async fn every_attempt_to_get_in_is_refused_and_nothing_is_written() {
             publish("chat:alice:1", "control.cancel"),
         ),
         (
+            "approve without approve",
+            json!({"type": "publish", "req": 1, "session": "chat:alice:1",
+                   "events": [answer("approve")]}),
+        ),
+        (
             "attach another user's session",
             json!({"type": "attach", "session": "chat:bob:1"}),
         ),
@@ -667,4 +695,135 @@ async fn an_expired_token_ends_the_connection_with_4003() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// An agent asks for approval inside a run; a reviewer holding `approve` answers, over the
+/// WebSocket and over REST; the agent receives each answer stamped with the reviewer's
+/// verified identity (never the one a payload claims), and the run waits without stalling.
+#[tokio::test]
+async fn an_approval_is_answered_by_a_holder_of_approve_and_reaches_the_agent() {
+    let node = start(Duration::from_secs(10)).await;
+    let session = "chat:alice:approvals";
+    let reviewer = hs(json!({
+        "client_id": "reviewer",
+        "exp": now() + 600,
+        "caps": { "chat:alice:*": ["subscribe", "approve"] },
+    }));
+    let mut agent = welcomed(&node, &alice(), Carry::Header).await;
+    send(
+        &mut agent,
+        json!({"type": "attach", "session": session, "from": "start"}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut agent).await.expect("attached")["type"],
+        "attached"
+    );
+    assert_eq!(next(&mut agent).await.expect("live")["type"], "live");
+    let request = |approval_id: &str| {
+        json!({"type": "publish", "req": 2, "session": session, "events": [
+            {"action": "approval.request",
+             "data": {"run_id": "r-1", "approval_id": approval_id, "prompt": "delete 3 files?"}}
+        ]})
+    };
+    let start = json!({"type": "publish", "req": 1, "session": session,
+                       "events": [{"action": "run.start", "data": {"run_id": "r-1"}}]});
+    send(&mut agent, start).await;
+    send(&mut agent, request("a-1")).await;
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let frame = next(&mut agent).await.expect("a frame");
+        seen.push(frame["type"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seen.iter().filter(|t| *t == "ack").count(), 2, "{seen:?}");
+
+    // Waiting for the answer, as GET /runs shows it.
+    let runs: Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/sessions/{session}/runs", node.addr))
+        .bearer_auth(&reviewer)
+        .send()
+        .await
+        .expect("runs")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        runs["runs"][0]["awaiting_approval"],
+        json!(["a-1"]),
+        "{runs}"
+    );
+
+    // The reviewer answers over the WebSocket, claiming to be someone else in the payload.
+    let mut ws = welcomed(&node, &reviewer, Carry::Query).await;
+    let mut denial = answer("deny");
+    denial["client_id"] = json!("alice");
+    send(
+        &mut ws,
+        json!({"type": "publish", "req": 1, "session": session, "events": [denial]}),
+    )
+    .await;
+    let ack = next(&mut ws).await.expect("ack");
+    // A client_id in an event is not a field of the protocol: refused, not stamped.
+    assert_eq!(ack["code"], "bad_frame", "{ack}");
+    send(
+        &mut ws,
+        json!({"type": "publish", "req": 2, "session": session, "events": [answer("deny")]}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await.expect("ack")["type"], "ack");
+    let got = next(&mut agent).await.expect("the answer");
+    assert_eq!(
+        (&got["action"], &got["client_id"], &got["data"]["decision"]),
+        (
+            &json!("approval.answer"),
+            &json!("reviewer"),
+            &json!("deny")
+        ),
+        "{got}"
+    );
+
+    // And over REST, for a second approval.
+    send(&mut agent, request("a-2")).await;
+    let mut acked = false;
+    while !acked {
+        let frame = next(&mut agent).await.expect("a frame");
+        acked = frame["type"] == "ack";
+    }
+    let (status, _) = http(
+        &node,
+        "POST",
+        &format!("/v1/sessions/{session}/approve"),
+        Some(&reviewer),
+        None,
+        Some(json!({"approval_id": "a-2", "decision": "approve", "reason": "fine"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let got = loop {
+        let frame = next(&mut agent).await.expect("the answer");
+        if frame["action"] == "approval.answer" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (
+            &got["client_id"],
+            &got["data"]["approval_id"],
+            &got["data"]["decision"]
+        ),
+        (&json!("reviewer"), &json!("a-2"), &json!("approve")),
+        "{got}"
+    );
+    // An answer that is not approve or deny is refused with its code.
+    let (status, code) = http(
+        &node,
+        "POST",
+        &format!("/v1/sessions/{session}/events"),
+        Some(&reviewer),
+        None,
+        Some(json!({"action": "approval.answer",
+                    "data": {"approval_id": "a-3", "decision": "maybe"}})),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_event"));
 }

@@ -34,7 +34,7 @@ pub enum Operation {
     History,
     /// Publish `control.cancel`, or `POST /cancel`.
     Cancel,
-    /// Reserved for approvals (not used by any surface yet).
+    /// Publish `approval.answer`, or `POST /approve`.
     Approve,
     /// Reserved for session state (not used by any surface yet).
     State,
@@ -80,6 +80,7 @@ impl Operation {
         match action {
             Action::MessageAppend => Self::Append,
             Action::ControlCancel => Self::Cancel,
+            Action::ApprovalAnswer => Self::Approve,
             Action::MessageCreate
             | Action::MessageUpdate
             | Action::MessageDelete
@@ -87,6 +88,7 @@ impl Operation {
             | Action::RunEnd
             | Action::RunStalled
             | Action::ControlSteer
+            | Action::ApprovalRequest
             | Action::Event => Self::Publish,
         }
     }

@@ -146,6 +146,7 @@ pub(crate) async fn rest(
         (Method::GET, "presence") => Some(Operation::Presence),
         (Method::GET, "runs") => Some(Operation::Subscribe),
         (Method::POST, "cancel") => Some(Operation::Cancel),
+        (Method::POST, "approve") => Some(Operation::Approve),
         // A route added without a decision here is refused rather than left open.
         _ => Some(Operation::Admin),
     };

@@ -28,4 +28,5 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/sessions/{name}/presence", get(runs::presence))
         .route("/v1/sessions/{name}/runs", get(runs::runs))
         .route("/v1/sessions/{name}/cancel", post(runs::cancel))
+        .route("/v1/sessions/{name}/approve", post(runs::approve))
 }

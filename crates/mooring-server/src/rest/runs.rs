@@ -1,9 +1,10 @@
-//! Presence and runs over REST: `GET presence`, `GET runs`, `POST cancel`.
+//! Presence and runs over REST: `GET presence`, `GET runs`, `POST cancel`, `POST approve`.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use mooring_core::runs::ApprovalDecision;
 use mooring_protocol::session::{Action, NewEvent};
 use serde::Deserialize;
 use serde_json::json;
@@ -52,6 +53,38 @@ pub(crate) async fn cancel(
     let event = NewEvent {
         id: None,
         action: Action::ControlCancel,
+        name: None,
+        reference: None,
+        data,
+        extras: Default::default(),
+    };
+    publish_events(&app, &name, client_id(&headers), vec![event]).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApproveBody {
+    approval_id: String,
+    decision: ApprovalDecision,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Publishes `approval.answer`: the decision on one approval an agent asked for.
+pub(crate) async fn approve(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<ApproveBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, RestError> {
+    let Json(body) = body.map_err(|e| RestError::invalid(e.body_text()))?;
+    let mut data = json!({ "approval_id": body.approval_id, "decision": body.decision });
+    if let Some(reason) = body.reason {
+        data["reason"] = json!(reason);
+    }
+    let event = NewEvent {
+        id: None,
+        action: Action::ApprovalAnswer,
         name: None,
         reference: None,
         data,

@@ -53,6 +53,8 @@ export const ACTIONS = [
   "run.stalled",
   "control.cancel",
   "control.steer",
+  "approval.request",
+  "approval.answer",
   "event",
 ] as const;
 /** What an event does. */
