@@ -22,7 +22,7 @@ use crate::error::{
 };
 use crate::event;
 use crate::options::ClientOptions;
-use crate::runs::{RunHandle, RunWatch, STEER_BUFFER};
+use crate::runs::{ApprovalDecision, RunHandle, RunWatch, APPROVAL_BUFFER, STEER_BUFFER};
 use crate::subscription::Subscription;
 use crate::task::{Command, ConnectionStatus, Task};
 
@@ -293,6 +293,7 @@ impl Client {
         }
         let (cancel_tx, cancel) = tokio::sync::watch::channel(None);
         let (steer_tx, steers) = mpsc::channel(STEER_BUFFER);
+        let (approval_tx, approvals) = mpsc::channel(APPROVAL_BUFFER);
         let watch_id = NEXT_RUN_WATCH.fetch_add(1, Ordering::Relaxed);
         let mut start = event::run_start(&run_id, input);
         let start_id = new_id();
@@ -304,6 +305,7 @@ impl Client {
             start_id,
             cancel: cancel_tx,
             steers: steer_tx,
+            approvals: approval_tx,
         };
         // Made first: if anything below fails, dropping it forgets the watch.
         let mut handle = RunHandle {
@@ -314,6 +316,7 @@ impl Client {
             answer: None,
             cancel,
             steers,
+            approvals,
             watch_id,
         };
         let (ready, ready_rx) = oneshot::channel();
@@ -351,6 +354,19 @@ impl Client {
         data: impl Into<serde_json::Value>,
     ) -> Result<u64, PublishError> {
         self.publish_one(session, event::steer(run_id, data)).await
+    }
+
+    /// Answers approval `approval_id` (needs the `approve` capability on nodes with auth);
+    /// returns the serial of the `approval.answer`. The first answer is the decision.
+    pub async fn answer_approval(
+        &self,
+        session: impl Into<String>,
+        approval_id: &str,
+        decision: ApprovalDecision,
+        reason: Option<String>,
+    ) -> Result<u64, PublishError> {
+        let answer = event::approval_answer(approval_id, decision, reason);
+        self.publish_one(session, answer).await
     }
 
     /// A run's handle is gone (best effort: if the queue is full, the task notices the handle

@@ -2,7 +2,7 @@
 
 use mooring_protocol::session::{Action, Extras, NewEvent};
 
-use crate::runs::RunStatus;
+use crate::runs::{ApprovalDecision, RunStatus};
 
 fn new(
     action: Action,
@@ -87,4 +87,28 @@ pub fn cancel(run_id: Option<&str>) -> NewEvent {
 pub fn steer(run_id: &str, data: impl Into<serde_json::Value>) -> NewEvent {
     let data = serde_json::json!({ "run_id": run_id, "data": data.into() });
     new(Action::ControlSteer, None, None, data)
+}
+
+/// Run `run_id` asks for approval `approval_id`, showing `prompt` to whoever answers.
+pub fn approval_request(
+    run_id: &str,
+    approval_id: &str,
+    prompt: impl Into<serde_json::Value>,
+) -> NewEvent {
+    let data = serde_json::json!({ "run_id": run_id, "approval_id": approval_id, "prompt": prompt.into() });
+    new(Action::ApprovalRequest, None, None, data)
+}
+
+/// The answer to approval `approval_id` (needs the `approve` capability), with a reason
+/// people can read if given.
+pub fn approval_answer(
+    approval_id: &str,
+    decision: ApprovalDecision,
+    reason: Option<String>,
+) -> NewEvent {
+    let mut data = serde_json::json!({ "approval_id": approval_id, "decision": decision });
+    if let Some(reason) = reason {
+        data["reason"] = reason.into();
+    }
+    new(Action::ApprovalAnswer, None, None, data)
 }

@@ -115,7 +115,7 @@ pub use error::{
     PublishError, PublishErrorKind, ServerError,
 };
 pub use options::{ClientOptions, ReconnectPolicy};
-pub use runs::{Cancel, CancelReason, RunHandle, RunStatus, Steer};
+pub use runs::{Approval, ApprovalDecision, Cancel, CancelReason, RunHandle, RunStatus, Steer};
 pub use subscription::{EndReason, SessionItem, Subscription};
 pub use task::{CloseReason, ConnectionStatus};
 

@@ -7,6 +7,8 @@
 //! Controls count from the run's own `run.start` on, recognized by its event `id`: a cancel
 //! with no `run_id` sent before the run started does not cancel it, and a cancel held by the
 //! server for a run that did not exist yet arrives re-published right after that `run.start`.
+//! Approval answers reach every run of the session from its `run.start` on; a run waiting for
+//! one keeps the first answer with its `approval_id` and ignores the rest.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,10 +20,12 @@ use crate::client::Client;
 use crate::error::{PublishError, PublishErrorKind};
 use crate::event;
 
-pub use mooring_core::runs::RunStatus;
+pub use mooring_core::runs::{ApprovalDecision, RunStatus};
 
 /// Steers a run buffers before newer ones are dropped (with a warning).
 pub const STEER_BUFFER: usize = 64;
+/// Approval answers a run buffers before newer ones are dropped (with a warning).
+pub const APPROVAL_BUFFER: usize = 64;
 
 /// Why a run should stop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,17 @@ pub struct Steer {
     pub data: serde_json::Value,
 }
 
+/// An answer to an approval a run asked for (`approval.answer`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    pub serial: u64,
+    pub approval_id: String,
+    pub decision: ApprovalDecision,
+    /// Who answered: the verified identity of the client that published the answer.
+    pub by: Option<String>,
+    pub reason: Option<String>,
+}
+
 /// A run this client follows on the task's side: where to send what it hears.
 #[derive(Debug)]
 pub(crate) struct RunWatch {
@@ -71,6 +86,7 @@ pub(crate) struct RunWatch {
     pub(crate) start_id: String,
     pub(crate) cancel: watch::Sender<Option<Cancel>>,
     pub(crate) steers: mpsc::Sender<Steer>,
+    pub(crate) approvals: mpsc::Sender<Approval>,
 }
 
 #[derive(Debug)]
@@ -184,6 +200,29 @@ fn route(watch: &RunWatch, event: &Event) {
                 );
             }
         }
+        Action::ApprovalAnswer => {
+            let approval = (|| {
+                Some(Approval {
+                    serial: event.serial,
+                    approval_id: event.data.get("approval_id")?.as_str()?.to_owned(),
+                    decision: serde_json::from_value(event.data.get("decision")?.clone()).ok()?,
+                    by: event.client_id.clone(),
+                    reason: event
+                        .data
+                        .get("reason")
+                        .and_then(|r| r.as_str())
+                        .map(str::to_owned),
+                })
+            })();
+            let sent = approval.map(|a| watch.approvals.try_send(a));
+            if let Some(Err(mpsc::error::TrySendError::Full(_))) = sent {
+                tracing::warn!(
+                    run_id = %watch.run_id,
+                    serial = event.serial,
+                    "approval answer dropped: the run has {APPROVAL_BUFFER} it has not read"
+                );
+            }
+        }
         Action::RunEnd if mine => {
             let status = event
                 .data
@@ -228,6 +267,7 @@ pub struct RunHandle {
     pub(crate) answer: Option<u64>,
     pub(crate) cancel: watch::Receiver<Option<Cancel>>,
     pub(crate) steers: mpsc::Receiver<Steer>,
+    pub(crate) approvals: mpsc::Receiver<Approval>,
     pub(crate) watch_id: u64,
 }
 
@@ -310,6 +350,30 @@ impl RunHandle {
         self.steers.try_recv().ok()
     }
 
+    /// Asks for approval `approval_id` (unique within the session), showing `prompt` to
+    /// whoever answers, and waits for the first answer. Waiting is not stalling: the server
+    /// does not mark the run `run.stalled` meanwhile. To stop waiting on a cancel, put it in a
+    /// `select!` with [`cancelled`](Self::cancelled).
+    pub async fn request_approval(
+        &mut self,
+        approval_id: &str,
+        prompt: impl Into<serde_json::Value>,
+    ) -> Result<Approval, PublishError> {
+        let request = event::approval_request(&self.run_id, approval_id, prompt);
+        self.client
+            .publish_one(self.session.clone(), request)
+            .await?;
+        while let Some(approval) = self.approvals.recv().await {
+            if approval.approval_id == approval_id {
+                return Ok(approval);
+            }
+        }
+        Err(PublishError::new(
+            PublishErrorKind::Closed,
+            "the client closed before the approval was answered",
+        ))
+    }
+
     /// Ends the run with `status` (and a reason people can read); returns the serial of its
     /// `run.end`.
     pub async fn end(self, status: RunStatus, reason: Option<String>) -> Result<u64, PublishError> {
@@ -356,11 +420,13 @@ mod tests {
     struct Run {
         cancel: watch::Receiver<Option<Cancel>>,
         steers: mpsc::Receiver<Steer>,
+        approvals: mpsc::Receiver<Approval>,
     }
 
     fn watch_run(table: &mut RunWatches, id: u64, run_id: &str) -> Run {
         let (cancel_tx, cancel) = watch::channel(None);
         let (steer_tx, steers) = mpsc::channel(2);
+        let (approval_tx, approvals) = mpsc::channel(2);
         table.add(RunWatch {
             id,
             session: "s".into(),
@@ -368,8 +434,49 @@ mod tests {
             start_id: format!("start-{run_id}"),
             cancel: cancel_tx,
             steers: steer_tx,
+            approvals: approval_tx,
         });
-        Run { cancel, steers }
+        Run {
+            cancel,
+            steers,
+            approvals,
+        }
+    }
+
+    #[test]
+    fn approval_answers_reach_a_run_from_its_start_with_who_answered() {
+        let mut table = RunWatches::default();
+        let mut run = watch_run(&mut table, 1, "r1");
+        let answer = |serial, id: &str| {
+            let mut e = event(
+                serial,
+                Action::ApprovalAnswer,
+                json!({"approval_id": id, "decision": "deny", "reason": "no"}),
+            );
+            e.client_id = Some("reviewer".into());
+            e
+        };
+        table.on_event("s", &answer(1, "before"));
+        table.on_event("s", &start(2, "r1"));
+        table.on_event("s", &answer(3, "a1"));
+        table.on_event(
+            "s",
+            &event(4, Action::ApprovalAnswer, json!({"approval_id": "a2"})),
+        );
+        assert_eq!(
+            run.approvals.try_recv().ok(),
+            Some(Approval {
+                serial: 3,
+                approval_id: "a1".into(),
+                decision: ApprovalDecision::Deny,
+                by: Some("reviewer".into()),
+                reason: Some("no".into()),
+            })
+        );
+        assert!(
+            run.approvals.try_recv().is_err(),
+            "malformed and early ones are not routed"
+        );
     }
 
     fn start(serial: u64, run_id: &str) -> Event {

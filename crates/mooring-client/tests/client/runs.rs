@@ -279,3 +279,80 @@ async fn runs_of_a_session_without_subscription_keep_it_attached_until_they_end(
         .collect();
     assert_eq!(actions, vec![Action::RunStart, Action::RunEnd]);
 }
+
+/// An agent asks for approval and waits; a reviewer on another client answers; the agent gets
+/// the first answer with who gave it, and the run does not stall meanwhile.
+#[tokio::test]
+async fn an_agent_waits_for_an_approval_and_gets_the_first_answer() {
+    let node = Node::with(RealtimeConfig {
+        stall_after: Duration::from_millis(300),
+        ..quick()
+    })
+    .await;
+    let reviewer = node.client("reviewer").await;
+    let mut watch = reviewer
+        .attach("runs:approve", StartAt::Beginning)
+        .await
+        .expect("attach");
+    until_live(&mut watch).await;
+    let agent = node.client("agent").await;
+    let mut run = agent
+        .start_run("runs:approve", "r1", None)
+        .await
+        .expect("start");
+    let asking = tokio::spawn(async move {
+        let approval = run
+            .request_approval("ap-1", json!({"refund_eur": 40}))
+            .await
+            .expect("an answer");
+        (run, approval)
+    });
+    let request = prompt(next_action(&mut watch, Action::ApprovalRequest)).await;
+    assert_eq!(request.data["approval_id"], "ap-1");
+    assert_eq!(request.data["prompt"]["refund_eur"], 40);
+    // Longer than stall_after: waiting for a person is not stalling.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let first = reviewer
+        .answer_approval(
+            "runs:approve",
+            "ap-1",
+            mooring_client::ApprovalDecision::Approve,
+            Some("within policy".into()),
+        )
+        .await
+        .expect("answer");
+    reviewer
+        .answer_approval(
+            "runs:approve",
+            "ap-1",
+            mooring_client::ApprovalDecision::Deny,
+            None,
+        )
+        .await
+        .expect("a second answer is kept in the log");
+    let (run, approval) = prompt(asking).await.expect("the agent task");
+    assert_eq!(approval.serial, first);
+    assert_eq!(approval.decision, mooring_client::ApprovalDecision::Approve);
+    assert_eq!(approval.by.as_deref(), Some("reviewer"));
+    assert_eq!(approval.reason.as_deref(), Some("within policy"));
+    run.end(RunStatus::Completed, None).await.expect("end");
+    // Between the request and the end, the server never marked the run stalled.
+    let mut stalled = false;
+    loop {
+        let e = prompt(next_action_any(&mut watch)).await;
+        stalled |= e.action == Action::RunStalled;
+        if e.action == Action::RunEnd {
+            break;
+        }
+    }
+    assert!(!stalled, "the run was marked stalled while it waited");
+}
+
+/// The next event, whatever its action.
+async fn next_action_any(sub: &mut Subscription) -> Event {
+    loop {
+        if let SessionItem::Event(e) = next(sub).await {
+            return e;
+        }
+    }
+}
