@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
 use mooring_core::auth::Operation;
 use mooring_core::clock::Clock;
 use mooring_core::session::PublishGroup;
@@ -267,7 +268,7 @@ pub(crate) async fn serve(
             Some(text) = queue.recv() => {
                 // A peer that takes nothing for dead_after is dead, like a silent one (and while
                 // this send waits, nothing else of the connection runs).
-                let sent = socket.send(Message::Text(text));
+                let sent = write_queued(&mut socket, text, &mut queue);
                 if !matches!(tokio::time::timeout(config.dead_after(), sent).await, Ok(Ok(()))) {
                     break Ending::Lost;
                 }
@@ -727,4 +728,24 @@ impl Connection {
             drop(permit);
         });
     }
+}
+
+/// Frames written with one flush at most: a burst goes out in few system calls, and one
+/// connection's burst never holds its task for long.
+const MAX_FRAMES_PER_WRITE: usize = 256;
+
+/// Writes `first` and whatever else is already queued, then flushes once. One flush per frame
+/// made fan-out a system call per event per subscriber (74% of the server's samples in
+/// `send` with 10,000 subscribers).
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: Utf8Bytes,
+    queue: &mut outbound::OutboundQueue,
+) -> Result<(), axum::Error> {
+    socket.feed(Message::Text(first)).await?;
+    for _ in 1..MAX_FRAMES_PER_WRITE {
+        let Some(text) = queue.try_recv() else { break };
+        socket.feed(Message::Text(text)).await?;
+    }
+    socket.flush().await
 }

@@ -110,6 +110,16 @@ impl OutboundQueue {
     }
 }
 
+impl OutboundQueue {
+    /// A frame already queued, if any, without waiting; its bytes no longer count as pending.
+    pub(crate) fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let text = self.frames.try_recv().ok()?;
+        self.bytes
+            .add_permits(cost(text.len(), self.max_bytes) as usize);
+        Some(text)
+    }
+}
+
 impl Drop for OutboundQueue {
     fn drop(&mut self) {
         // Wakes attachments waiting for byte room, so they see the connection is gone.
@@ -123,6 +133,24 @@ mod tests {
 
     fn text(len: usize) -> Utf8Bytes {
         Utf8Bytes::from("x".repeat(len))
+    }
+
+    #[tokio::test]
+    async fn try_recv_takes_what_is_queued_and_frees_its_bytes() {
+        let (tx, mut rx) = channel(100, 1000);
+        assert_eq!(rx.try_recv(), None);
+        assert_eq!(tx.try_queue(text(600)), Ok(()));
+        assert_eq!(tx.try_queue(text(400)), Ok(()));
+        assert_eq!(tx.try_queue(text(1)), Err(QueueError::Full));
+        assert_eq!(rx.try_recv().map(|t| t.len()), Some(600));
+        assert_eq!(
+            tx.try_queue(text(600)),
+            Ok(()),
+            "the bytes taken off are free again"
+        );
+        assert_eq!(rx.try_recv().map(|t| t.len()), Some(400));
+        assert_eq!(rx.try_recv().map(|t| t.len()), Some(600));
+        assert_eq!(rx.try_recv(), None);
     }
 
     #[tokio::test]
