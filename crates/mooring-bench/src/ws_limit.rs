@@ -147,11 +147,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         );
     }
     let cpu = cpu_start.until(&CpuSample::now(None)?);
+    // Stop the writers first: a reader that always finds a frame waiting must not be the only
+    // thing that ends the run.
+    stop.store(true, Ordering::Relaxed);
     let mut received = 0;
     while let Some(done) = readers.join_next().await {
         received += done.context("a reader task failed")?;
     }
-    stop.store(true, Ordering::Relaxed);
     // Writers blocked on a full socket would wait for ever: they are stopped, not joined.
     writers.shutdown().await;
     progress.finish();
@@ -199,6 +201,11 @@ where
     let mut counted = 0u64;
     while let Ok(Some(Ok(message))) = tokio::time::timeout_at(window.1, ws.next()).await {
         let now = Instant::now();
+        // A timeout only fires while the read waits; a reader that never waits (frames always
+        // queued, as in a debug build) ends here.
+        if now >= window.1 {
+            break;
+        }
         if matches!(message, Message::Text(_)) && now >= window.0 {
             counted += 1;
             // The progress figure is shared in chunks: one counter touched per frame by every
