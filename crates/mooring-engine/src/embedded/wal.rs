@@ -222,7 +222,10 @@ fn read_records(file: &File, path: &Path, applied: u64) -> Result<Vec<Recovered>
         .read_to_end(&mut bytes)
         .map_err(|e| io_error("reading", path, e))?;
     let (records, end) = parse_records(&bytes);
-    if let Some(next) = end.and_then(|at| record_at(&bytes, at)) {
+    if let Some(next) = end
+        .and_then(|at| checked_record(&bytes, at))
+        .map(|(next, _)| next)
+    {
         let successor = records.last().map_or(next.lsn > applied, |last| {
             next.lsn == last.lsn + 2 && next.lsn > applied
         });
@@ -236,12 +239,6 @@ fn read_records(file: &File, path: &Path, applied: u64) -> Result<Vec<Recovered>
         }
     }
     Ok(records)
-}
-
-/// A whole record with a good checksum at `at`, and where the next one starts.
-fn record_at(bytes: &[u8], at: usize) -> Option<Recovered> {
-    let (record, _) = checked_record(bytes, at)?;
-    Some(record)
 }
 
 /// The header fields at `at`: payload length, checksum, lsn.
@@ -260,6 +257,7 @@ fn header_at(bytes: &[u8], at: usize) -> Option<(usize, u32, [u8; 8])> {
     ))
 }
 
+/// A whole record with a good checksum at `at`, and where the next one starts.
 fn checked_record(bytes: &[u8], at: usize) -> Option<(Recovered, usize)> {
     let (len, crc, lsn_bytes) = header_at(bytes, at)?;
     let start = at + RECORD_HEADER;
