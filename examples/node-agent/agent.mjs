@@ -1,16 +1,23 @@
-// A Mooring agent in one file: it waits in a session for user input, answers with any
-// OpenAI-compatible model (streaming chat completions over fetch, no SDK), streams the answer
-// into the session as one message, and aborts the model call the moment a user cancels.
+// A Mooring agent in one file: it is handed each user input of the sessions it serves (agent
+// dispatch: one agent process per input, however many run), answers with any OpenAI-compatible
+// model (streaming chat completions over fetch, no SDK), streams the answer into the session as
+// one message, and aborts the model call the moment a user cancels.
 //
-//   OPENAI_API_KEY=… OPENAI_MODEL=gpt-4o-mini MOORING_SESSION=chat:demo node agent.mjs
+//   OPENAI_API_KEY=… OPENAI_MODEL=gpt-4o-mini MOORING_SESSIONS='chat:**' node agent.mjs
+//
+// Run it as many times as you like: each input goes to exactly one of them, and an input whose
+// agent dies before starting its answer goes to another. With MOORING_SESSION=chat:demo instead,
+// it watches that one session and answers every input there itself.
 //
 // With MOORING_FORMAT=ui it answers in the AI SDK's UI message chunks (one message per
 // response, `@mooring/ai-sdk`), for pages that use `useChat` on Mooring.
 //
 // Environment: MOORING_URL (default ws://127.0.0.1:7420/v1/ws), MOORING_TOKEN (a token or
-// API key, on a node with auth), MOORING_SESSION (default chat:demo), OPENAI_BASE_URL
-// (default https://api.openai.com/v1), OPENAI_API_KEY, OPENAI_MODEL (default gpt-4o-mini),
-// MOORING_FORMAT (text, the default, or ui).
+// API key, on a node with auth), MOORING_SESSIONS (session patterns to serve, comma separated;
+// default chat:**), MOORING_CAPACITY (inputs answered at once, default 4), MOORING_SESSION
+// (one session to watch instead), OPENAI_BASE_URL (default https://api.openai.com/v1),
+// OPENAI_API_KEY, OPENAI_MODEL (default gpt-4o-mini), MOORING_FORMAT (text, the default, or
+// ui).
 
 import { pathToFileURL } from "node:url";
 
@@ -114,6 +121,97 @@ async function* uiChunks(texts) {
   yield { type: "finish", finishReason: "stop" };
 }
 
+/** Answers one input of `session`, given the conversation so far. */
+async function answerInput({
+  client,
+  session,
+  input,
+  messages,
+  model,
+  format,
+  onRun,
+}) {
+  const answer = format === "ui" ? respondWithUIMessageStream : respond;
+  const result = await answer(
+    client,
+    session,
+    (run) => {
+      onRun?.(run);
+      const texts = streamChat({ ...model, messages, signal: run.signal });
+      return format === "ui" ? uiChunks(texts) : texts;
+    },
+    { input },
+  );
+  if (result.status === "failed")
+    console.error(`run ${result.runId} failed:`, result.error);
+}
+
+/** The messages of `session` up to and including serial `upto`, read from its view. */
+async function history(client, session, upto) {
+  const subscription = await client.attach(session, { from: "latest" });
+  try {
+    for await (const item of subscription) if (item.type === "live") break;
+    return subscription.messages.filter((m) => m.serial <= upto);
+  } finally {
+    subscription.close();
+  }
+}
+
+/**
+ * Connects to Mooring as a worker for the sessions `patterns` match and answers each input
+ * dispatched to it, up to `capacity` at once. Returns the client and a `stop` function.
+ */
+export async function startWorker({
+  url,
+  token,
+  patterns,
+  clientId = "agent",
+  capacity = 4,
+  model,
+  onRun,
+  onDispatch,
+  format = "text",
+}) {
+  const client = await MooringClient.connect({ url, token, clientId });
+  const work = await client.work(patterns, { capacity });
+  let agentId = clientId;
+  client.on("status", (s) => {
+    if (s.state === "connected") agentId = s.clientId;
+  });
+  const answering = new Set();
+  const serve = (async () => {
+    for await (const dispatch of work) {
+      onDispatch?.(dispatch);
+      const { session, input } = dispatch;
+      const done = history(client, session, input.serial)
+        .then((messages) =>
+          answerInput({
+            client,
+            session,
+            input: input.serial,
+            messages: conversation(messages, agentId),
+            model,
+            format,
+            onRun,
+          }),
+        )
+        .catch((error) => console.error(`answering ${session} failed:`, error))
+        .finally(() => answering.delete(done));
+      answering.add(done);
+    }
+  })();
+  return {
+    client,
+    stop: async () => {
+      // Closing aborts the runs in progress (their signals fire), which stops the model calls.
+      work.stop();
+      client.close();
+      await serve;
+      await Promise.all(answering);
+    },
+  };
+}
+
 /**
  * Connects to Mooring and answers every new `user-input` message of `session`, one at a time.
  * Returns the client and a `stop` function.
@@ -151,26 +249,17 @@ export async function startAgent({
     )
       return;
     queue = queue
-      .then(async () => {
-        const messages = conversation(subscription.messages, agentId);
-        const answer = format === "ui" ? respondWithUIMessageStream : respond;
-        const result = await answer(
+      .then(() =>
+        answerInput({
           client,
           session,
-          (run) => {
-            onRun?.(run);
-            const texts = streamChat({
-              ...model,
-              messages,
-              signal: run.signal,
-            });
-            return format === "ui" ? uiChunks(texts) : texts;
-          },
-          { input: event.serial },
-        );
-        if (result.status === "failed")
-          console.error(`run ${result.runId} failed:`, result.error);
-      })
+          input: event.serial,
+          messages: conversation(subscription.messages, agentId),
+          model,
+          format,
+          onRun,
+        }),
+      )
       .catch((error) => console.error("answering failed:", error));
   });
   return {
@@ -188,18 +277,27 @@ if (
   import.meta.url === pathToFileURL(process.argv[1]).href
 ) {
   const env = process.env;
-  const session = env.MOORING_SESSION ?? "chat:demo";
-  const agent = await startAgent({
+  const common = {
     url: env.MOORING_URL ?? "ws://127.0.0.1:7420/v1/ws",
     token: env.MOORING_TOKEN,
-    session,
     model: {
       baseUrl: env.OPENAI_BASE_URL ?? "https://api.openai.com/v1",
       apiKey: env.OPENAI_API_KEY,
       model: env.OPENAI_MODEL ?? "gpt-4o-mini",
     },
     format: env.MOORING_FORMAT === "ui" ? "ui" : "text",
-  });
-  console.log(`answering in ${session}; Ctrl-C to stop`);
+  };
+  let agent;
+  if (env.MOORING_SESSION !== undefined) {
+    agent = await startAgent({ ...common, session: env.MOORING_SESSION });
+    console.log(`answering in ${env.MOORING_SESSION}; Ctrl-C to stop`);
+  } else {
+    const patterns = (env.MOORING_SESSIONS ?? "chat:**")
+      .split(",")
+      .map((p) => p.trim());
+    const capacity = Number(env.MOORING_CAPACITY ?? 4);
+    agent = await startWorker({ ...common, patterns, capacity });
+    console.log(`answering inputs of ${patterns.join(", ")}; Ctrl-C to stop`);
+  }
   process.once("SIGINT", () => void agent.stop());
 }

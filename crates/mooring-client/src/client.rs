@@ -18,13 +18,14 @@ use crate::connection::Connection;
 use crate::credential::Credentials;
 use crate::error::{
     AttachError, AttachErrorKind, ConnectError, Error, PresenceError, PresenceErrorKind,
-    PublishError, PublishErrorKind,
+    PublishError, PublishErrorKind, WorkError, WorkErrorKind,
 };
 use crate::event;
 use crate::options::ClientOptions;
 use crate::runs::{ApprovalDecision, RunHandle, RunWatch, APPROVAL_BUFFER, STEER_BUFFER};
 use crate::subscription::Subscription;
 use crate::task::{Command, ConnectionStatus, Task};
+use crate::work::Work;
 
 /// Commands (attach, publish, detach, close) queued for the task at once.
 const COMMAND_QUEUE: usize = 256;
@@ -32,6 +33,8 @@ const COMMAND_QUEUE: usize = 256;
 const ASSIGNED_ID_LEN: usize = 22;
 /// Names each run watch in its client's task.
 static NEXT_RUN_WATCH: AtomicU64 = AtomicU64::new(1);
+/// Names each worker registration in its client's task.
+static NEXT_WORK: AtomicU64 = AtomicU64::new(1);
 
 /// Where an attach starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,6 +491,61 @@ impl Client {
             .send(command)
             .await
             .map_err(|_| presence_closed())
+    }
+
+    /// Makes this client a worker for the sessions `patterns` match (`chat:*`, `chat:**`; the
+    /// patterns of capabilities), with at most `capacity` inputs at once (offered or
+    /// running); returns once the server confirmed. Each user input of those sessions is
+    /// dispatched to exactly one worker: answer it with
+    /// [`start_run`](Self::start_run)`(session, run_id, Some(input.serial))`. If this client
+    /// loses its connection before the `run.start`, the input goes to another worker. A new
+    /// registration replaces the last one.
+    pub async fn work<P: Into<String>>(
+        &self,
+        patterns: impl IntoIterator<Item = P>,
+        capacity: Option<u32>,
+    ) -> Result<Work, WorkError> {
+        let patterns: Vec<String> = patterns.into_iter().map(Into::into).collect();
+        let id = NEXT_WORK.fetch_add(1, Ordering::Relaxed);
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let (confirm, confirmed) = oneshot::channel();
+        let closed = || WorkError::new(WorkErrorKind::Closed, "the client is closed");
+        // Made first: if the wait below fails, dropping it withdraws the registration.
+        let work = Work {
+            id,
+            client: self.clone(),
+            inputs,
+        };
+        let registered = async {
+            self.commands
+                .send(Command::Work {
+                    id,
+                    patterns,
+                    capacity,
+                    inputs: inputs_tx,
+                    confirm,
+                })
+                .await
+                .map_err(|_| closed())?;
+            match confirmed.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(server)) => Err(WorkError::server(WorkErrorKind::Refused, server)),
+                Err(_) => Err(closed()),
+            }
+        };
+        self.within_timeout(registered, WorkErrorKind::TimedOut)
+            .await?;
+        Ok(work)
+    }
+
+    /// Queues a command for the task; a closed client ignores it.
+    pub(crate) async fn command(&self, command: Command) {
+        let _ = self.commands.send(command).await;
+    }
+
+    /// Queues a command without waiting (from `Drop`); a full queue drops it.
+    pub(crate) fn try_command(&self, command: Command) {
+        let _ = self.commands.try_send(command);
     }
 
     /// Closes the connection cleanly, ends every subscription and fails every pending

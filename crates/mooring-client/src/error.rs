@@ -165,6 +165,24 @@ pub enum PublishErrorKind {
     NoAnswer,
 }
 
+/// Why [`Client::work`](crate::Client::work) failed.
+pub type WorkError = Error<WorkErrorKind>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WorkErrorKind {
+    /// The server refused the registration (see [`Error::code`]: `invalid_pattern`,
+    /// `forbidden`).
+    #[error("the server refused the registration")]
+    Refused,
+    /// No answer within the request timeout (the client may still be reconnecting; it
+    /// registers when it is back).
+    #[error("timed out")]
+    TimedOut,
+    /// The client was closed, or gave up reconnecting.
+    #[error("client closed")]
+    Closed,
+}
+
 /// Why a presence operation failed.
 pub type PresenceError = Error<PresenceErrorKind>;
 

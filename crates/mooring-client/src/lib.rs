@@ -105,6 +105,7 @@ mod publishes;
 pub mod runs;
 pub mod subscription;
 mod task;
+pub mod work;
 
 pub use accumulate::Accumulator;
 pub use client::{Client, StartAt};
@@ -112,12 +113,13 @@ pub use credential::{Credential, Token, TokenSource};
 pub use cursor::ResetReason;
 pub use error::{
     AttachError, AttachErrorKind, ConnectError, ConnectErrorKind, PresenceError, PresenceErrorKind,
-    PublishError, PublishErrorKind, ServerError,
+    PublishError, PublishErrorKind, ServerError, WorkError, WorkErrorKind,
 };
 pub use options::{ClientOptions, ReconnectPolicy};
 pub use runs::{Approval, ApprovalDecision, Cancel, CancelReason, RunHandle, RunStatus, Steer};
 pub use subscription::{EndReason, SessionItem, Subscription};
 pub use task::{CloseReason, ConnectionStatus};
+pub use work::{Dispatch, Work};
 
 pub use mooring_protocol::presence::{Member, PresenceAction, Role};
 pub use mooring_protocol::realtime::{ErrorCode, Published};

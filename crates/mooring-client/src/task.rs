@@ -22,6 +22,7 @@ use crate::presence::{GetReply, Presences};
 use crate::publishes::{PublishReply, Publishes};
 use crate::runs::{RunWatch, RunWatches};
 use crate::subscription::EndReason;
+use crate::work::{Confirm, Dispatch, Workers};
 
 /// What a client handle (or a subscription) asks of the task.
 #[derive(Debug)]
@@ -68,6 +69,23 @@ pub(crate) enum Command {
     PresenceGet {
         session: String,
         reply: GetReply,
+    },
+    /// Registers as a worker, replacing any registration.
+    Work {
+        id: u64,
+        patterns: Vec<String>,
+        capacity: Option<u32>,
+        inputs: mpsc::UnboundedSender<Dispatch>,
+        confirm: Confirm,
+    },
+    /// A registration's handle was dropped.
+    StopWork {
+        id: u64,
+    },
+    /// Gives a dispatched input back.
+    Release {
+        session: String,
+        serial: u64,
     },
 }
 
@@ -122,6 +140,7 @@ pub(crate) struct Task {
     publishes: Publishes,
     runs: RunWatches,
     presences: Presences,
+    workers: Workers,
     backoff: Backoff,
     rng: StdRng,
 }
@@ -144,6 +163,7 @@ impl Task {
             publishes: Publishes::new(options.resend_within),
             runs: RunWatches::default(),
             presences: Presences::default(),
+            workers: Workers::default(),
             backoff: Backoff::new(options.reconnect.clone()),
             rng: StdRng::from_entropy(),
         }
@@ -206,6 +226,7 @@ impl Task {
         // Presence again, with the same instances: a member back within the grace stays (and
         // its runs with it).
         self.presences.on_connected(&mut out);
+        self.workers.on_connected(&mut out);
         out.extend(self.publishes.on_connected(Instant::now()));
         let mut ping =
             tokio::time::interval_at(Instant::now() + welcome.heartbeat, welcome.heartbeat);
@@ -351,6 +372,19 @@ impl Task {
                 self.presences.leave(session, instance, out)
             }
             Some(Command::PresenceGet { session, reply }) => self.presences.get(session, reply),
+            Some(Command::Work {
+                id,
+                patterns,
+                capacity,
+                inputs,
+                confirm,
+            }) => self
+                .workers
+                .register(id, patterns, capacity, inputs, confirm, out),
+            Some(Command::StopWork { id }) => self.workers.stop(id, out),
+            Some(Command::Release { session, serial }) => {
+                self.workers.release(session, serial, out)
+            }
         }
         None
     }
@@ -406,6 +440,26 @@ impl Task {
                     .on_detached(&session, error.map(ServerError::from), out)
             }
             ServerFrame::Ack { req, results, .. } => self.publishes.on_ack(req, results),
+            ServerFrame::WorkerRegistered { req, .. } => self.workers.on_registered(req),
+            ServerFrame::Dispatch {
+                session,
+                epoch,
+                input,
+                attempt,
+            } => {
+                let dispatch = Dispatch {
+                    session,
+                    epoch,
+                    input,
+                    attempt,
+                };
+                self.workers.on_dispatch(dispatch, out)
+            }
+            ServerFrame::Error {
+                req: Some(req),
+                error,
+                ..
+            } if Workers::owns(req) => self.workers.on_error(req, error.into()),
             ServerFrame::Error {
                 req: Some(req),
                 error,

@@ -62,6 +62,13 @@ pub enum PublishError {
     InvalidEvent { index: usize, reason: String },
     #[error("event {index}: message {reference} does not exist or was deleted")]
     MessageNotFound { index: usize, reference: u64 },
+    /// A `run.start` for an input that another worker holds, or that a run still answers.
+    #[error("event {index}: input {input} is already taken ({holder}); drop it")]
+    InputTaken {
+        index: usize,
+        input: u64,
+        holder: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

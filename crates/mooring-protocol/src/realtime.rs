@@ -19,6 +19,10 @@ pub const SUBPROTOCOL: &str = "mooring.v1";
 /// A subprotocol starting with this carries the credential after the prefix.
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "mooring.bearer.";
 
+/// The event `name` of a user input: a `message.create` with this name is dispatched to a
+/// worker (see `docs/protocol.md`, Agent dispatch).
+pub const INPUT_NAME: &str = "user-input";
+
 /// Where an attach starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -93,6 +97,22 @@ pub enum ClientFrame {
     /// the same `client_id`; answered with `authenticated`.
     Auth {
         token: String,
+    },
+    /// Makes this connection a worker for the sessions `patterns` match (session-name patterns
+    /// as in capabilities: `chat:*`, `chat:**`), replacing any earlier registration; no
+    /// patterns stops it being one. Answered with `worker_registered`.
+    Worker {
+        req: u64,
+        patterns: Vec<String>,
+        /// The most inputs it holds at once, dispatched or running (none: no limit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capacity: Option<u32>,
+    },
+    /// Gives a dispatched input back without starting its run: it goes to another worker.
+    DispatchRelease {
+        session: String,
+        /// The serial of the input.
+        input: u64,
     },
 }
 
@@ -186,6 +206,23 @@ pub enum ServerFrame {
         epoch: u64,
         results: Vec<Published>,
     },
+    /// The connection's worker registration is now this.
+    WorkerRegistered {
+        req: u64,
+        patterns: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capacity: Option<u32>,
+    },
+    /// A user input for this worker to answer: it is this worker's alone until it publishes
+    /// `run.start` naming the input, releases it, or its connection ends.
+    Dispatch {
+        session: String,
+        epoch: u64,
+        /// The input event (a `message.create` named `user-input`).
+        input: Event,
+        /// 1 for the first worker offered the input, 2 for the next, and so on.
+        attempt: u32,
+    },
     Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req: Option<u64>,
@@ -250,6 +287,10 @@ pub enum ErrorCode {
     /// The credential is valid but does not grant this operation on this session (or claims
     /// another identity).
     Forbidden,
+    /// A `run.start` names an input that another worker holds or another run is answering.
+    InputTaken,
+    /// A worker pattern is not a valid session-name pattern.
+    InvalidPattern,
 }
 
 /// WebSocket close codes the server uses besides 1000 (normal) and 1001 (going away).

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use mooring_protocol::presence::{Member, PresenceAction, Role};
 use mooring_protocol::realtime::{
     close, AttachFrom, AttachMode, AttachPoint, ClientFrame, ErrorBody, ErrorCode, Published,
-    ServerFrame, BEARER_SUBPROTOCOL_PREFIX, PROTOCOL_VERSION, SUBPROTOCOL,
+    ServerFrame, BEARER_SUBPROTOCOL_PREFIX, INPUT_NAME, PROTOCOL_VERSION, SUBPROTOCOL,
 };
 use mooring_protocol::session::{Action, Event, Extras, NewEvent};
 use mooring_protocol::Position;
@@ -108,7 +108,21 @@ fn server_frames() -> Vec<ServerFrame> {
         ServerFrame::Event {
             session: "chat:42".into(),
             epoch: 0,
-            event,
+            event: event.clone(),
+        },
+        ServerFrame::WorkerRegistered {
+            req: 3,
+            patterns: vec!["chat:**".into()],
+            capacity: Some(8),
+        },
+        ServerFrame::Dispatch {
+            session: "chat:42".into(),
+            epoch: 0,
+            input: Event {
+                name: Some("user-input".into()),
+                ..event
+            },
+            attempt: 2,
         },
         ServerFrame::Detached {
             session: "chat:42".into(),
@@ -197,6 +211,15 @@ fn client_frames() -> Vec<ClientFrame> {
         ClientFrame::Auth {
             token: "eyJhbGciOiJIUzI1NiJ9.e30.sig".into(),
         },
+        ClientFrame::Worker {
+            req: 3,
+            patterns: vec!["chat:**".into()],
+            capacity: Some(8),
+        },
+        ClientFrame::DispatchRelease {
+            session: "chat:42".into(),
+            input: 23,
+        },
     ]
 }
 
@@ -249,6 +272,7 @@ fn fixture() -> Value {
         "protocol_version": PROTOCOL_VERSION,
         "subprotocol": SUBPROTOCOL,
         "bearer_subprotocol_prefix": BEARER_SUBPROTOCOL_PREFIX,
+        "input_name": INPUT_NAME,
         "close_codes": {
             "protocol_error": close::PROTOCOL_ERROR,
             "heartbeat_timeout": close::HEARTBEAT_TIMEOUT,

@@ -21,6 +21,9 @@ pub const SLOW_CONSUMERS: &str = "mooring_slow_consumer_disconnects_total";
 pub const ACTIVE_RUNS: &str = "mooring_active_runs";
 pub const PUBLISH_TO_DELIVER: &str = "mooring_publish_to_deliver_seconds";
 pub const DS_APPENDS: &str = "mooring_stream_appends_total";
+pub const DISPATCH_WAITING: &str = "mooring_dispatch_waiting_inputs";
+pub const DISPATCHED: &str = "mooring_dispatched_total";
+pub const DISPATCH_DROPPED: &str = "mooring_dispatch_dropped_total";
 
 /// Buckets of the latency histogram, in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -73,6 +76,15 @@ fn describe() {
         "From a publish reaching its session to its event being queued to subscribers."
     );
     describe_counter!(DS_APPENDS, "Appends through the Durable Streams surface.");
+    describe_gauge!(DISPATCH_WAITING, "User inputs waiting for a worker.");
+    describe_counter!(
+        DISPATCHED,
+        "Inputs offered to a worker, by attempt (first, again)."
+    );
+    describe_counter!(
+        DISPATCH_DROPPED,
+        "Inputs no worker took, by why (expired, evicted)."
+    );
 }
 
 pub(crate) async fn render() -> impl IntoResponse {

@@ -827,3 +827,38 @@ async fn an_approval_is_answered_by_a_holder_of_approve_and_reaches_the_agent() 
     .await;
     assert_eq!((status, code.as_str()), (400, "invalid_event"));
 }
+
+/// A worker reads every input its pattern matches and starts runs there: registering needs
+/// `subscribe` and `publish` on the whole pattern, not on some sessions of it.
+#[tokio::test]
+async fn a_worker_may_register_only_for_sessions_its_credential_covers() {
+    let node = start(Duration::from_secs(10)).await;
+    let mut ws = welcomed(&node, &alice(), Carry::Query).await;
+    for (req, pattern) in [(1, "chat:**"), (2, "chat:*"), (3, "**"), (4, "chat:bob:*")] {
+        send(
+            &mut ws,
+            json!({"type": "worker", "req": req, "patterns": [pattern]}),
+        )
+        .await;
+        let refused = next(&mut ws).await.expect("an error");
+        assert_eq!(refused["type"], "error", "{pattern}: {refused}");
+        assert_eq!(refused["code"], "forbidden", "{pattern}");
+        assert_eq!(refused["req"], req);
+    }
+    send(
+        &mut ws,
+        json!({"type": "worker", "req": 5, "patterns": ["chat:alice:*"]}),
+    )
+    .await;
+    let ok = next(&mut ws).await.expect("registered");
+    assert_eq!(ok["type"], "worker_registered", "{ok}");
+
+    // A reader (subscribe only) may not be a worker either.
+    let mut reader = welcomed(&node, "reader:reader-secret-01234", Carry::Header).await;
+    send(
+        &mut reader,
+        json!({"type": "worker", "req": 1, "patterns": ["chat:**"]}),
+    )
+    .await;
+    assert_eq!(next(&mut reader).await.expect("error")["code"], "forbidden");
+}

@@ -62,6 +62,14 @@ const PROVOKED: &[(&str, &str)] = &[
         "forbidden",
         "auth.rs: every_attempt_to_get_in_is_refused_and_nothing_is_written",
     ),
+    (
+        "input_taken",
+        "dispatch.rs: one_input_three_workers_exactly_one_run",
+    ),
+    (
+        "invalid_pattern",
+        "dispatch.rs: a_bad_pattern_is_refused_with_its_code",
+    ),
 ];
 
 fn error_of(frame: &ServerFrame) -> &ErrorBody {

@@ -157,6 +157,18 @@ pub(crate) struct ServeArgs {
           value_delimiter = ',', value_parser = parse_namespace_ms)]
     pub(crate) namespace_stall_after: Vec<(String, u64)>,
 
+    /// How long a user input waits for a worker (agent dispatch) before it is dropped from
+    /// dispatch, in seconds; it stays in the session's log either way.
+    #[arg(long, env = "MOORING_DISPATCH_HOLD_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub(crate) dispatch_hold_secs: u64,
+
+    /// User inputs that may wait for a worker at once; over it, the oldest is dropped from
+    /// dispatch.
+    #[arg(long, env = "MOORING_MAX_WAITING_INPUTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) max_waiting_inputs: u64,
+
     /// API keys of trusted backends, NAME:SECRET separated by commas; each may do everything.
     /// Use --keys-file for keys with narrower capabilities.
     #[arg(long, env = "MOORING_KEYS", hide_env_values = true)]

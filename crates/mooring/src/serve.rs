@@ -167,6 +167,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|(ns, ms)| (ns.clone(), Duration::from_millis(*ms)))
             .collect(),
+        dispatch_hold: Duration::from_secs(args.dispatch_hold_secs),
+        max_waiting_inputs: usize::try_from(args.max_waiting_inputs).unwrap_or(usize::MAX),
         ..RealtimeConfig::default()
     };
     let config = ServerConfig {

@@ -11,3 +11,4 @@ mod publish;
 mod resume;
 mod runs;
 mod scripted;
+mod work;

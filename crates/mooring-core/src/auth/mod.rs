@@ -207,6 +207,14 @@ impl Capabilities {
         self.grants.iter().any(|g| g.allows(session, operation))
     }
 
+    /// Whether `operation` is allowed on every session `pattern` matches (one grant must cover
+    /// the whole pattern, as in [`Capabilities::is_within`]).
+    pub fn allows_all(&self, pattern: &SessionPattern, operation: Operation) -> bool {
+        self.grants.iter().any(|g| {
+            g.pattern.covers(pattern) && g.operations.iter().any(|op| op.grants(operation))
+        })
+    }
+
     /// Whether every right of `self` is also a right of `other` (each grant of `self` within
     /// one grant of `other`; a grant covered only by the union of several is refused, which is
     /// conservative).

@@ -175,3 +175,17 @@ fn capabilities_parse_from_the_command_line_form() {
         Some(&vec!["publish".to_owned(), "subscribe".to_owned()])
     );
 }
+
+#[test]
+fn a_pattern_is_allowed_only_when_one_grant_covers_all_of_it() {
+    let mut c = Capabilities::default();
+    c.add_text("chat:**=subscribe,publish")
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.add_text("ops:*=subscribe")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.allows_all(&pattern("chat:*"), Operation::Publish));
+    assert!(c.allows_all(&pattern("chat:eu:**"), Operation::Append));
+    assert!(!c.allows_all(&pattern("**"), Operation::Subscribe));
+    assert!(!c.allows_all(&pattern("ops:*"), Operation::Publish));
+    assert!(!c.allows_all(&pattern("ops:**"), Operation::Subscribe));
+}

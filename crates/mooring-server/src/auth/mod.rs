@@ -17,7 +17,7 @@ pub mod jwt;
 
 use std::sync::Arc;
 
-use mooring_core::auth::{Capabilities, Operation};
+use mooring_core::auth::{Capabilities, Operation, SessionPattern};
 use serde::Deserialize;
 
 pub use jwt::{JwtConfig, JwtKey, TokenClaims};
@@ -153,6 +153,11 @@ impl Principal {
         // Anonymous nodes behave exactly as before auth existed: even a malformed name is
         // refused by the handler with its own code, not here.
         self.client_id.is_none() || self.capabilities.allows(session, operation)
+    }
+
+    /// Whether `operation` is allowed on every session `pattern` matches.
+    pub fn allows_all(&self, pattern: &SessionPattern, operation: Operation) -> bool {
+        self.client_id.is_none() || self.capabilities.allows_all(pattern, operation)
     }
 }
 

@@ -102,6 +102,8 @@ pub(crate) struct ActorSettings {
     pub(crate) presence_grace: Duration,
     /// A run without progress this long stalls.
     pub(crate) stall_after: Duration,
+    /// Inputs written here are dispatched to workers; run starts are checked against it.
+    pub(crate) dispatcher: super::dispatch::Dispatcher,
 }
 
 pub(crate) struct SessionActor {
@@ -316,6 +318,15 @@ impl SessionActor {
                 reply,
                 connection_id,
             } => {
+                let claim = self.settings.dispatcher.may_publish(
+                    &self.name,
+                    &group.events,
+                    connection_id.as_deref(),
+                );
+                if let Err(e) = claim {
+                    let _ = reply.send(Err(e));
+                    return false;
+                }
                 if let (Some(conn), Some(client)) = (&connection_id, &group.client_id) {
                     // A client publishing again after a reconnect keeps its runs.
                     self.runs.rebind(client, conn);
@@ -440,6 +451,14 @@ impl SessionActor {
                 for event in &o.events {
                     effects.extend(self.runs.observe(event, connection.as_deref(), now));
                 }
+                // Before any acknowledgement: a worker that dies right after its run.start is
+                // acknowledged must find the input already claimed, not given to another.
+                self.settings.dispatcher.observe(
+                    &self.name,
+                    o.epoch,
+                    &o.events,
+                    connection.as_deref(),
+                );
                 written.extend(o.events.iter().cloned());
             }
             for (reply, own) in waiters {

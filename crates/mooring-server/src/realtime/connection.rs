@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
-use mooring_core::auth::Operation;
+use mooring_core::auth::{Operation, SessionPattern};
 use mooring_core::clock::Clock;
 use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::{
@@ -26,6 +26,7 @@ use mooring_protocol::presence::{Member, PresenceAction, Role};
 
 use super::actor::PresenceRequest;
 use super::attach::{self, AttachmentContext, AttachmentEnd};
+use super::dispatch::WorkerLink;
 use super::errors::{body, of_publish};
 use super::limits::TokenBucket;
 use super::outbound::{self, Outbound, QueueError};
@@ -85,6 +86,8 @@ struct Connection {
     /// and runs follow (leave, or wait out the grace for a reconnect).
     touched: HashSet<String>,
     publish_rate: TokenBucket,
+    /// Whether it registered as a worker (its inputs go to others when it ends).
+    worker: bool,
 }
 
 fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
@@ -223,6 +226,7 @@ pub(crate) async fn serve(
         slow,
         touched: HashSet::new(),
         publish_rate: TokenBucket::new(config.max_publishes_per_sec, config.publish_burst),
+        worker: false,
     };
     metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
     let welcome = ServerFrame::Welcome {
@@ -310,6 +314,9 @@ pub(crate) async fn serve(
         }
     };
     conn.detach_all().await;
+    if conn.worker {
+        conn.sessions.dispatcher().connection_ended(&conn.id);
+    }
     metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
     let how = match ending {
         Ending::Clean => "clean",
@@ -420,6 +427,18 @@ impl Connection {
                 self.attach(session, from).await
             }
             ClientFrame::Auth { token } => self.renew(&token).await,
+            ClientFrame::Worker {
+                req,
+                patterns,
+                capacity,
+            } => self.register_worker(req, patterns, capacity).await,
+            ClientFrame::DispatchRelease { session, input } => {
+                if self.worker {
+                    self.sessions
+                        .dispatcher()
+                        .release(&self.id, &session, input);
+                }
+            }
             ClientFrame::Detach { session } => {
                 self.detach(&session).await;
                 self.push(&ServerFrame::Detached {
@@ -518,6 +537,55 @@ impl Connection {
                 format!("this credential does not grant {operation} on {session:?}"),
             )
         })
+    }
+
+    /// Makes this connection a worker for `patterns` (none: no longer one). A worker reads the
+    /// inputs of every session its patterns match and starts runs there, so its credential
+    /// must grant `subscribe` and `publish` on the whole of each pattern.
+    async fn register_worker(&mut self, req: u64, patterns: Vec<String>, capacity: Option<u32>) {
+        let mut parsed = Vec::with_capacity(patterns.len());
+        for text in &patterns {
+            let pattern = match text.parse::<SessionPattern>() {
+                Ok(pattern) => pattern,
+                Err(e) => {
+                    let err = body(ErrorCode::InvalidPattern, e.to_string());
+                    self.push(&error_frame(Some(req), None, err)).await;
+                    return;
+                }
+            };
+            let missing = [Operation::Subscribe, Operation::Publish]
+                .into_iter()
+                .find(|op| !self.principal.allows_all(&pattern, *op));
+            if let Some(op) = missing {
+                let err = body(
+                    ErrorCode::Forbidden,
+                    format!("a worker for {text:?} needs {op} on every session it matches"),
+                );
+                self.push(&error_frame(Some(req), None, err)).await;
+                return;
+            }
+            parsed.push(pattern);
+        }
+        if capacity == Some(0) {
+            let err = body(ErrorCode::InvalidRequest, "capacity must be at least 1");
+            self.push(&error_frame(Some(req), None, err)).await;
+            return;
+        }
+        self.worker = !parsed.is_empty();
+        let link = WorkerLink {
+            outbound: self.outbound.clone(),
+            slow: self.slow.clone(),
+        };
+        // Answered before any input is offered, so the worker knows it is one first.
+        self.push(&ServerFrame::WorkerRegistered {
+            req,
+            patterns,
+            capacity,
+        })
+        .await;
+        self.sessions
+            .dispatcher()
+            .register(&self.id, &self.client_id, parsed, capacity, link);
     }
 
     /// Replaces the credential with a fresh token for the same identity, without dropping the

@@ -28,6 +28,7 @@ pub(crate) fn of_publish(error: &PublishError) -> ErrorBody {
         PublishError::NotASession(_) => body(ErrorCode::NotASession, message),
         PublishError::InvalidEvent { .. } => body(ErrorCode::InvalidEvent, message),
         PublishError::MessageNotFound { .. } => body(ErrorCode::MessageNotFound, message),
+        PublishError::InputTaken { .. } => body(ErrorCode::InputTaken, message),
         PublishError::Store(StoreError::ShuttingDown) => body(ErrorCode::ShuttingDown, message),
         PublishError::Store(
             StoreError::Poisoned(_) | StoreError::Io(_) | StoreError::Corrupt(_),

@@ -7,6 +7,7 @@
 mod actor;
 mod attach;
 mod connection;
+pub mod dispatch;
 pub(crate) mod errors;
 mod limits;
 mod outbound;
@@ -80,6 +81,10 @@ pub struct RealtimeConfig {
     pub stall_after: Duration,
     /// `stall_after` by namespace.
     pub namespace_stall_after: HashMap<String, Duration>,
+    /// How long a user input waits for a worker before dispatch gives up on it.
+    pub dispatch_hold: Duration,
+    /// User inputs that may wait for a worker at once; over it, the oldest is dropped.
+    pub max_waiting_inputs: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -103,6 +108,8 @@ impl Default for RealtimeConfig {
             presence_grace: Duration::from_secs(15),
             stall_after: Duration::from_secs(30),
             namespace_stall_after: HashMap::new(),
+            dispatch_hold: dispatch::DEFAULT_HOLD,
+            max_waiting_inputs: dispatch::DEFAULT_MAX_WAITING,
         }
     }
 }

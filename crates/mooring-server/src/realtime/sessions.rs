@@ -16,6 +16,7 @@ use mooring_core::runs::Run;
 use mooring_protocol::presence::Member;
 
 use super::actor::{ActorSettings, Command, PresenceRequest, Registered, SessionActor, Subscriber};
+use super::dispatch::Dispatcher;
 use super::limits::{ClientConnections, ConnectionSlot};
 use super::RealtimeConfig;
 use crate::hub::Hub;
@@ -40,6 +41,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Open connections by client, for the per-client limit.
     clients: ClientConnections,
+    dispatcher: Dispatcher,
 }
 
 /// Why a session could not be reached.
@@ -56,8 +58,14 @@ impl Sessions {
         tasks: TaskTracker,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let dispatcher = Dispatcher::new(
+            config.dispatch_hold,
+            config.max_waiting_inputs,
+            clock.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                dispatcher,
                 running: Mutex::new(HashMap::new()),
                 store,
                 hub,
@@ -78,6 +86,11 @@ impl Sessions {
 
     pub fn config(&self) -> &RealtimeConfig {
         &self.inner.config
+    }
+
+    /// The node's agent dispatch.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.inner.dispatcher
     }
 
     pub fn store(&self) -> &Arc<dyn LogStore> {
@@ -201,6 +214,7 @@ impl Sessions {
                 idle_exit: inner.config.session_idle_exit,
                 presence_grace: inner.config.presence_grace,
                 stall_after: inner.config.stall_after(namespace(&name)),
+                dispatcher: inner.dispatcher.clone(),
             };
             let actor = SessionActor::start(
                 name.clone(),

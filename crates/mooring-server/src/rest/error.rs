@@ -37,6 +37,7 @@ fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::HelloRequired
         | ErrorCode::InvalidSessionName
         | ErrorCode::InvalidEvent
+        | ErrorCode::InvalidPattern
         | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
         ErrorCode::MessageNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,7 +46,9 @@ fn status(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::SessionClosed | ErrorCode::NotASession => StatusCode::CONFLICT,
+        ErrorCode::SessionClosed | ErrorCode::NotASession | ErrorCode::InputTaken => {
+            StatusCode::CONFLICT
+        }
         ErrorCode::SeamOverflow | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }

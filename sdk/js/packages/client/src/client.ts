@@ -27,6 +27,7 @@ import { Publishes } from "./publishes.js";
 import { RunHandle, RunWatches, type RunStatus } from "./runs.js";
 import type { StorageAdapter } from "./storage.js";
 import { Subscription } from "./subscription.js";
+import { Work, Workers } from "./work.js";
 
 export type { ClientStatus, CloseReason } from "./link.js";
 
@@ -124,6 +125,7 @@ export class MooringClient extends Emitter<ClientEvents> {
   readonly #publishes: Publishes;
   readonly #presences = new Presences();
   readonly #runs = new RunWatches();
+  readonly #workers = new Workers();
   readonly #instance = randomId();
   #inFlight = 0;
   readonly #slots: (() => void)[] = [];
@@ -182,6 +184,7 @@ export class MooringClient extends Emitter<ClientEvents> {
     this.#act((out) => {
       this.#attachments.onConnected(out);
       this.#presences.onConnected(out);
+      this.#workers.onConnected(out);
       this.#publishes.onConnected(Date.now(), out);
     });
   }
@@ -233,6 +236,15 @@ export class MooringClient extends Emitter<ClientEvents> {
       case "ack":
         this.#publishes.onAck(frame.req, frame.results);
         return;
+      case "worker_registered":
+        this.#workers.onRegistered(frame.req);
+        return;
+      case "dispatch":
+        this.#workers.onDispatch(
+          { session: frame.session, epoch: frame.epoch, input: frame.input, attempt: frame.attempt },
+          out,
+        );
+        return;
       case "error":
         this.#onError(frame);
         return;
@@ -241,6 +253,11 @@ export class MooringClient extends Emitter<ClientEvents> {
 
   #onError(frame: Extract<ServerFrame, { type: "error" }>): void {
     const body: ErrorBody = { code: frame.code, message: frame.message, retryable: frame.retryable };
+    if (frame.req !== undefined && Workers.owns(frame.req)) {
+      const later = this.#workers.onError(frame.req, body);
+      if (later !== undefined) this.emit("error", later);
+      return;
+    }
     if (frame.req !== undefined) {
       this.#publishes.onError(frame.req, body);
       return;
@@ -414,6 +431,35 @@ export class MooringClient extends Emitter<ClientEvents> {
     return this.#publishOne(session, { action: "control.steer", data: { run_id: runId, data } });
   }
 
+  // ---- dispatch ------------------------------------------------------------------------------
+
+  /**
+   * Makes this client a worker for the sessions `patterns` match (`chat:*`, `chat:**`: the
+   * patterns of capabilities), holding at most `capacity` inputs at once (offered or running);
+   * resolves once the server confirmed. Each user input of those sessions is dispatched to
+   * exactly one worker: answer it with `startRun(session, { input: input.serial })` (or
+   * `respond`). If this client loses its connection before the run starts, the input goes to
+   * another worker. A new registration replaces the last one.
+   */
+  async work(patterns: string[], options: { capacity?: number } = {}): Promise<Work> {
+    this.#checkOpen();
+    const capacity = options.capacity;
+    if (capacity !== undefined && (!Number.isSafeInteger(capacity) || capacity < 1)) {
+      throw new MooringError("invalid_argument", "capacity must be a whole number of at least 1");
+    }
+    const work = new Work({
+      release: (session, serial) => this.#act((out) => this.#workers.release(session, serial, out)),
+      stop: (w) => this.#act((out) => this.#workers.stop(w, out)),
+    });
+    await this.#withTimeout(
+      new Promise<void>((resolve, reject) => {
+        this.#act((out) => this.#workers.register([...patterns], capacity, work, { resolve, reject }, out));
+      }),
+      () => work.stop(),
+    );
+    return work;
+  }
+
   // ---- presence ------------------------------------------------------------------------------
 
   /**
@@ -483,6 +529,7 @@ export class MooringClient extends Emitter<ClientEvents> {
     this.#attachments.endAll(reason.kind === "closed", reason.kind === "closed" ? undefined : error);
     this.#publishes.failAll(error);
     this.#runs.closeAll();
+    this.#workers.closeAll();
     for (const wake of this.#slots.splice(0)) wake();
   }
 

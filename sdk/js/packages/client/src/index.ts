@@ -11,6 +11,8 @@ export type { ResetReason } from "./cursor.js";
 export { MooringError } from "./errors.js";
 export type { ErrorKind } from "./errors.js";
 export { MemoryStorage, WebStorageAdapter } from "./storage.js";
+export { Work } from "./work.js";
+export type { Dispatch } from "./work.js";
 export type { SavedSession, StorageAdapter, WebStorage } from "./storage.js";
 export { RunHandle, RUN_STATUSES, STEER_BUFFER } from "./runs.js";
 export type { Cancel, CancelReason, RunEvents, RunStatus, Steer } from "./runs.js";

@@ -9,6 +9,8 @@ export const PROTOCOL_VERSION = 1;
 export const SUBPROTOCOL = "mooring.v1";
 /** A subprotocol starting with this carries the credential after the prefix. */
 export const BEARER_SUBPROTOCOL_PREFIX = "mooring.bearer.";
+/** The event name of a user input: a `message.create` with it is dispatched to a worker. */
+export const INPUT_NAME = "user-input";
 
 /** WebSocket close codes the server uses besides 1000 and 1001. */
 export const CloseCode = {
@@ -39,6 +41,8 @@ export const ERROR_CODES = [
   "shutting_down",
   "unauthorized",
   "forbidden",
+  "input_taken",
+  "invalid_pattern",
 ] as const;
 /** A stable error code of the server (docs/errors.md). */
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -153,6 +157,8 @@ export type ServerFrame =
   | { type: "presence_snapshot"; session: string; members: Member[] }
   | { type: "authenticated"; client_id: string; expires_at?: number }
   | { type: "ack"; req: number; session: string; epoch: number; results: Published[] }
+  | { type: "worker_registered"; req: number; patterns: string[]; capacity?: number }
+  | { type: "dispatch"; session: string; epoch: number; input: SessionEvent; attempt: number }
   | ({ type: "error"; req?: number; session?: string } & ErrorBody);
 
 export type ClientFrame =
@@ -164,7 +170,9 @@ export type ClientFrame =
   | { type: "publish"; req: number; session: string; events: NewEvent[] }
   | { type: "presence"; session: string; action: PresenceAction; role?: Role; instance?: string; data?: Json }
   | { type: "presence_get"; session: string }
-  | { type: "auth"; token: string };
+  | { type: "auth"; token: string }
+  | { type: "worker"; req: number; patterns: string[]; capacity?: number }
+  | { type: "dispatch_release"; session: string; input: number };
 
 // ---- the tables ------------------------------------------------------------------------------
 
@@ -185,7 +193,9 @@ export type FieldKind =
   | "results"
   | "error_body"
   | "attach_from"
-  | "new_events";
+  | "new_events"
+  | "strings"
+  | "event";
 
 /** A field: its kind and whether it must be present. */
 export type FieldSpec = readonly [FieldKind, "required" | "optional"];
@@ -251,6 +261,8 @@ export const SERVER_FRAMES: Readonly<Record<ServerFrame["type"], ObjectSpec>> = 
   presence_snapshot: { session: req("string"), members: req("members") },
   authenticated: { client_id: req("string"), expires_at: opt("uint") },
   ack: { req: req("uint"), session: req("string"), epoch: req("uint"), results: req("results") },
+  worker_registered: { req: req("uint"), patterns: req("strings"), capacity: opt("uint") },
+  dispatch: { session: req("string"), epoch: req("uint"), input: req("event"), attempt: req("uint") },
   error: { req: opt("uint"), session: opt("string"), ...ERROR_FIELDS },
 };
 
@@ -271,6 +283,8 @@ export const CLIENT_FRAMES: Readonly<Record<ClientFrame["type"], ObjectSpec>> = 
   },
   presence_get: { session: req("string") },
   auth: { token: req("string") },
+  worker: { req: req("uint"), patterns: req("strings"), capacity: opt("uint") },
+  dispatch_release: { session: req("string"), input: req("uint") },
 };
 
 // ---- checking ----------------------------------------------------------------------------------
@@ -341,6 +355,12 @@ function checkValue(kind: FieldKind, value: unknown, strict: boolean, at: string
     case "new_events":
       if (!Array.isArray(value)) fail("not an array");
       (value as unknown[]).forEach((e, i) => checkObject(NEW_EVENT_SPEC, e, strict, `${at}[${i}]`));
+      return;
+    case "strings":
+      if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) fail("not an array of strings");
+      return;
+    case "event":
+      checkObject(EVENT_FIELDS, value, strict, at);
       return;
     case "attach_from":
       if (oneOf(ATTACH_POINTS, value)) return;

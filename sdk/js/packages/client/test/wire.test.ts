@@ -15,6 +15,7 @@ import {
   ATTACH_POINTS,
   BEARER_SUBPROTOCOL_PREFIX,
   CLIENT_FRAMES,
+  INPUT_NAME,
   CloseCode,
   ERROR_CODES,
   NEW_EVENT_SPEC,
@@ -34,6 +35,7 @@ const fixture = JSON.parse(readFileSync(join(here, "../test/fixtures/wire.json")
   protocol_version: number;
   subprotocol: string;
   bearer_subprotocol_prefix: string;
+  input_name: string;
   close_codes: Record<string, number>;
   server_frame_types: string[];
   client_frame_types: string[];
@@ -53,6 +55,7 @@ test("the constants match the Rust crate", () => {
   assert.equal(PROTOCOL_VERSION, fixture.protocol_version);
   assert.equal(SUBPROTOCOL, fixture.subprotocol);
   assert.equal(BEARER_SUBPROTOCOL_PREFIX, fixture.bearer_subprotocol_prefix);
+  assert.equal(INPUT_NAME, fixture.input_name);
   assert.deepEqual(CloseCode, fixture.close_codes);
 });
 

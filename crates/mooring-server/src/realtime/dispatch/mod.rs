@@ -1,0 +1,230 @@
+//! Agent dispatch: connections register as workers for session-name patterns, and each user
+//! input (a `message.create` named `user-input`) is offered to exactly one of them. The input
+//! is that worker's until it publishes `run.start` naming it; if the worker releases it, stops
+//! being a worker or its connection ends first, the input goes to another. Inputs with no
+//! worker wait, bounded in count, bytes and time.
+//!
+//! The state is in this node's memory (`table`), behind one lock held only for bookkeeping:
+//! frames are queued to workers after it is released.
+
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use mooring_core::auth::SessionPattern;
+use mooring_core::clock::Clock;
+use mooring_core::session::PublishError;
+use mooring_protocol::realtime::{ServerFrame, INPUT_NAME};
+use mooring_protocol::session::{Action, Event, NewEvent};
+use tokio::sync::mpsc;
+
+use super::outbound::{Outbound, QueueError};
+use table::{DispatchTable, Dropped, HoldLimits, Offer};
+
+/// How long an input waits for a worker by default.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(600);
+/// Inputs that wait at once, by default.
+pub const DEFAULT_MAX_WAITING: usize = 10_000;
+/// Bytes of waiting inputs, by default.
+const DEFAULT_MAX_WAITING_BYTES: usize = 64 << 20;
+
+/// Where a worker's dispatch frames go: its connection's outbound queue, and the signal that
+/// closes it as a slow consumer when the queue is full.
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerLink {
+    pub(crate) outbound: Outbound,
+    pub(crate) slow: mpsc::Sender<()>,
+}
+
+/// The node's dispatcher.
+#[derive(Clone)]
+pub struct Dispatcher {
+    table: Arc<Mutex<DispatchTable<WorkerLink>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher").finish_non_exhaustive()
+    }
+}
+
+/// Whether `event` is a user input to dispatch.
+pub(crate) fn is_input(event: &Event) -> bool {
+    event.action == Action::MessageCreate && event.name.as_deref() == Some(INPUT_NAME)
+}
+
+/// The `run_id` and `input` of a run event's data.
+fn run_fields(data: &serde_json::Value) -> (Option<&str>, Option<u64>) {
+    (
+        data.get("run_id").and_then(serde_json::Value::as_str),
+        data.get("input").and_then(serde_json::Value::as_u64),
+    )
+}
+
+impl Dispatcher {
+    /// A dispatcher whose waiting inputs are held for `hold`, at most `max_waiting` of them.
+    pub fn new(hold: Duration, max_waiting: usize, clock: Arc<dyn Clock>) -> Self {
+        let limits = HoldLimits {
+            hold_ms: hold.as_millis() as u64,
+            max_inputs: max_waiting,
+            max_bytes: DEFAULT_MAX_WAITING_BYTES,
+        };
+        Self {
+            table: Arc::new(Mutex::new(DispatchTable::new(limits))),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DispatchTable<WorkerLink>> {
+        // The table stays consistent across a panic in a caller: every method leaves it whole.
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inputs waiting for a worker, and inputs offered and not started.
+    pub fn pending(&self) -> (usize, usize) {
+        let table = self.lock();
+        (table.waiting(), table.assigned())
+    }
+
+    /// Refuses a publish whose `run.start` names an input another worker holds or another
+    /// run answers.
+    pub(crate) fn may_publish(
+        &self,
+        session: &str,
+        events: &[NewEvent],
+        connection: Option<&str>,
+    ) -> Result<(), PublishError> {
+        let table = self.lock();
+        for (index, event) in events.iter().enumerate() {
+            if event.action != Action::RunStart {
+                continue;
+            }
+            let (Some(run_id), Some(input)) = run_fields(&event.data) else {
+                continue;
+            };
+            if let Err(holder) = table.may_start(&(session.to_owned(), input), connection, run_id) {
+                return Err(PublishError::InputTaken {
+                    index,
+                    input,
+                    holder,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Events of `session` that became durable, published from `connection` if known: new
+    /// inputs are dispatched, and runs starting and ending move the workers' load.
+    pub(crate) fn observe(
+        &self,
+        session: &str,
+        epoch: u64,
+        events: &[Event],
+        connection: Option<&str>,
+    ) {
+        let relevant =
+            |e: &Event| is_input(e) || matches!(e.action, Action::RunStart | Action::RunEnd);
+        if !events.iter().any(relevant) {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let mut offers = Vec::new();
+        let mut dropped = Dropped::default();
+        {
+            let mut table = self.lock();
+            for event in events.iter().filter(|e| relevant(e)) {
+                let (run_id, input) = run_fields(&event.data);
+                let (more, lost) = match (event.action, run_id) {
+                    (Action::RunStart, Some(run_id)) => {
+                        table.started(session, run_id, input, connection);
+                        continue;
+                    }
+                    (Action::RunEnd, Some(run_id)) => table.ended(session, run_id, now),
+                    (Action::MessageCreate, _) => table.input(session, epoch, event.clone(), now),
+                    _ => continue,
+                };
+                offers.extend(more);
+                dropped.expired += lost.expired;
+                dropped.evicted += lost.evicted;
+            }
+            metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
+        }
+        deliver(offers, dropped);
+    }
+
+    /// Makes `connection` a worker for `patterns` (none: stops it being one).
+    pub(crate) fn register(
+        &self,
+        connection: &str,
+        client_id: &str,
+        patterns: Vec<SessionPattern>,
+        capacity: Option<u32>,
+        link: WorkerLink,
+    ) {
+        let now = self.clock.now_ms();
+        let (offers, dropped) = {
+            let mut table = self.lock();
+            let result = table.register(connection, client_id, patterns, capacity, link, now);
+            metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
+            result
+        };
+        deliver(offers, dropped);
+    }
+
+    /// `connection` gives the input at `serial` of `session` back.
+    pub(crate) fn release(&self, connection: &str, session: &str, serial: u64) {
+        let now = self.clock.now_ms();
+        let key = (session.to_owned(), serial);
+        let (offers, dropped) = self.lock().release(connection, &key, now);
+        deliver(offers, dropped);
+    }
+
+    /// `connection` ended: the inputs it held go to other workers.
+    pub(crate) fn connection_ended(&self, connection: &str) {
+        let now = self.clock.now_ms();
+        let (offers, dropped) = self.lock().connection_ended(connection, now);
+        deliver(offers, dropped);
+    }
+}
+
+/// Sends each offer to its worker; a worker whose queue is full is closed as a slow consumer,
+/// and its inputs go to others when its connection ends.
+fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
+    if dropped.expired > 0 {
+        tracing::warn!(
+            inputs = dropped.expired,
+            "inputs waited longer than the hold for a worker and were dropped from dispatch"
+        );
+        metrics::counter!(crate::metrics::DISPATCH_DROPPED, "why" => "expired")
+            .increment(dropped.expired as u64);
+    }
+    if dropped.evicted > 0 {
+        tracing::warn!(
+            inputs = dropped.evicted,
+            "too many inputs waited for a worker; the oldest were dropped from dispatch"
+        );
+        metrics::counter!(crate::metrics::DISPATCH_DROPPED, "why" => "evicted")
+            .increment(dropped.evicted as u64);
+    }
+    for offer in offers {
+        let attempt = if offer.attempt == 1 { "first" } else { "again" };
+        metrics::counter!(crate::metrics::DISPATCHED, "attempt" => attempt).increment(1);
+        let frame = ServerFrame::Dispatch {
+            session: offer.session,
+            epoch: offer.epoch,
+            input: offer.input,
+            attempt: offer.attempt,
+        };
+        let Ok(text) = serde_json::to_string(&frame) else {
+            continue;
+        };
+        if offer.link.outbound.try_queue(Utf8Bytes::from(text)) == Err(QueueError::Full) {
+            let _ = offer.link.slow.try_send(());
+        }
+    }
+}
