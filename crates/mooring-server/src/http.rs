@@ -13,7 +13,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
-use crate::{durable_streams, realtime, rest};
+use crate::{chat, durable_streams, realtime, rest};
 
 /// Headers browsers may read from our responses.
 const EXPOSED: [&str; 11] = [
@@ -70,6 +70,8 @@ fn routes(app: AppState) -> Router {
             )),
         )
         .merge(realtime::routes())
+        // Authenticated in each handler: the chat, and so the capability, is in the body.
+        .merge(chat::routes())
         .merge(rest::routes().route_layer(middleware::from_fn_with_state(
             app.clone(),
             crate::auth::http::rest,

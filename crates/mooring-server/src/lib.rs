@@ -9,6 +9,7 @@
 //! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
 
 pub mod auth;
+pub mod chat;
 pub mod durable_streams;
 pub mod http;
 pub mod hub;

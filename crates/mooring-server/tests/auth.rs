@@ -862,3 +862,102 @@ async fn a_worker_may_register_only_for_sessions_its_credential_covers() {
     .await;
     assert_eq!(next(&mut reader).await.expect("error")["code"], "forbidden");
 }
+
+/// The AI SDK's stock transports (`/v1/chat`): each request is refused with its code unless the
+/// credential grants it on that chat, and a refused send writes nothing.
+#[tokio::test]
+async fn the_chat_transports_refuse_what_the_credential_does_not_grant() {
+    let node = start(Duration::from_secs(10)).await;
+    let send = |chat: &str| {
+        json!({"id": chat, "trigger": "submit-message",
+               "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]})
+    };
+    let client = reqwest::Client::new();
+    let post = |credential: Option<String>, body: Value| {
+        let mut request = client
+            .post(format!("http://{}/v1/chat", node.addr))
+            .json(&body);
+        if let Some(c) = credential {
+            request = request.bearer_auth(c);
+        }
+        request.send()
+    };
+    // (credential, chat, status, code at the start of the body)
+    let cases: Vec<(Option<String>, &str, u16, &str)> = vec![
+        (None, "chat:alice:1", 401, "unauthorized"),
+        (
+            Some("backend:not-the-secret-000".into()),
+            "chat:alice:1",
+            401,
+            "unauthorized",
+        ),
+        (Some(alice()), "chat:bob:1", 403, "forbidden"),
+        (
+            Some("reader:reader-secret-01234".into()),
+            "chat:alice:1",
+            403,
+            "forbidden",
+        ),
+        (Some(alice()), "not a name", 400, "invalid_session_name"),
+    ];
+    for (credential, chat, status, code) in cases {
+        let response = post(credential, send(chat)).await.expect("request");
+        assert_eq!(response.status().as_u16(), status, "{chat}");
+        let text = response.text().await.expect("body");
+        assert!(text.starts_with(&format!("{code}: ")), "{chat}: {text}");
+    }
+    for chat in ["chat:alice:1", "chat:bob:1"] {
+        assert!(node.store.head(chat).await.is_err(), "{chat} was written");
+    }
+    // A resume needs subscribe on the chat.
+    let resume = client
+        .get(format!("http://{}/v1/chat/chat:bob:1/stream", node.addr))
+        .bearer_auth(alice())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resume.status().as_u16(), 403);
+    let resume = client
+        .get(format!("http://{}/v1/chat/chat:alice:1/stream", node.addr))
+        .bearer_auth(alice())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resume.status().as_u16(), 204, "nothing active");
+
+    // The WebSocket transport: no credential is closed with 4003; a send beyond the grant is
+    // an `error` frame of that request, and the socket stays open.
+    let url = format!("ws://{}/v1/chat/ws", node.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("upgrade");
+    assert_eq!(next(&mut ws).await.err().flatten(), Some(4003));
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?token={}", alice()))
+        .await
+        .expect("upgrade");
+    let mut frame = send("chat:bob:1");
+    frame["type"] = json!("send");
+    frame["requestId"] = json!("r1");
+    frame["headers"] = json!({});
+    frame["body"] = json!({});
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    let refused = next(&mut ws).await.expect("an error frame");
+    assert_eq!(
+        (refused["type"].as_str(), refused["requestId"].as_str()),
+        (Some("error"), Some("r1"))
+    );
+    assert!(
+        refused["errorText"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("forbidden: ")),
+        "{refused}"
+    );
+    let resume = json!({"type": "resume", "requestId": "r2", "id": "chat:alice:1", "headers": {}, "body": {}});
+    ws.send(Message::Text(resume.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(next(&mut ws).await.expect("a frame")["type"], "no-active");
+    assert!(node.store.head("chat:bob:1").await.is_err());
+}

@@ -145,7 +145,10 @@ pub fn routes() -> Router<AppState> {
 
 /// The credential of an upgrade: `?token=`, a `mooring.bearer.<token>` subprotocol (browsers
 /// can set neither headers nor cookies on a cross-site WebSocket), or `Authorization: Bearer`.
-fn credential<'a>(query: &'a HashMap<String, String>, headers: &'a HeaderMap) -> Option<&'a str> {
+pub(crate) fn credential<'a>(
+    query: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+) -> Option<&'a str> {
     if let Some(token) = query.get("token") {
         return Some(token);
     }

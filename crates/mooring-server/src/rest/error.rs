@@ -30,7 +30,7 @@ impl RestError {
 }
 
 /// The HTTP status of each code. Exhaustive: a new code needs a deliberate status.
-fn status(code: ErrorCode) -> StatusCode {
+pub(crate) fn status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::BadFrame
         | ErrorCode::UnsupportedProtocol

@@ -1,6 +1,6 @@
 //! REST and SSE over sessions, under `/v1/sessions/{name}/` (see `docs/protocol.md`).
 
-mod error;
+pub(crate) mod error;
 mod history;
 pub(crate) mod publish;
 mod runs;
