@@ -100,11 +100,13 @@ async fn attach(
         tx,
         overflowed: overflowed.clone(),
     };
-    let Ok(registered) = ctx.sessions.subscribe(&session, subscriber).await else {
+    // Boxed, like the catch-up below: an attachment lives long and idles in the loop at the
+    // end, and a future holds room for its largest await point for as long as it lives.
+    let Ok(registered) = Box::pin(ctx.sessions.subscribe(&session, subscriber)).await else {
         return AttachmentEnd::Stopped;
     };
     let (epoch, high_water) = (registered.epoch, registered.high_water);
-    let released = match catch_up(&ctx, &session, from, epoch, high_water).await {
+    let released = match Box::pin(catch_up(&ctx, &session, from, epoch, high_water)).await {
         Some(serial) => serial,
         None => return AttachmentEnd::Stopped,
     };
@@ -119,21 +121,29 @@ async fn attach(
         ctx.send(&frame).await;
         return AttachmentEnd::Detached;
     }
-    let live = ServerFrame::Live {
-        session: session.clone(),
-        serial: released,
+    // Each frame in a block of its own: a frame in the function's scope would keep its room
+    // in the task for the attachment's whole life.
+    let live = {
+        let frame = ServerFrame::Live {
+            session: session.clone(),
+            serial: released,
+        };
+        ctx.send(&frame).await
     };
-    if !ctx.send(&live).await {
+    if !live {
         return AttachmentEnd::Stopped;
     }
     // Members as of the registration (none: no frame, the list starts empty); later changes
     // are queued in the feed behind it.
     if !registered.members.is_empty() {
-        let snapshot = ServerFrame::PresenceSnapshot {
-            session: session.clone(),
-            members: registered.members,
+        let sent = {
+            let snapshot = ServerFrame::PresenceSnapshot {
+                session: session.clone(),
+                members: registered.members,
+            };
+            ctx.send(&snapshot).await
         };
-        if !ctx.send(&snapshot).await {
+        if !sent {
             return AttachmentEnd::Stopped;
         }
     }

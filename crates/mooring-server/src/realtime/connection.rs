@@ -17,7 +17,7 @@ use mooring_protocol::realtime::{
     close, ClientFrame, ErrorBody, ErrorCode, ServerFrame, PROTOCOL_VERSION,
 };
 use mooring_protocol::session::is_valid_session_name;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +29,7 @@ use super::attach::{self, AttachmentContext, AttachmentEnd};
 use super::dispatch::WorkerLink;
 use super::errors::{body, of_publish};
 use super::limits::TokenBucket;
-use super::outbound::{self, Outbound, QueueError};
+use super::outbound::{self, Outbound, QueueError, SlowSignal};
 use super::sessions::Sessions;
 use crate::auth::{Auth, AuthError, Principal};
 
@@ -81,7 +81,7 @@ struct Connection {
     attachments: HashMap<String, Attachment>,
     publishes: Arc<Semaphore>,
     /// Attachments report a slow consumer here.
-    slow: mpsc::Sender<()>,
+    slow: SlowSignal,
     /// Sessions this connection published to or entered: told when it ends, so its presence
     /// and runs follow (leave, or wait out the grace for a reconnect).
     touched: HashSet<String>,
@@ -96,9 +96,9 @@ fn encode(frame: &ServerFrame) -> Option<Utf8Bytes> {
 
 /// Queues `text` for the client, or reports a slow consumer if its queue is full (in frames
 /// or in bytes).
-fn queue_or_slow(outbound: &Outbound, slow: &mpsc::Sender<()>, text: Utf8Bytes) {
+fn queue_or_slow(outbound: &Outbound, slow: &SlowSignal, text: Utf8Bytes) {
     if outbound.try_queue(text) == Err(QueueError::Full) {
-        let _ = slow.try_send(());
+        slow.raise();
     }
 }
 
@@ -138,7 +138,7 @@ async fn refuse(socket: &mut WebSocket, code: ErrorCode, message: String, close_
     if let Some(text) = encode(&error_frame(None, None, body(code, message))) {
         let _ = socket.send(Message::Text(text)).await;
     }
-    close_with(socket, close_code, "refused").await;
+    Box::pin(close_with(socket, close_code, "refused")).await;
 }
 
 /// Where a credential's validity ends on this task's timer, if it ends: `exp` plus the
@@ -175,10 +175,13 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let config = sessions.config().clone();
+    // Borrowed from a handle to the node, not copied: a copy would live in every
+    // connection's task.
+    let node = sessions.clone();
+    let config = node.config();
     let number = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     let id = format!("c{number:x}");
-    let Some(claimed) = hello(&mut socket, config.hello_timeout).await else {
+    let Some(claimed) = Box::pin(hello(&mut socket, config.hello_timeout)).await else {
         return;
     };
     // The identity comes from the credential; a hello may repeat it but not change it.
@@ -212,7 +215,8 @@ pub(crate) async fn serve(
     };
     let mut expires = expiry_deadline(&principal, clock.as_ref());
     let (outbound, mut queue) = outbound::channel(OUTBOUND_FRAMES, config.max_outbound_bytes);
-    let (slow, mut slow_rx) = mpsc::channel::<()>(1);
+    let slow = SlowSignal::default();
+    let slow_rx = slow.clone();
     let mut conn = Connection {
         id: id.clone(),
         client_id,
@@ -229,19 +233,22 @@ pub(crate) async fn serve(
         worker: false,
     };
     metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
-    let welcome = ServerFrame::Welcome {
+    // Only the encoded text crosses the await: a frame kept in scope would keep its room in
+    // the task for the connection's whole life.
+    let welcome = encode(&ServerFrame::Welcome {
         protocol: PROTOCOL_VERSION,
         connection_id: conn.id.clone(),
         client_id: conn.client_id.clone(),
         heartbeat_ms: config.heartbeat.as_millis() as u64,
         dead_after_ms: config.dead_after().as_millis() as u64,
-    };
-    if let Some(text) = encode(&welcome) {
+    });
+    if let Some(text) = welcome {
         if socket.send(Message::Text(text)).await.is_err() {
             return;
         }
     }
     let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let dead_after = config.dead_after();
     heartbeat.tick().await;
     let mut last_heard = Instant::now();
     let mut nonce = 0;
@@ -251,8 +258,10 @@ pub(crate) async fn serve(
                 last_heard = Instant::now();
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
-                        if let Err(code) = conn.on_frame(&text).await {
-                            break close_with(&mut socket, code, "protocol error").await;
+                        // Boxed: the connection idles between frames for most of its life, and
+                        // a future keeps room for its largest await point all along.
+                        if let Err(code) = Box::pin(conn.on_frame(&text)).await {
+                            break Box::pin(close_with(&mut socket, code, "protocol error")).await;
                         }
                         // The peer is not to blame for time this task spent on its frame (a
                         // slow store under load): frames it sent meanwhile wait unread.
@@ -273,17 +282,17 @@ pub(crate) async fn serve(
                 // A peer that takes nothing for dead_after is dead, like a silent one (and while
                 // this send waits, nothing else of the connection runs).
                 let sent = write_queued(&mut socket, text, &mut queue);
-                if !matches!(tokio::time::timeout(config.dead_after(), sent).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(dead_after, sent).await, Ok(Ok(()))) {
                     break Ending::Lost;
                 }
             }
             () = sleep_until_some(expires) => {
-                break conn.expired(&mut socket).await;
+                break Box::pin(conn.expired(&mut socket)).await;
             }
-            Some(()) = slow_rx.recv() => {
-                break close_with(&mut socket, close::SLOW_CONSUMER, "slow consumer: resume from the last serial").await;
+            () = slow_rx.raised() => {
+                break Box::pin(close_with(&mut socket, close::SLOW_CONSUMER, "slow consumer: resume from the last serial")).await;
             }
-            () = tokio::time::sleep_until(last_heard + config.dead_after()) => {
+            () = tokio::time::sleep_until(last_heard + dead_after) => {
                 // Dead now: tell it why if the socket takes it, but wait for no reply.
                 let close = Message::Close(Some(CloseFrame {
                     code: close::HEARTBEAT_TIMEOUT,
@@ -297,19 +306,19 @@ pub(crate) async fn serve(
                 if conn.principal.expires_at_ms.is_some_and(|at| {
                     conn.clock.now_ms() > at + crate::auth::jwt::LEEWAY_SECS * 1000
                 }) {
-                    break conn.expired(&mut socket).await;
+                    break Box::pin(conn.expired(&mut socket)).await;
                 }
                 nonce += 1;
                 if let Some(text) = encode(&ServerFrame::Ping { nonce }) {
                     let sent = socket.send(Message::Text(text));
-                    let sent = tokio::time::timeout(config.dead_after(), sent).await;
+                    let sent = tokio::time::timeout(dead_after, sent).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break Ending::Lost;
                     }
                 }
             }
             () = shutdown.cancelled() => {
-                break close_with(&mut socket, 1001, "server shutting down").await;
+                break Box::pin(close_with(&mut socket, 1001, "server shutting down")).await;
             }
         }
     };
@@ -664,16 +673,17 @@ impl Connection {
         };
         let slow = self.slow.clone();
         let name = session.clone();
-        let task = tokio::spawn(async move {
+        let fut = async move {
             let id = ctx.id;
             let sessions = ctx.sessions.clone();
             let end = attach::run(ctx, name.clone(), from).await;
             sessions.unsubscribe(&name, id).await;
             if end == AttachmentEnd::SlowConsumer {
-                let _ = slow.try_send(());
+                slow.raise();
             }
             end
-        });
+        };
+        let task = tokio::spawn(fut);
         self.attachments
             .insert(session, Attachment { cancel, task });
     }

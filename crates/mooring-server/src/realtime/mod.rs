@@ -37,9 +37,10 @@ pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 << 20;
 
 /// The WebSocket read buffer of a connection. The library zero-fills its whole read buffer
 /// before each read, so its default of 128 KiB made every idle connection cost 145 KiB of
-/// resident memory (`mooring-bench idle-connections`); client frames are small, and a larger
-/// frame still grows the buffer as needed.
-const READ_BUFFER_BYTES: usize = 8 << 10;
+/// resident memory (`mooring-bench idle-connections`), and 8 KiB still 25.8; client frames are
+/// small (a 2 KiB read still holds a dozen publishes), and a larger frame grows the buffer as
+/// needed. Below 2 KiB, opening 10,000 connections began to fail.
+const READ_BUFFER_BYTES: usize = 2 << 10;
 
 /// Settings of the realtime protocol.
 #[derive(Clone, Debug)]

@@ -12,6 +12,22 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, Semaphore};
 
+/// Tells a connection that its client reads too slowly (its queue is full). A `Notify` keeps
+/// one raised signal for the connection to take, and costs far less memory per connection than
+/// a channel would.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SlowSignal(Arc<tokio::sync::Notify>);
+
+impl SlowSignal {
+    pub(crate) fn raise(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) async fn raised(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// The sending side, cloned into attachments and acknowledgement tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {

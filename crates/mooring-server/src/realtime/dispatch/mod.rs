@@ -20,9 +20,8 @@ use mooring_core::clock::Clock;
 use mooring_core::session::PublishError;
 use mooring_protocol::realtime::{ServerFrame, INPUT_NAME};
 use mooring_protocol::session::{Action, Event, NewEvent};
-use tokio::sync::mpsc;
 
-use super::outbound::{Outbound, QueueError};
+use super::outbound::{Outbound, QueueError, SlowSignal};
 use table::{DispatchTable, Dropped, HoldLimits, Offer};
 
 /// How long an input waits for a worker by default.
@@ -37,7 +36,7 @@ const DEFAULT_MAX_WAITING_BYTES: usize = 64 << 20;
 #[derive(Clone, Debug)]
 pub(crate) struct WorkerLink {
     pub(crate) outbound: Outbound,
-    pub(crate) slow: mpsc::Sender<()>,
+    pub(crate) slow: SlowSignal,
 }
 
 /// The node's dispatcher.
@@ -224,7 +223,7 @@ fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
             continue;
         };
         if offer.link.outbound.try_queue(Utf8Bytes::from(text)) == Err(QueueError::Full) {
-            let _ = offer.link.slow.try_send(());
+            offer.link.slow.raise();
         }
     }
 }
