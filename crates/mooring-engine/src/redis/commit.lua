@@ -56,7 +56,9 @@ while i <= #ARGV do
       redis.call('DEL', key)
     end
   elseif op == 'pub' then
-    redis.call('PUBLISH', a, b)
+    -- A wake-up is best effort: the writes above are applied (a script is not rolled back),
+    -- so a refused publish (an ACL without the channel) must not turn them into an error.
+    redis.pcall('PUBLISH', a, b)
   end
   i = i + 4
 end
