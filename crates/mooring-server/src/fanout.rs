@@ -29,10 +29,12 @@ pub(crate) async fn relay(
         };
         match notice {
             Some(StoreNotice::Moved { name, .. }) => {
+                metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "moved").increment(1);
                 sessions.poke(&name);
                 hub.notify(&name);
             }
             Some(StoreNotice::Lost) => {
+                metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "lost").increment(1);
                 let (hot, waiting) = (sessions.poke_all(), hub.notify_all());
                 tracing::debug!(hot, waiting, "woke every reader after lost notices");
             }

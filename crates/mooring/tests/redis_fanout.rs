@@ -293,5 +293,18 @@ async fn a_lost_wake_up_is_no_gap_and_a_killed_subscriber_catches_up() -> anyhow
     let event = ws::app_event("after", serde_json::json!(3));
     let serial = publish(&mut other, session, vec![event]).await?;
     on_b.until(serial).await?;
+
+    // b counted what it heard: wake-ups, and the losses it repaired.
+    let metrics = reqwest::get(format!("{}/metrics", b.base_url()))
+        .await?
+        .text()
+        .await?;
+    for kind in ["moved", "lost"] {
+        let line = format!("mooring_store_notices_total{{kind=\"{kind}\"}}");
+        ensure!(
+            metrics.contains(&line),
+            "no {line} in b's metrics:\n{metrics}"
+        );
+    }
     Ok(())
 }
