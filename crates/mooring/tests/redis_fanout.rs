@@ -1,7 +1,8 @@
 //! Live delivery across nodes on one Redis (a real `redis-server`, real `mooring serve`
 //! processes): a reader attached to one node receives what other nodes publish, live, in order,
 //! with no gap and no duplicate; long-poll and SSE readers of the Durable Streams surface are
-//! woken by appends through another node; and a wake-up that never arrives is no gap.
+//! woken by appends through another node; a wake-up that never arrives is no gap; and live
+//! delivery across nodes comes back by itself after Redis restarts.
 
 use std::time::{Duration, Instant};
 
@@ -306,5 +307,44 @@ async fn a_lost_wake_up_is_no_gap_and_a_killed_subscriber_catches_up() -> anyhow
             "no {line} in b's metrics:\n{metrics}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_on_another_node_keep_receiving_after_redis_restarts() -> anyhow::Result<()> {
+    let mut redis = RedisServer::start().context("starting redis-server")?;
+    let (a, _da) = node(&redis.url()).await?;
+    let (b, _db) = node(&redis.url()).await?;
+    let session = "chat:restart";
+    let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
+    let answer = publish(&mut agent, session, vec![ws::create("response", "before ")]).await?;
+    let mut on_b = Reader::attach("reader on b", &b, session).await?;
+
+    // Killed and restarted from its append-only file: every connection of both nodes breaks.
+    redis.crash_and_restart()?;
+    let mut text = "before ".to_owned();
+    for i in 0..3 {
+        let part = format!("after{i} ");
+        text.push_str(&part);
+        let mut event = ws::append(answer, &part);
+        // Retried while a's connection comes back; the id makes a retry land once.
+        event.id = Some(format!("after-{i}"));
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let serial = loop {
+            match agent
+                .publish(session, vec![event.clone()], REQUEST_TIMEOUT)
+                .await?
+            {
+                ServerFrame::Ack { results, .. } => break results[0].serial,
+                ServerFrame::Error { error, .. } if error.retryable => {
+                    ensure!(Instant::now() < deadline, "still failing: {error:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => bail!("publish answered {other:?}"),
+            }
+        };
+        on_b.until(serial).await?;
+    }
+    assert_eq!(on_b.text(answer), text);
     Ok(())
 }
