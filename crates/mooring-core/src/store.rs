@@ -42,6 +42,30 @@ pub enum DeleteError {
     Store(#[from] StoreError),
 }
 
+/// A stream written by another writer of the same data: a wake-up, never the data itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreNotice {
+    /// Another writer committed a write to `name` (an append, a publish, a create, a close or
+    /// a removal); `tail` is the stream's last serial after it (0 once removed).
+    Moved { name: String, tail: u64 },
+    /// Notices may have been lost since the last one (the feed reconnected, or its reader fell
+    /// behind): any stream may have moved.
+    Lost,
+}
+
+/// Notices of writes made by other writers (other nodes on a shared store).
+///
+/// Contract: a notice is sent after the write it announces is durable and visible to reads,
+/// so a reader woken by it reads the write. Notices carry no data and may repeat; a notice
+/// that is lost is always followed, sooner or later, by [`StoreNotice::Lost`], so a consumer
+/// that treats `Lost` as "every stream moved" misses no write. Notices of this handle's own
+/// writes may be left out.
+#[async_trait]
+pub trait NoticeFeed: Send + std::fmt::Debug {
+    /// The next notice; `None` once the feed has ended (the store shut down).
+    async fn next(&mut self) -> Option<StoreNotice>;
+}
+
 /// Side tables a stream keeps next to its records, written in the same transactions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuxTable {
@@ -171,6 +195,11 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes every expired stream; returns how many.
     async fn sweep_expired(&self) -> Result<usize, StoreError>;
+
+    /// Subscribes to notices of writes made by other writers of the same data, for the live
+    /// readers of this node. `Ok(None)` when nothing else can write it (the memory and embedded
+    /// engines: one process owns the data, and its own writers wake its readers).
+    async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError>;
 
     /// Finishes pending writes and stops accepting new ones.
     async fn shutdown(&self) -> Result<(), StoreError>;

@@ -18,7 +18,7 @@ use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::{
-    AuxEntries, AuxTable, DeleteError, LogStore, LogTxn, LogView, StoreError,
+    AuxEntries, AuxTable, DeleteError, LogStore, LogTxn, LogView, NoticeFeed, StoreError,
 };
 use mooring_core::stream::{Expiry, Record, StreamInfo, StreamState};
 use mooring_core::ReadFrom;
@@ -243,6 +243,11 @@ impl LogStore for MemoryStore {
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
         let now = self.now();
         self.write(|t| ops::sweep_expired(t, now))
+    }
+
+    async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {
+        // The data lives in this process: only its own writers move it.
+        Ok(None)
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -48,6 +48,17 @@ impl Hub {
         }
     }
 
+    /// Wakes every waiting reader of every stream; returns how many streams had some.
+    pub fn notify_all(&self) -> usize {
+        let Ok(map) = self.streams.lock() else {
+            return 0;
+        };
+        for sender in map.values() {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        map.len()
+    }
+
     /// Streams with at least one waiting reader.
     pub fn watched(&self) -> usize {
         self.streams.lock().map(|m| m.len()).unwrap_or(0)
@@ -101,6 +112,18 @@ mod tests {
         hub.notify("t");
         let woke = tokio::time::timeout(Duration::from_millis(50), sub.changed()).await;
         assert!(woke.is_err());
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_readers_of_every_stream() {
+        let hub = Hub::default();
+        let (mut s, mut t) = (hub.subscribe("s"), hub.subscribe("t"));
+        assert_eq!(hub.notify_all(), 2);
+        for sub in [&mut s, &mut t] {
+            tokio::time::timeout(Duration::from_secs(1), sub.changed())
+                .await
+                .expect("woken");
+        }
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! - [`realtime`]: the native realtime protocol at `/v1/ws`.
 //! - [`rest`]: REST and SSE over sessions at `/v1/sessions/`.
 //! - [`hub`]: wake-ups for live readers.
+//! - `fanout`: wakes them for writes through other nodes, on a store that several nodes share.
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
 //! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
 
 pub mod auth;
 pub mod chat;
 pub mod durable_streams;
+mod fanout;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -24,6 +24,7 @@ pub const DS_APPENDS: &str = "mooring_stream_appends_total";
 pub const DISPATCH_WAITING: &str = "mooring_dispatch_waiting_inputs";
 pub const DISPATCHED: &str = "mooring_dispatched_total";
 pub const DISPATCH_DROPPED: &str = "mooring_dispatch_dropped_total";
+pub const STORE_NOTICES: &str = "mooring_store_notices_total";
 
 /// Buckets of the latency histogram, in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -84,6 +85,10 @@ fn describe() {
     describe_counter!(
         DISPATCH_DROPPED,
         "Inputs no worker took, by why (expired, evicted)."
+    );
+    describe_counter!(
+        STORE_NOTICES,
+        "Notices of writes through other nodes, by kind (moved, lost)."
     );
 }
 

@@ -10,11 +10,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http;
 use crate::hub::Hub;
 use crate::realtime::sessions::Sessions;
 use crate::state::{AppState, Node, ServerConfig};
 use crate::upkeep;
+use crate::{fanout, http};
 
 /// Why a node stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum ServeError {
     Accept(#[from] std::io::Error),
     #[error("connections did not drain within {0:?}")]
     DrainTimeout(Duration),
+    #[error("following the store's notices failed: {0}")]
+    Notices(StoreError),
     #[error("flushing the store failed: {0}")]
     Flush(#[from] StoreError),
 }
@@ -57,6 +59,15 @@ pub async fn serve(
         sessions,
         tasks: tasks.clone(),
     });
+    let notices = store.notices().await.map_err(ServeError::Notices)?;
+    if let Some(feed) = notices {
+        tasks.spawn(fanout::relay(
+            feed,
+            app.sessions.clone(),
+            app.hub.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(upkeep::sweep_expired(
         store.clone(),
         app.config.sweep_interval,

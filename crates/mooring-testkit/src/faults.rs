@@ -9,7 +9,7 @@ use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::publish::SessionSnapshot;
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
-use mooring_core::store::{DeleteError, LogStore, StoreError};
+use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
 
@@ -98,6 +98,10 @@ impl LogStore for FaultyStore {
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
         self.inner.sweep_expired().await
+    }
+
+    async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {
+        self.inner.notices().await
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

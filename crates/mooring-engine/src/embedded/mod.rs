@@ -36,7 +36,7 @@ use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
-use mooring_core::store::{DeleteError, LogStore, StoreError};
+use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
 use redb::backends::FileBackend;
@@ -527,6 +527,11 @@ impl LogStore for EmbeddedStore {
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
         self.write(0, |t, now| ops::sweep_expired(t, now)).await
+    }
+
+    async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {
+        // One process holds the file's lock, so only its own writers move a stream.
+        Ok(None)
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -4,6 +4,8 @@
 -- KEYS[1..n]: the version keys of the streams the operation read; then every key the writes use.
 -- ARGV[1] = n; ARGV[2..n+1]: the versions those reads saw ('' for an absent stream);
 -- ARGV[n+2]: this commit's token; then the writes, four arguments each: op, key index, a, b.
+-- The last writes are 'pub' (key index 0, a = channel, b = message): wake-ups for other nodes,
+-- published only once everything else is written, so a node woken by one reads the write.
 -- A version is '<life>/<token>,<token>,...': the life changes only when the stream's records
 -- are replaced (created, cleared, removed); the tokens are its last commits, newest first.
 -- Returns 1 when applied, 2 when this very commit was applied before (a resent command), and
@@ -13,7 +15,7 @@
 -- validated in Rust, and record ids only ever grow past the stream's tail.
 local n = tonumber(ARGV[1])
 local token = ARGV[n + 2]
-local known = { set = true, del = true, xadd = true, hset = true, sadd = true, srem = true, ver = true }
+local known = { set = true, del = true, xadd = true, hset = true, sadd = true, srem = true, ver = true, pub = true }
 for i = n + 3, #ARGV, 4 do
   if not known[ARGV[i]] then return redis.error_reply('unknown commit op ' .. ARGV[i]) end
 end
@@ -53,6 +55,10 @@ while i <= #ARGV do
     else
       redis.call('DEL', key)
     end
+  elseif op == 'pub' then
+    -- A wake-up is best effort: the writes above are applied (a script is not rolled back),
+    -- so a refused publish (an ACL without the channel) must not turn them into an error.
+    redis.pcall('PUBLISH', a, b)
   end
   i = i + 4
 end

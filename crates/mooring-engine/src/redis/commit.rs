@@ -9,8 +9,8 @@ use mooring_core::store::StoreError;
 use mooring_core::stream::{Expiry, StreamState};
 
 use super::codec::{encode_producer, encode_record, encode_state};
-use super::keys;
 use super::view::{Snapshot, Txn, Write};
+use super::{keys, notices};
 
 /// The commit script, loaded once per Redis and called by its hash.
 pub(super) const SCRIPT: &str = include_str!("commit.lua");
@@ -58,6 +58,14 @@ impl Call {
     fn op(&mut self, op: &'static str, key: String, a: Value, b: Value) {
         let key = self.key(key);
         self.args.extend([Value::from(op), key, a, b]);
+    }
+
+    /// Publishes `message` on `channel` once the writes are applied. A channel is not a key:
+    /// declaring it would route the script by its slot on a Cluster.
+    fn publish(&mut self, channel: &str, message: String) {
+        let (channel, message) = (Value::from(channel), Value::from(message));
+        self.args
+            .extend([Value::from("pub"), Value::from(0), channel, message]);
     }
 }
 
@@ -132,7 +140,7 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
             }
         }
     }
-    for name in touched {
+    for &name in &touched {
         let version = new_version(txn, snapshot, name, token);
         let after = txn.written_state(name);
         let before = txn.original_state(name);
@@ -147,6 +155,14 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
         }
         let state_key = call.key(keys::state(name));
         call.op("ver", keys::version(name), state_key, Value::from(version));
+    }
+    // Last, so that every write is applied before any node hears of it.
+    for name in touched {
+        let tail = match txn.written_state(name).or(txn.original_state(name)) {
+            Some(Some(state)) => state.tail,
+            _ => 0,
+        };
+        call.publish(keys::NOTICES, notices::message(token, tail, name));
     }
     Ok(call)
 }

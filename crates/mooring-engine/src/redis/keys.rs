@@ -10,6 +10,10 @@ use mooring_core::store::AuxTable;
 /// The set of names of streams that have an expiry, read by the sweeper.
 pub(super) const EXPIRING: &str = "mooring:expiring";
 
+/// The pub/sub channel on which every commit announces the streams it wrote (`notices.rs`).
+/// Not a key: it holds nothing, and it belongs to no stream's slot.
+pub(super) const NOTICES: &str = "mooring:moved";
+
 /// The name with `%`, `{` and `}` percent-escaped.
 fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -75,6 +79,7 @@ mod tests {
         assert_eq!(producers("x"), "mooring:{x}:p");
         assert_eq!(aux("x", AuxTable::Messages), "mooring:{x}:a1");
         assert_eq!(aux("x", AuxTable::PublishIds), "mooring:{x}:a2");
+        assert_eq!(NOTICES, "mooring:moved");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - `view`: the transaction a `mooring_core` operation runs on, collecting what it reads
 //!   and writes;
 //! - `fetch`: reading what a run needs, consistently per stream;
-//! - `commit` and `commit.lua`: applying a run's writes atomically, if nothing it read changed.
+//! - `commit` and `commit.lua`: applying a run's writes atomically, if nothing it read changed,
+//!   and announcing them to the other nodes;
+//! - `notices`: following other nodes' commits, so live readers here hear of them.
 //!
 //! The rules stay in `mooring_core`; this engine only stores. An operation runs in Rust over a
 //! view of what it read, and its writes land in one script call that first checks that every
@@ -16,6 +18,7 @@ mod codec;
 mod commit;
 mod fetch;
 mod keys;
+mod notices;
 mod view;
 
 #[cfg(test)]
@@ -40,7 +43,7 @@ use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{message_key, PublishError, PublishGroup, PublishOutcome};
-use mooring_core::store::{AuxTable, DeleteError, LogStore, StoreError};
+use mooring_core::store::{AuxTable, DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
 use tokio::sync::Mutex;
@@ -58,7 +61,7 @@ const MAX_RUNS: usize = 4096;
 /// invalidate each other's reads; only writers on other nodes can make an attempt retry.
 const WRITE_STRIPES: usize = 64;
 /// How long the first connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one command may wait for Redis, including waits for a reconnection.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -70,6 +73,8 @@ pub struct RedisStore {
 
 struct Inner {
     url: String,
+    /// Where `client` connects, for the notice subscribers' own connections.
+    config: Config,
     client: Client,
     script: Script,
     access: AccessTracker,
@@ -110,16 +115,7 @@ impl RedisStore {
             let url = without_credentials(url);
             StoreError::Io(format!("reading the Redis URL {url:?}: {e}"))
         })?;
-        let client = Builder::from_config(config)
-            // Reconnect forever, backing off to 2 s: Redis restarting must not end the node.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
-            // A Redis that stops answering fails the operation (never acknowledging it)
-            // instead of holding the request forever.
-            .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
-            .with_connection_config(|c| {
-                c.connection_timeout = CONNECT_TIMEOUT;
-                c.tcp.nodelay = Some(true);
-            })
+        let client = builder(config.clone())
             .build()
             .map_err(|e| redis_error("configuring the Redis client", e))?;
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.init()).await;
@@ -143,6 +139,7 @@ impl RedisStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 url: without_credentials(url),
+                config,
                 client,
                 script,
                 access: AccessTracker::new(clock.now_ms()),
@@ -170,7 +167,12 @@ impl RedisStore {
 
     fn token(&self) -> String {
         let n = self.inner.commits.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}.{n}", self.inner.instance)
+        format!("{}.{n}", self.writer())
+    }
+
+    /// This handle's part of its commit tokens, which the notices of its commits carry.
+    fn writer(&self) -> String {
+        format!("{:016x}", self.inner.instance)
     }
 
     /// Runs `op` until a run needs nothing more than what was read; then, if it wrote,
@@ -265,6 +267,21 @@ impl RedisStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How every connection of the engine is set up.
+fn builder(config: Config) -> Builder {
+    let mut builder = Builder::from_config(config);
+    // Reconnect forever, backing off to 2 s: Redis restarting must not end the node.
+    builder.set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+    // A Redis that stops answering fails the operation (never acknowledging it) instead of
+    // holding the request forever.
+    builder.with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT);
+    builder.with_connection_config(|c| {
+        c.connection_timeout = CONNECT_TIMEOUT;
+        c.tcp.nodelay = Some(true);
+    });
+    builder
 }
 
 /// What an operation is known to read before it runs.
@@ -378,6 +395,16 @@ impl LogStore for RedisStore {
             prefetch: vec![Miss::Expiring],
         };
         self.op(plan, |t, now| ops::sweep_expired(t, now)).await
+    }
+
+    async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {
+        // A connection of its own: a subscribed connection serves nothing else.
+        let subscriber = builder(self.inner.config.clone())
+            .with_performance_config(|p| p.broadcast_channel_capacity = notices::MESSAGE_BUFFER)
+            .build_subscriber_client()
+            .map_err(|e| redis_error("configuring the notice subscriber", e))?;
+        let feed = notices::follow(subscriber, self.writer()).await?;
+        Ok(Some(Box::new(feed)))
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

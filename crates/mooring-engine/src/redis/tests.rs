@@ -9,7 +9,7 @@ use mooring_core::append::AppendRequest;
 use mooring_core::clock::{ManualClock, SystemClock};
 use mooring_core::create::CreateRequest;
 use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
-use mooring_core::store::LogStore;
+use mooring_core::store::{LogStore, NoticeFeed, StoreNotice};
 use mooring_core::ReadFrom;
 use mooring_protocol::session::{Action, NewEvent};
 use mooring_testkit::redis::RedisServer;
@@ -377,4 +377,89 @@ async fn a_redis_that_stops_answering_fails_appends_instead_of_hanging() {
     let read = store.read("stuck", ReadFrom::Start, usize::MAX).await;
     let last = read.expect("read").records.last().map(|r| r.items.concat());
     assert_eq!(last.as_deref(), Some(&b"y"[..]), "next {:?}", after.next);
+}
+
+/// The next notice of `feed`, failing after a few seconds.
+async fn next_notice(feed: &mut Box<dyn NoticeFeed>) -> StoreNotice {
+    tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("a notice within 5 s")
+        .expect("the feed is open")
+}
+
+/// Skips the `Lost` a feed sends once it has subscribed.
+async fn settled(store: &RedisStore) -> Box<dyn NoticeFeed> {
+    let mut feed = store.notices().await.expect("subscribe").expect("a feed");
+    assert_eq!(next_notice(&mut feed).await, StoreNotice::Lost);
+    feed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_other_nodes_not_its_own() {
+    let server = RedisServer::start().expect("redis-server");
+    let clock = Arc::new(SystemClock);
+    let a = RedisStore::connect(&server.url(), clock.clone()).await;
+    let b = RedisStore::connect(&server.url(), clock).await;
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
+    let mut on_a = settled(&a).await;
+    let mut on_b = settled(&b).await;
+
+    a.create("s", text_stream()).await.expect("create");
+    a.append("s", data("one")).await.expect("append");
+    let moved = |tail| StoreNotice::Moved {
+        name: "s".into(),
+        tail,
+    };
+    assert_eq!(next_notice(&mut on_b).await, moved(0), "the create");
+    assert_eq!(next_notice(&mut on_b).await, moved(1), "the append");
+    let event = NewEvent {
+        id: None,
+        action: Action::MessageCreate,
+        name: None,
+        reference: None,
+        data: "hi".into(),
+        extras: Default::default(),
+    };
+    let group = PublishGroup::new(Some("agent".into()), vec![event]);
+    b.publish("t", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+        .await
+        .expect("publish");
+    let created = StoreNotice::Moved {
+        name: "t".into(),
+        tail: 1,
+    };
+    assert_eq!(
+        next_notice(&mut on_a).await,
+        created,
+        "a hears of b's publish"
+    );
+    // a's own commits came before b's on the one channel: had a heard them, they would be
+    // first. And b did not hear its own publish.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), on_b.next()).await;
+    assert!(quiet.is_err(), "b heard its own write: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscriber_reconnects_and_says_notices_were_lost() {
+    let server = RedisServer::start().expect("redis-server");
+    let clock = Arc::new(SystemClock);
+    let a = RedisStore::connect(&server.url(), clock.clone()).await;
+    let b = RedisStore::connect(&server.url(), clock).await;
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
+    let mut on_b = settled(&b).await;
+    let killed = server
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("client kill");
+    assert_eq!(
+        killed, ":1",
+        "b's subscriber was the one pub/sub connection"
+    );
+    assert_eq!(next_notice(&mut on_b).await, StoreNotice::Lost);
+    // Subscribed again: the next commit is heard.
+    a.create("s", text_stream()).await.expect("create");
+    let moved = StoreNotice::Moved {
+        name: "s".into(),
+        tail: 0,
+    };
+    assert_eq!(next_notice(&mut on_b).await, moved);
 }

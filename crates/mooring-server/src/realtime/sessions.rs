@@ -179,6 +179,18 @@ impl Sessions {
         }
     }
 
+    /// Pokes every running session task (their logs may have moved unseen); returns how many.
+    pub fn poke_all(&self) -> usize {
+        let senders: Vec<mpsc::Sender<Command>> = match self.inner.running.lock() {
+            Ok(running) => running.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        for sender in &senders {
+            let _ = sender.try_send(Command::Poke);
+        }
+        senders.len()
+    }
+
     /// Sends to the session's task, starting one if none runs. Gives the command back if the
     /// node is shutting down.
     async fn send(&self, name: &str, mut command: Command) -> Result<(), Command> {
