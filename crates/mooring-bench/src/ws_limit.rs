@@ -8,7 +8,7 @@
 //! received in the measured window over its length: the ceiling for a server that must also
 //! decide what to send, and for the load generator that must also read it, on the same cores.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,9 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     for index in 0..config.readers {
         let socket = tokio::net::TcpSocket::new_v4().context("creating a socket")?;
         let source = Ipv4Addr::new(127, 0, 0, 1 + (index / CONNECTIONS_PER_SOURCE) as u8);
-        socket
-            .bind(SocketAddr::new(source.into(), 0))
-            .with_context(|| format!("binding to {source}"))?;
+        crate::ws::bind_source(&socket, source.into())?;
         let (client, server) = tokio::join!(socket.connect(addr), listener.accept());
         let client = client.context("connecting to the local listener")?;
         let (server, _) = server.context("accepting")?;
