@@ -68,9 +68,10 @@ pub(crate) struct RealtimeArgs {
     #[arg(long, default_value = "http://127.0.0.1:7420")]
     pub(crate) url: String,
 
-    /// Pid of the server process, for its CPU and memory from /proc.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// Pid of the server process, for its CPU and memory from /proc. Token streaming takes
+    /// several, separated by commas (the nodes of a --url list and their store), and sums them.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
 
     /// Loopback source addresses to connect from (127.0.0.1, .2, …); one per 20,000
     /// connections when absent.

@@ -83,7 +83,7 @@ pub(crate) fn token_streaming(args: TokenStreamingArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration_secs),
         warmup: Duration::from_secs(args.warmup_secs),
         connect_parallel: c.connect_parallel,
-        server_pid: c.server_pid,
+        server_pids: c.server_pid.clone(),
         name_prefix: prefix(c, "tokens"),
         label: c.label.clone(),
         progress: !c.no_progress,
@@ -113,7 +113,7 @@ pub(crate) fn fan_out(args: FanOutArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration_secs),
         warmup: Duration::from_secs(args.warmup_secs),
         connect_parallel: c.connect_parallel,
-        server_pid: c.server_pid,
+        server_pid: c.server_pid.first().copied(),
         session: prefix(c, "fanout"),
         label: c.label.clone(),
         progress: !c.no_progress,
@@ -126,6 +126,8 @@ pub(crate) fn idle_connections(args: IdleConnectionsArgs) -> anyhow::Result<()> 
     let c = &args.common;
     let server_pid = c
         .server_pid
+        .first()
+        .copied()
         .context("idle-connections reads the server's memory: give its --server-pid")?;
     open_files_for(args.connections + 1)?;
     let config = idle_connections::Config {
@@ -155,7 +157,7 @@ pub(crate) fn resume_storm(args: ResumeStormArgs) -> anyhow::Result<()> {
         before: Duration::from_secs(args.before_secs),
         after: Duration::from_secs(args.after_secs),
         connect_parallel: c.connect_parallel,
-        server_pid: c.server_pid,
+        server_pid: c.server_pid.first().copied(),
         name_prefix: prefix(c, "storm"),
         label: c.label.clone(),
         progress: !c.no_progress,
@@ -180,7 +182,7 @@ pub(crate) fn catch_up(args: CatchUpArgs) -> anyhow::Result<()> {
         answers: args.answers,
         tokens: args.tokens,
         repeats: args.repeats,
-        server_pid: c.server_pid,
+        server_pid: c.server_pid.first().copied(),
         session: prefix(c, "catchup"),
         label: c.label.clone(),
         progress: !c.no_progress,

@@ -40,6 +40,12 @@ pub struct CpuUse {
 impl CpuSample {
     /// Reads the counters now; `server` is the pid of the server under test, if known.
     pub fn now(server: Option<u32>) -> anyhow::Result<Self> {
+        Self::now_all(server.as_slice())
+    }
+
+    /// Reads the counters now, the server's being the sum over `servers` (several nodes and
+    /// their store; none: unknown).
+    pub fn now_all(servers: &[u32]) -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
         let mut machine_total = 0;
         let mut machine_busy = 0;
@@ -65,7 +71,7 @@ impl CpuSample {
             machine_busy,
             machine_softirq,
             cpus: cpus.max(1),
-            server: server.and_then(|pid| process_ticks(&pid.to_string())),
+            server: sum_over(servers, |pid| process_ticks(&pid.to_string())),
             generator: process_ticks("self").context("reading /proc/self/stat")?,
         })
     }
@@ -104,6 +110,14 @@ fn process_ticks(pid: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// `read` of every pid, summed; `None` without pids or if any cannot be read.
+pub fn sum_over(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| read(pid)).sum()
 }
 
 /// Resident memory of a process (`VmRSS`), KiB.

@@ -47,8 +47,8 @@ pub struct Config {
     pub warmup: Duration,
     /// Handshakes in flight while connecting.
     pub connect_parallel: usize,
-    /// The server's pid, for its CPU and memory.
-    pub server_pid: Option<u32>,
+    /// The server's pids (several nodes, and their store), for their CPU and memory, summed.
+    pub server_pids: Vec<u32>,
     /// Sessions are named `{name_prefix}-{run}`.
     pub name_prefix: String,
     /// A name for the server (and its settings) under test.
@@ -163,7 +163,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if config.runs == 0 || config.tokens_per_sec == 0 || config.tokens_per_answer == 0 {
         bail!("runs, tokens per second and tokens per answer must each be at least 1");
     }
-    let rss_before = config.server_pid.and_then(sysmon::rss_kib);
+    let rss_before = sysmon::sum_over(&config.server_pids, sysmon::rss_kib);
     let connections = config.runs * (1 + config.subscribers);
     let progress = Progress::new(
         config.warmup + config.duration + DRAIN,
@@ -274,11 +274,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 
     tokio::time::sleep_until(clock.measure_from).await;
     let started_at = chrono::Utc::now().to_rfc3339();
-    let cpu_start = CpuSample::now(config.server_pid)?;
+    let cpu_start = CpuSample::now_all(&config.server_pids)?;
     let ticker = tokio::spawn(tick(Arc::clone(&live), progress.clone(), clock));
     tokio::time::sleep_until(clock.end).await;
-    let cpu = cpu_start.until(&CpuSample::now(config.server_pid)?);
-    let rss = config.server_pid.and_then(sysmon::rss_kib);
+    let cpu = cpu_start.until(&CpuSample::now_all(&config.server_pids)?);
+    let rss = sysmon::sum_over(&config.server_pids, sysmon::rss_kib);
 
     let mut tokens_sent = 0;
     while let Some(done) = writers.join_next().await {
@@ -323,7 +323,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         cpu,
         server_rss_before_kib: rss_before,
         server_rss_kib: rss,
-        server_peak_rss_kib: config.server_pid.and_then(sysmon::peak_rss_kib),
+        server_peak_rss_kib: sysmon::sum_over(&config.server_pids, sysmon::peak_rss_kib),
     })
 }
 

@@ -28,23 +28,32 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// 28,232 ephemeral ports Linux hands out by default.
 pub const CONNECTIONS_PER_SOURCE: usize = 20_000;
 
-/// A node's realtime endpoint and the local addresses to connect from.
+/// The realtime endpoints of one node or several (connections go to them in turn) and the
+/// local addresses to connect from.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     sources: Vec<IpAddr>,
 }
 
 impl Endpoint {
-    /// Parses `http://host:port`, `ws://host:port` or `host:port` (an IP address, not a name).
-    /// A loopback target is reached from `sources` addresses 127.0.0.1, 127.0.0.2, …; any
-    /// other from the default source.
-    pub fn parse(url: &str, sources: usize) -> anyhow::Result<Self> {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let host_port = rest.split('/').next().unwrap_or(rest);
-        let addr: SocketAddr = host_port
-            .parse()
-            .with_context(|| format!("{url:?}: expected an IP address and port"))?;
+    /// Parses `http://host:port`, `ws://host:port` or `host:port` (an IP address, not a name),
+    /// or several separated by commas (nodes sharing one store: connection `i` goes to node
+    /// `i % n`). A loopback target is reached from `sources` addresses 127.0.0.1, 127.0.0.2,
+    /// …; any other from the default source.
+    pub fn parse(urls: &str, sources: usize) -> anyhow::Result<Self> {
+        let mut addrs = Vec::new();
+        for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let host_port = rest.split('/').next().unwrap_or(rest);
+            let addr: SocketAddr = host_port
+                .parse()
+                .with_context(|| format!("{url:?}: expected an IP address and port"))?;
+            addrs.push(addr);
+        }
+        let Some(&addr) = addrs.first() else {
+            bail!("{urls:?}: no node address");
+        };
         let sources = if addr.ip().is_loopback() && addr.is_ipv4() {
             (1..=sources.clamp(1, 250))
                 .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8)))
@@ -52,7 +61,7 @@ impl Endpoint {
         } else {
             Vec::new()
         };
-        Ok(Self { addr, sources })
+        Ok(Self { addrs, sources })
     }
 
     /// Source addresses enough for `connections` sockets.
@@ -60,9 +69,14 @@ impl Endpoint {
         connections.div_ceil(CONNECTIONS_PER_SOURCE).max(1)
     }
 
-    /// The node's address.
+    /// The (first) node's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// The node connection number `index` goes to.
+    fn addr_for(&self, index: usize) -> SocketAddr {
+        self.addrs[index % self.addrs.len()]
     }
 
     /// Opens the WebSocket of connection number `index` (its source address is picked by
@@ -74,7 +88,8 @@ impl Endpoint {
     }
 
     async fn connect_inner(&self, index: usize, client_id: Option<&str>) -> anyhow::Result<Socket> {
-        let socket = if self.addr.is_ipv4() {
+        let addr = self.addr_for(index);
+        let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
@@ -85,12 +100,12 @@ impl Endpoint {
             bind_source(&socket, source)?;
         }
         let stream = socket
-            .connect(self.addr)
+            .connect(addr)
             .await
-            .with_context(|| format!("connecting to {}", self.addr))?;
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true).context("setting TCP_NODELAY")?;
         let config = WebSocketConfig::default().read_buffer_size(4096);
-        let url = format!("ws://{}/v1/ws", self.addr);
+        let url = format!("ws://{addr}/v1/ws");
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
             .await
             .context("upgrading to a WebSocket")?;
@@ -270,5 +285,14 @@ mod tests {
         assert!(Endpoint::parse("ws://10.0.0.1:1", 3)?.sources.is_empty());
         assert!(Endpoint::parse("http://localhost:1", 1).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn connections_go_to_each_node_of_a_list_in_turn() {
+        let e = Endpoint::parse("http://127.0.0.1:7420, ws://127.0.0.1:7421", 1)
+            .unwrap_or_else(|err| panic!("{err}"));
+        let ports: Vec<u16> = (0..4).map(|i| e.addr_for(i).port()).collect();
+        assert_eq!(ports, [7420, 7421, 7420, 7421]);
+        assert!(Endpoint::parse(" , ", 1).is_err());
     }
 }
