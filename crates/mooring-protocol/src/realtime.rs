@@ -307,6 +307,8 @@ pub mod close {
     /// The credential was refused, or it expired without renewal. Not resumable with the same
     /// credential: get a fresh token first.
     pub const UNAUTHORIZED: u16 = 4003;
+    /// A frame was larger than the server accepts (1 MiB by default); the standard code.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 
 #[cfg(test)]

@@ -279,6 +279,7 @@ fn fixture() -> Value {
             "unauthorized": close::UNAUTHORIZED,
             "slow_consumer": close::SLOW_CONSUMER,
             "too_many_connections": close::TOO_MANY_CONNECTIONS,
+            "message_too_big": close::MESSAGE_TOO_BIG,
         },
         "server_frame_types": server_types,
         "client_frame_types": client_types,

@@ -148,7 +148,7 @@ async fn every_documented_code_is_provoked() {
         );
     }
     for close_code in [
-        "`1000`", "`1001`", "`4000`", "`4001`", "`4003`", "`4008`", "`4029`",
+        "`1000`", "`1001`", "`1009`", "`4000`", "`4001`", "`4003`", "`4008`", "`4029`",
     ] {
         assert!(
             doc.contains(close_code),

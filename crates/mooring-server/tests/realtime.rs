@@ -328,3 +328,35 @@ async fn limits_answer_with_their_codes() {
     assert_eq!(refused["code"], "too_many_connections", "{refused}");
     let _other_client = Ws::connect(&node, "someone-else").await;
 }
+
+/// A frame over the limit ends the connection with the standard close code 1009, so the client
+/// can tell "too large" from a broken network.
+#[tokio::test]
+async fn a_frame_over_the_limit_is_closed_with_1009() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let node = start(RealtimeConfig {
+        max_frame_bytes: 64 << 10,
+        ..no_rollup()
+    })
+    .await;
+    let url = format!("ws://{}/v1/ws", node.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    let hello = json!({"type":"hello","protocol":1,"client_id":"big"}).to_string();
+    ws.send(Message::text(hello)).await.expect("hello");
+    let frame =
+        json!({"type":"publish","req":1,"session":"big","events":[{"data":"x".repeat(100 << 10)}]});
+    ws.send(Message::text(frame.to_string()))
+        .await
+        .expect("sent");
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1009));
+}

@@ -275,6 +275,9 @@ pub(crate) async fn serve(
                     }
                     Some(Ok(Message::Close(_))) => break Ending::Clean,
                     Some(Ok(_)) => {}
+                    Some(Err(e)) if too_big(&e) => {
+                        break Box::pin(close_with(&mut socket, close::MESSAGE_TOO_BIG, "frame too large")).await;
+                    }
                     Some(Err(_)) | None => break Ending::Lost,
                 }
             }
@@ -340,6 +343,21 @@ pub(crate) async fn serve(
             .await;
     }
     tracing::debug!(connection = %id, ?ending, "connection ended");
+}
+
+/// Whether a read failed on a frame or message over the size limit (the library refuses it
+/// before reading it whole); the client is then told so with close code 1009.
+fn too_big(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(tokio_tungstenite::tungstenite::Error::Capacity(_)) =
+            e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -19,6 +19,7 @@ export const CloseCode = {
   unauthorized: 4003,
   slow_consumer: 4008,
   too_many_connections: 4029,
+  message_too_big: 1009,
 } as const;
 
 export const ERROR_CODES = [
