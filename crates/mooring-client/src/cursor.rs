@@ -170,6 +170,10 @@ impl Cursor {
         match &mut self.phase {
             Phase::Requested(_) | Phase::View { .. } => Verdict::Stale,
             Phase::Log(position) => {
+                if position.serial == 0 {
+                    // Nothing held yet: the first life the session shows is the one followed.
+                    position.epoch = epoch;
+                }
                 if epoch != position.epoch {
                     Verdict::Gap
                 } else if event.serial <= position.serial {
