@@ -89,27 +89,25 @@ impl Reader {
     async fn attach(&mut self) -> anyhow::Result<AttachMode> {
         let from = ws::from_position(self.epoch, self.serial);
         self.client.attach(&self.session, from).await?;
-        let mode = loop {
-            match self.client.recv_frame(PROMPT).await? {
-                ServerFrame::Attached {
-                    epoch,
-                    mode,
-                    serial,
-                    ..
-                } => {
-                    if mode != AttachMode::Replay {
-                        // A view replaces what the client holds.
-                        self.messages.clear();
-                    }
-                    if mode == AttachMode::HistoryLost {
-                        self.told_lost += 1;
-                    }
-                    self.epoch = epoch;
-                    self.serial = serial;
-                    break mode;
+        let mode = match self.client.recv_frame(PROMPT).await? {
+            ServerFrame::Attached {
+                epoch,
+                mode,
+                serial,
+                ..
+            } => {
+                if mode != AttachMode::Replay {
+                    // A view replaces what the client holds.
+                    self.messages.clear();
                 }
-                other => bail!("{}: expected attached, got {other:?}", self.label),
+                if mode == AttachMode::HistoryLost {
+                    self.told_lost += 1;
+                }
+                self.epoch = epoch;
+                self.serial = serial;
+                mode
             }
+            other => bail!("{}: expected attached, got {other:?}", self.label),
         };
         loop {
             match self.client.recv_frame(PROMPT).await? {
