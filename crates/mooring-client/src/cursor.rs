@@ -280,6 +280,20 @@ mod tests {
     }
 
     #[test]
+    fn holding_nothing_follows_the_first_life_shown() {
+        // Attached to a session with no log yet (epoch 0, serial 0); its first write starts a
+        // life with an epoch of its own.
+        let mut cursor = Cursor::new(LATEST);
+        assert_eq!(cursor.on_attached(0, AttachMode::Latest, 0), None);
+        assert_eq!(cursor.on_live(0), Verdict::Deliver);
+        assert_eq!(cursor.on_event(7, &event(1)), Verdict::Deliver);
+        assert_eq!(cursor.on_event(7, &event(2)), Verdict::Deliver);
+        // Once something is held, another life is a gap, never continued silently.
+        assert_eq!(cursor.on_event(8, &event(3)), Verdict::Gap);
+        assert_eq!(cursor.attach_from(), at(7, 2));
+    }
+
+    #[test]
     fn events_before_attached_are_stale() {
         let mut cursor = Cursor::new(LATEST);
         assert_eq!(cursor.on_event(0, &event(1)), Verdict::Stale);
