@@ -82,7 +82,12 @@ impl Node {
 
     /// The epoch of `session`'s current life.
     pub(crate) async fn epoch(&self, session: &str) -> u64 {
-        self.store.head(session).await.expect("the session exists").tail.epoch
+        self.store
+            .head(session)
+            .await
+            .expect("the session exists")
+            .tail
+            .epoch
     }
 
     /// Stops serving: every connection is closed (1001), the store is kept.
