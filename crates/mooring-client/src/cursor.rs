@@ -170,6 +170,10 @@ impl Cursor {
         match &mut self.phase {
             Phase::Requested(_) | Phase::View { .. } => Verdict::Stale,
             Phase::Log(position) => {
+                if position.serial == 0 {
+                    // Nothing held yet: the first life the session shows is the one followed.
+                    position.epoch = epoch;
+                }
                 if epoch != position.epoch {
                     Verdict::Gap
                 } else if event.serial <= position.serial {
@@ -273,6 +277,20 @@ mod tests {
         assert_eq!(cursor.on_event(4, &event(2)), Verdict::Gap);
         assert_eq!(cursor.on_live(9), Verdict::Gap);
         assert_eq!(cursor.attach_from(), at(3, 1));
+    }
+
+    #[test]
+    fn holding_nothing_follows_the_first_life_shown() {
+        // Attached to a session with no log yet (epoch 0, serial 0); its first write starts a
+        // life with an epoch of its own.
+        let mut cursor = Cursor::new(LATEST);
+        assert_eq!(cursor.on_attached(0, AttachMode::Latest, 0), None);
+        assert_eq!(cursor.on_live(0), Verdict::Deliver);
+        assert_eq!(cursor.on_event(7, &event(1)), Verdict::Deliver);
+        assert_eq!(cursor.on_event(7, &event(2)), Verdict::Deliver);
+        // Once something is held, another life is a gap, never continued silently.
+        assert_eq!(cursor.on_event(8, &event(3)), Verdict::Gap);
+        assert_eq!(cursor.attach_from(), at(7, 2));
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn matches_existing(existing: &StreamState, req: &CreateRequest) -> bool {
         && config.fork == req.fork
 }
 
-/// The state of a new plain stream.
+/// The state of a new plain stream: a new life of its name, with an epoch of its own.
 pub fn new_stream_state(req: &CreateRequest, now_ms: u64) -> StreamState {
     StreamState {
         config: StreamConfig {
@@ -74,7 +74,7 @@ pub fn new_stream_state(req: &CreateRequest, now_ms: u64) -> StreamState {
             expiry: req.expiry,
             fork: req.fork.clone(),
         },
-        epoch: 0,
+        epoch: crate::epoch::new_epoch(now_ms),
         tail: u64::from(!req.items.is_empty()),
         closed: req.closed,
         closed_by: None,
@@ -105,7 +105,8 @@ pub fn fork_point(
 ) -> Result<ForkPoint, CreateError> {
     let tail = source.tail_position();
     let offset = origin.offset.unwrap_or(tail);
-    if offset.epoch != source.epoch || offset.serial > source.tail {
+    // Serial 0 is the start of every life: it holds nothing that could belong to another.
+    if (offset.epoch != source.epoch && offset.serial != 0) || offset.serial > source.tail {
         return Err(CreateError::ForkOffsetInvalid {
             given: offset,
             tail,

@@ -7,6 +7,7 @@
 //! - [`append`], [`create`], [`producer`]: the rules every engine applies, as pure functions
 //!   from state and request to a plan or a per-operation error;
 //! - [`store`]: the [`LogStore`](store::LogStore) trait engines implement, with its contract;
+//! - [`epoch`]: the epoch of a new life of a log;
 //! - [`clock`] and [`access`]: injected time and the sliding-TTL access tracker.
 
 pub mod access;
@@ -14,6 +15,7 @@ pub mod append;
 pub mod auth;
 pub mod clock;
 pub mod create;
+pub mod epoch;
 pub mod ops;
 pub mod presence;
 pub mod producer;

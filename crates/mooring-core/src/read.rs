@@ -60,6 +60,8 @@ pub fn start_serial(state: &StreamState, from: ReadFrom) -> Result<u64, ReadErro
     match from {
         ReadFrom::Start => Ok(0),
         ReadFrom::Now => Ok(state.tail),
+        // After nothing of another life is the start of this one: nothing was missed.
+        ReadFrom::After(p) if p.serial == 0 => Ok(0),
         ReadFrom::After(p) if p.epoch != state.epoch => Err(ReadError::EpochMismatch {
             current: state.tail_position(),
         }),

@@ -265,6 +265,10 @@ pub enum ErrorCode {
     /// The session's live events outran the replay of its history; attach again from the last
     /// position seen.
     SeamOverflow,
+    /// (In `detached`) the session's log began a new life (it was deleted, or lost by the
+    /// storage): attach again from the last position seen; `attached` then says
+    /// `history_lost` and the view follows.
+    HistoryLost,
     /// The session is closed or deleted: it accepts no more events.
     SessionClosed,
     /// The name belongs to a Durable Stream that is not JSON, so it cannot hold events.

@@ -132,6 +132,14 @@ fn server_frames() -> Vec<ServerFrame> {
                 retryable: true,
             }),
         },
+        ServerFrame::Detached {
+            session: "chat:42".into(),
+            error: Some(ErrorBody {
+                code: ErrorCode::HistoryLost,
+                message: "the session's log began a new life".into(),
+                retryable: true,
+            }),
+        },
         ServerFrame::Presence {
             session: "chat:42".into(),
             action: PresenceAction::Enter,

@@ -17,6 +17,7 @@ pub const EVENTS_IN: &str = "mooring_events_published_total";
 pub const EVENTS_OUT: &str = "mooring_events_delivered_total";
 pub const RESUMES: &str = "mooring_resumes_total";
 pub const SEAM_FAILURES: &str = "mooring_seam_failures_total";
+pub const LIVES_ENDED: &str = "mooring_session_lives_ended_total";
 pub const SLOW_CONSUMERS: &str = "mooring_slow_consumer_disconnects_total";
 pub const ACTIVE_RUNS: &str = "mooring_active_runs";
 pub const PUBLISH_TO_DELIVER: &str = "mooring_publish_to_deliver_seconds";
@@ -62,6 +63,10 @@ fn describe() {
     );
     describe_counter!(EVENTS_OUT, "Events queued to attached clients.");
     describe_counter!(RESUMES, "Attaches from a position (resumes).");
+    describe_counter!(
+        LIVES_ENDED,
+        "Hot sessions whose log began a new life (deleted, or lost by the storage) under attached subscribers, who were detached with history_lost."
+    );
     describe_counter!(
         SEAM_FAILURES,
         "Attachments failed closed because live events outran the replay."

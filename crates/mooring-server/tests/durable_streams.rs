@@ -195,10 +195,10 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .expect("append");
     assert_eq!(res.status(), 413);
     let head = node.http.head(node.url("big")).send().await.expect("head");
-    assert_eq!(
-        header(&head, "stream-next-offset"),
-        "0000000000000000_0000000000000000",
-        "nothing was appended"
+    let next = header(&head, "stream-next-offset");
+    assert!(
+        next.ends_with("_0000000000000000"),
+        "nothing was written: {next}"
     );
 }
 

@@ -2,7 +2,8 @@
 //!
 //! `seam_overflow` needs a replay outrun by live traffic; it is provoked in `backpressure.rs`
 //! (`a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes`), as is the
-//! slow-consumer close `4008`; the REST-only codes are provoked in `rest.rs`. [`every_documented_code_is_provoked`] keeps this list in step with
+//! slow-consumer close `4008`; `history_lost` needs a session deleted under an attachment, in
+//! `epochs.rs`; the REST-only codes are provoked in `rest.rs`. [`every_documented_code_is_provoked`] keeps this list in step with
 //! the documentation.
 
 mod common;
@@ -39,6 +40,10 @@ const PROVOKED: &[(&str, &str)] = &[
     (
         "seam_overflow",
         "backpressure.rs: a_replay_outrun_by_live_events_fails_closed_with_seam_overflow_and_resumes",
+    ),
+    (
+        "history_lost",
+        "epochs.rs: a_hot_session_deleted_over_durable_streams_and_written_again_is_a_new_life",
     ),
     ("session_closed", "a_closed_session_refuses_events"),
     ("rate_limited", "realtime.rs: limits_answer_with_their_codes"),

@@ -58,14 +58,16 @@ async fn a_late_joiner_gets_each_message_once_whole_then_live_appends() {
 async fn attach_from_a_position_replays_exactly_what_follows_it() {
     let node = start(no_rollup()).await;
     let mut writer = Ws::connect(&node, "w").await;
+    let mut epoch = Value::Null;
     for i in 0..10u64 {
-        writer
+        let ack = writer
             .publish(i, "s", json!([{"action":"event","data":i}]))
             .await;
+        epoch = ack["epoch"].clone();
     }
     let mut reader = Ws::connect(&node, "r").await;
     reader
-        .send(json!({"type":"attach","session":"s","from":{"epoch":0,"serial":6}}))
+        .send(json!({"type":"attach","session":"s","from":{"epoch":epoch,"serial":6}}))
         .await;
     let attached = reader.next_frame().await;
     assert_eq!(
@@ -166,9 +168,10 @@ async fn errors_name_their_code() {
 async fn a_session_is_a_durable_stream_and_the_reverse() {
     let node = start(no_rollup()).await;
     let mut agent = Ws::connect(&node, "agent").await;
-    agent
+    let ack = agent
         .publish(1, "chat:ds", json!([{"name":"response","data":"hello"}]))
         .await;
+    let epoch = ack["epoch"].clone();
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/stream/chat:ds", node.addr);
     let events: Value = http
@@ -185,7 +188,7 @@ async fn a_session_is_a_durable_stream_and_the_reverse() {
 
     let mut reader = Ws::connect(&node, "reader").await;
     reader
-        .send(json!({"type":"attach","session":"chat:ds","from":{"epoch":0,"serial":1}}))
+        .send(json!({"type":"attach","session":"chat:ds","from":{"epoch":epoch,"serial":1}}))
         .await;
     assert_eq!(reader.next_frame().await["type"], "attached");
     assert_eq!(reader.next_frame().await["type"], "live");

@@ -83,6 +83,21 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// Kills the server and starts it again on the same port with nothing: its files are
+    /// removed first, as if it had run without persistence (or a stale replica took over).
+    pub fn lose_everything_and_restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        self.spawn()
+    }
+
     /// Stops the server with SIGSTOP (it keeps its connections but answers nothing) or,
     /// with `false`, lets it go on with SIGCONT.
     pub fn pause(&self, paused: bool) -> std::io::Result<()> {

@@ -60,7 +60,7 @@ async fn attach_latest_sees_whole_messages_then_live_appends() {
     assert_eq!(
         sub.position(),
         Some(Position {
-            epoch: 0,
+            epoch: node.epoch("chat:1").await,
             serial: appended
         })
     );
@@ -78,7 +78,7 @@ async fn attach_from_a_position_replays_exactly_the_events_after_it() {
         assert_eq!(serial, n);
     }
     let from = Position {
-        epoch: 0,
+        epoch: node.epoch("log:1").await,
         serial: 2,
     };
     let mut sub = client
@@ -193,7 +193,7 @@ async fn lost_history_resets_the_subscriber_and_sends_the_view() {
         .expect("publish");
     // A position ahead of the log: the log lost its tail, as after a restore.
     let ahead = Position {
-        epoch: 0,
+        epoch: node.epoch("s:2").await,
         serial: 50,
     };
     let mut sub = client
@@ -212,7 +212,7 @@ async fn lost_history_resets_the_subscriber_and_sends_the_view() {
     assert_eq!(
         sub.position(),
         Some(Position {
-            epoch: 0,
+            epoch: node.epoch("s:2").await,
             serial: 1
         })
     );

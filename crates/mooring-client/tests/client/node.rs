@@ -80,6 +80,16 @@ impl Node {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// The epoch of `session`'s current life.
+    pub(crate) async fn epoch(&self, session: &str) -> u64 {
+        self.store
+            .head(session)
+            .await
+            .expect("the session exists")
+            .tail
+            .epoch
+    }
+
     /// Stops serving: every connection is closed (1001), the store is kept.
     pub(crate) async fn stop(&mut self) {
         self.shutdown.cancel();

@@ -56,8 +56,8 @@ fn claimed(bytes: &[u8], epoch: u64, seq: u64) -> AppendRequest {
     }
 }
 
-fn at(serial: u64) -> Position {
-    Position { epoch: 0, serial }
+fn at(epoch: u64, serial: u64) -> Position {
+    Position { epoch, serial }
 }
 
 async fn read_all(store: &EmbeddedStore, name: &str) -> ReadBatch {
@@ -136,13 +136,14 @@ async fn acknowledged_writes_survive_a_restart() {
     let clock = clock();
     let store = open(dir.path(), &clock);
     store.create("log", text_stream()).await.expect("create");
+    let e = store.head("log").await.expect("head").tail.epoch;
     let every_byte: Vec<u8> = (0..=255).collect();
     for seq in 0..10 {
         let out = store
             .append("log", claimed(&every_byte[..seq as usize * 25], 0, seq))
             .await
             .expect("append");
-        assert_eq!(out.next, at(seq + 1));
+        assert_eq!(out.next, at(e, seq + 1));
     }
     let json = CreateRequest {
         content_type: Some("application/json".into()),
@@ -153,7 +154,7 @@ async fn acknowledged_writes_survive_a_restart() {
     let fork = CreateRequest {
         fork: Some(ForkOrigin {
             source: "log".into(),
-            offset: Some(at(4)),
+            offset: Some(at(e, 4)),
             sub_offset: 10,
         }),
         ..CreateRequest::default()
@@ -221,9 +222,10 @@ async fn acknowledged_writes_survive_a_restart() {
     let store = open(dir.path(), &clock);
     let retry = store.append("p", claimed(b"x", 0, 2)).await.expect("retry");
     assert_eq!(retry.kind, AppendKind::Duplicate, "producer state survived");
-    assert_eq!(retry.next, at(3));
+    let e = retry.next.epoch;
+    assert_eq!(retry.next.serial, 3);
     let next = store.append("p", claimed(b"y", 0, 3)).await.expect("next");
-    assert_eq!((next.kind, next.next), (AppendKind::Written, at(4)));
+    assert_eq!((next.kind, next.next), (AppendKind::Written, at(e, 4)));
     assert_eq!(
         store.append("p", claimed(b"z", 0, 9)).await,
         Err(AppendError::Producer(
@@ -324,7 +326,7 @@ async fn concurrent_appends_share_commits() {
         "{appends} appends in {commits} commits: {:.3} commits per append",
         commits as f64 / appends as f64
     );
-    assert_eq!(store.head("busy").await.map(|i| i.tail), Ok(at(appends)));
+    assert_eq!(store.head("busy").await.map(|i| i.tail.serial), Ok(appends));
     assert!(
         commits * 4 <= appends,
         "{commits} commits for {appends} appends: writes are not batched"
@@ -517,7 +519,7 @@ async fn a_failed_fsync_poisons_the_store_and_loses_nothing_acknowledged() {
     }
     let tail = batch.info.tail.serial;
     let out = store.append("s", data(b"e")).await.expect("writable again");
-    assert_eq!(out.next, at(tail + 1));
+    assert_eq!(out.next, at(batch.info.tail.epoch, tail + 1));
 }
 
 #[tokio::test]

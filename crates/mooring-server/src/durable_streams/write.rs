@@ -186,5 +186,7 @@ pub(super) async fn delete(
 ) -> Result<Response, DsError> {
     app.store.delete(&name).await?;
     app.hub.notify(&name);
+    // A hot session's task must learn that the life it broadcast ended.
+    app.sessions.poke(&name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

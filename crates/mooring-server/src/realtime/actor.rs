@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use mooring_core::clock::Clock;
 use mooring_core::presence::{Member, PresenceChange, PresenceTable};
+use mooring_core::read::ReadError;
 use mooring_core::runs::{Run, RunEffect, RunTable};
 use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::LogStore;
@@ -59,6 +60,9 @@ pub(crate) struct Subscriber {
     pub(crate) tx: mpsc::Sender<LiveItem>,
     /// Set before the actor drops a subscriber whose feed was full.
     pub(crate) overflowed: Arc<AtomicBool>,
+    /// Set before the actor drops a subscriber because the log began a new life (it was
+    /// deleted, or lost with its storage): what the subscriber holds is of the old one.
+    pub(crate) life_ended: Arc<AtomicBool>,
 }
 
 /// What a session task is asked to do.
@@ -447,7 +451,7 @@ impl SessionActor {
             .zip(flush.connections);
         for ((outcome, waiters), connection) in groups {
             if let Ok(o) = &outcome {
-                self.epoch = o.epoch;
+                self.enter_life(o.epoch);
                 for event in &o.events {
                     effects.extend(self.runs.observe(event, connection.as_deref(), now));
                 }
@@ -493,6 +497,36 @@ impl SessionActor {
         self.sync_run_gauges();
     }
 
+    /// Follows the log into the life `epoch` (a publish outcome or a read says which).
+    ///
+    /// A new life after events of the old one were broadcast: every subscriber holds positions
+    /// that mean nothing now, so each is dropped with `life_ended` set (its attachment tells the
+    /// client, which attaches again and gets the view) and broadcasting starts from serial 0.
+    /// Without anything broadcast (a session written for the first time), nobody holds
+    /// anything of the old life and the subscribers simply follow into the new one.
+    fn enter_life(&mut self, epoch: u64) {
+        if epoch == self.epoch {
+            return;
+        }
+        tracing::info!(session = %self.name, old = self.epoch, new = epoch, high_water = self.high_water, "session log began a new life");
+        if self.high_water > 0 {
+            self.end_life();
+        }
+        self.epoch = epoch;
+        self.high_water = 0;
+    }
+
+    /// Drops every subscriber with `life_ended` set: what they hold is of a life that ended.
+    fn end_life(&mut self) {
+        if !self.subscribers.is_empty() {
+            metrics::counter!(crate::metrics::LIVES_ENDED).increment(1);
+        }
+        for s in self.subscribers.drain(..) {
+            s.life_ended.store(true, Ordering::SeqCst);
+        }
+        self.high_water = 0;
+    }
+
     /// Broadcasts events from the store after the high-water, up to `upto`.
     async fn catch_up(&mut self, upto: u64) {
         while self.high_water < upto {
@@ -501,8 +535,30 @@ impl SessionActor {
                 serial: self.high_water,
             });
             let batch = match self.store.read(&self.name, from, CATCH_UP_BYTES).await {
-                Ok(batch) if !batch.records.is_empty() => batch,
-                Ok(_) => return,
+                Ok(batch) => {
+                    // After serial 0 a read answers from whatever life the log is in.
+                    self.enter_life(batch.start.epoch);
+                    if batch.records.is_empty() {
+                        return;
+                    }
+                    batch
+                }
+                // The life we broadcast ended: the log was deleted, or lost with its storage
+                // (and maybe written again), or it lost its end (a stale replica).
+                Err(
+                    ReadError::EpochMismatch { current }
+                    | ReadError::BeyondTail { tail: current, .. },
+                ) => {
+                    self.end_life();
+                    self.epoch = current.epoch;
+                    continue;
+                }
+                Err(ReadError::NotFound | ReadError::Gone) => {
+                    if self.high_water > 0 {
+                        self.end_life();
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(session = %self.name, error = %e, "catching up a session failed");
                     return;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use mooring_core::read::ReadError;
 use mooring_core::session::event_of;
 use mooring_protocol::realtime::{AttachFrom, AttachMode, AttachPoint, ErrorCode, ServerFrame};
 use mooring_protocol::session::Event;
@@ -35,6 +36,8 @@ pub(crate) enum AttachmentEnd {
     SlowConsumer,
     /// Told the client with `detached`; the connection stays.
     Detached,
+    /// The log began a new life; told the client with `detached` (`history_lost`).
+    LifeEnded,
 }
 
 /// What an attachment needs from its connection.
@@ -82,7 +85,7 @@ pub(crate) async fn run(
             metrics::counter!(crate::metrics::SLOW_CONSUMERS).increment(1);
         }
         AttachmentEnd::Detached => metrics::counter!(crate::metrics::SEAM_FAILURES).increment(1),
-        AttachmentEnd::Stopped => {}
+        AttachmentEnd::Stopped | AttachmentEnd::LifeEnded => {}
     }
     end
 }
@@ -94,11 +97,13 @@ async fn attach(
 ) -> AttachmentEnd {
     let (tx, mut feed) = mpsc::channel::<LiveItem>(SEAM_BUFFER);
     let overflowed = Arc::new(AtomicBool::new(false));
+    let life_ended = Arc::new(AtomicBool::new(false));
     let subscriber = Subscriber {
         owner: Some(ctx.owner.clone()),
         id: ctx.id,
         tx,
         overflowed: overflowed.clone(),
+        life_ended: life_ended.clone(),
     };
     // Boxed, like the catch-up below: an attachment lives long and idles in the loop at the
     // end, and a future holds room for its largest await point for as long as it lives.
@@ -107,9 +112,18 @@ async fn attach(
     };
     let (epoch, high_water) = (registered.epoch, registered.high_water);
     let released = match Box::pin(catch_up(&ctx, &session, from, epoch, high_water)).await {
-        Some(serial) => serial,
-        None => return AttachmentEnd::Stopped,
+        CatchUp::Released(serial) => serial,
+        CatchUp::Stopped => return AttachmentEnd::Stopped,
+        CatchUp::LifeEnded => {
+            // The session task has not seen the new life yet: show it, then let the client
+            // attach again (by then the task follows the new life).
+            ctx.sessions.poke(&session);
+            return life_ended_detach(&ctx, &session).await;
+        }
     };
+    if life_ended.load(Ordering::SeqCst) {
+        return life_ended_detach(&ctx, &session).await;
+    }
     if overflowed.load(Ordering::SeqCst) {
         let frame = ServerFrame::Detached {
             session: session.clone(),
@@ -156,12 +170,40 @@ async fn attach(
                         return AttachmentEnd::SlowConsumer;
                     }
                 }
+                None if life_ended.load(Ordering::SeqCst) => {
+                    return life_ended_detach(&ctx, &session).await;
+                }
                 None if overflowed.load(Ordering::SeqCst) => return AttachmentEnd::SlowConsumer,
                 None => return AttachmentEnd::Stopped,
             },
             () = ctx.cancel.cancelled() => return AttachmentEnd::Stopped,
         }
     }
+}
+
+/// Tells the client the session's log began a new life: it attaches again from its position
+/// and is answered `history_lost` with the view.
+async fn life_ended_detach(ctx: &AttachmentContext, session: &str) -> AttachmentEnd {
+    let frame = ServerFrame::Detached {
+        session: session.to_owned(),
+        error: Some(body(
+            ErrorCode::HistoryLost,
+            "the session's log began a new life (deleted, or lost by the storage); attach again \
+             from the last position seen to receive the session as it is now",
+        )),
+    };
+    ctx.send(&frame).await;
+    AttachmentEnd::LifeEnded
+}
+
+/// How the catch-up of an attachment ended.
+enum CatchUp {
+    /// Live events are released after this serial.
+    Released(u64),
+    /// Detached, or the connection is closing.
+    Stopped,
+    /// The log is in another life than the session task said.
+    LifeEnded,
 }
 
 /// Sends `attached` and the catch-up; returns the serial live events are released after.
@@ -171,20 +213,39 @@ async fn catch_up(
     from: Option<AttachFrom>,
     epoch: u64,
     high_water: u64,
-) -> Option<u64> {
+) -> CatchUp {
+    match catch_up_from(ctx, session, from, epoch, high_water).await {
+        Ok(Some(serial)) => CatchUp::Released(serial),
+        Ok(None) => CatchUp::Stopped,
+        Err(LifeEnded) => CatchUp::LifeEnded,
+    }
+}
+
+/// The log is in another life than the one being replayed.
+struct LifeEnded;
+
+async fn catch_up_from(
+    ctx: &AttachmentContext,
+    session: &str,
+    from: Option<AttachFrom>,
+    epoch: u64,
+    high_water: u64,
+) -> Result<Option<u64>, LifeEnded> {
     let replay_after = match from {
         None | Some(AttachFrom::Named(AttachPoint::Latest)) => None,
         Some(AttachFrom::Named(AttachPoint::Start)) => Some(0),
         Some(AttachFrom::Rewind { rewind }) => Some(high_water.saturating_sub(rewind)),
         // A position from another life, or ahead of the log (a log that lost its tail), cannot
         // be resumed: say so and send the view.
+        // Serial 0 holds nothing of any life, so it is the start of this one.
+        Some(AttachFrom::Position(p)) if p.serial == 0 => Some(0),
         Some(AttachFrom::Position(p)) if p.epoch != epoch || p.serial > high_water => {
-            return send_view(ctx, session, AttachMode::HistoryLost).await;
+            return Ok(send_view(ctx, session, AttachMode::HistoryLost).await);
         }
         Some(AttachFrom::Position(p)) => Some(p.serial),
     };
     match replay_after {
-        None => send_view(ctx, session, AttachMode::Latest).await,
+        None => Ok(send_view(ctx, session, AttachMode::Latest).await),
         Some(after) => replay(ctx, session, epoch, after, high_water).await,
     }
 }
@@ -221,7 +282,7 @@ async fn replay(
     epoch: u64,
     after: u64,
     high_water: u64,
-) -> Option<u64> {
+) -> Result<Option<u64>, LifeEnded> {
     let attached = ServerFrame::Attached {
         session: session.to_owned(),
         epoch,
@@ -229,7 +290,7 @@ async fn replay(
         serial: high_water,
     };
     if !ctx.send(&attached).await {
-        return None;
+        return Ok(None);
     }
     let mut position = after;
     while position < high_water {
@@ -237,12 +298,19 @@ async fn replay(
             epoch,
             serial: position,
         });
-        let batch = ctx
+        let batch = match ctx
             .sessions
             .store()
             .read(session, from, REPLAY_PAGE_BYTES)
             .await
-            .ok()?;
+        {
+            Ok(batch) if batch.start.epoch == epoch => batch,
+            Ok(_) | Err(ReadError::EpochMismatch { .. } | ReadError::BeyondTail { .. }) => {
+                return Err(LifeEnded)
+            }
+            Err(ReadError::NotFound | ReadError::Gone) => return Err(LifeEnded),
+            Err(ReadError::Store(_)) => return Ok(None),
+        };
         if batch.records.is_empty() {
             break;
         }
@@ -251,7 +319,7 @@ async fn replay(
                 .send(&event_frame(session, epoch, event_of(record)))
                 .await
             {
-                return None;
+                return Ok(None);
             }
             position = record.serial;
         }
@@ -259,7 +327,7 @@ async fn replay(
             break;
         }
     }
-    Some(high_water)
+    Ok(Some(high_water))
 }
 
 fn event_frame(session: &str, epoch: u64, event: Event) -> ServerFrame {

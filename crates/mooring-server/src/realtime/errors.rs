@@ -8,6 +8,7 @@ pub(crate) fn body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     let retryable = matches!(
         code,
         ErrorCode::SeamOverflow
+            | ErrorCode::HistoryLost
             | ErrorCode::StoreUnavailable
             | ErrorCode::ShuttingDown
             | ErrorCode::RateLimited

@@ -49,6 +49,7 @@ pub(crate) fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::SessionClosed | ErrorCode::NotASession | ErrorCode::InputTaken => {
             StatusCode::CONFLICT
         }
+        ErrorCode::HistoryLost => StatusCode::GONE,
         ErrorCode::SeamOverflow | ErrorCode::StoreUnavailable | ErrorCode::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -103,6 +103,8 @@ export class Cursor {
     }
     const now = this.#phase;
     if (now.kind !== "log") return "stale";
+    // Nothing held yet: the first life the session shows is the one followed.
+    if (now.position.serial === 0) now.position.epoch = epoch;
     if (epoch !== now.position.epoch) return "gap";
     if (event.serial <= now.position.serial) return "duplicate";
     if (event.serial === now.position.serial + 1) {

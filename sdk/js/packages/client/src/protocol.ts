@@ -32,6 +32,7 @@ export const ERROR_CODES = [
   "too_large",
   "too_many_attachments",
   "seam_overflow",
+  "history_lost",
   "session_closed",
   "not_a_session",
   "session_not_found",

@@ -92,6 +92,16 @@ test("the cursor delivers each serial once and resumes after the last", () => {
   assert.equal(c.onEvent(0, event(4, "event", undefined, "")), "stale", "before attached");
 });
 
+test("holding nothing, the cursor follows the first life shown; then another life is a gap", () => {
+  const c = new Cursor("latest");
+  assert.equal(c.onAttached(0, "latest", 0), undefined);
+  assert.equal(c.onLive(0), "deliver");
+  assert.equal(c.onEvent(7, event(1, "event", undefined, "")), "deliver");
+  assert.equal(c.onEvent(7, event(2, "event", undefined, "")), "deliver");
+  assert.equal(c.onEvent(8, event(3, "event", undefined, "")), "gap");
+  assert.deepEqual(c.attachFrom(), { epoch: 7, serial: 2 });
+});
+
 test("a view cut short is reset and sent again; lost history resets", () => {
   const c = new Cursor("latest");
   assert.equal(c.onAttached(0, "latest", 9), undefined);

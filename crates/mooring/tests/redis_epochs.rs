@@ -1,0 +1,247 @@
+//! A Redis that lost its data (restarted without persistence) is a new life of every session
+//! (issue 9): real `redis-server`, real `mooring serve` nodes. A client attached through
+//! either node is told (`detached`, `history_lost`), never carried silently into the new
+//! life, and ends with exactly the new life's view; a client resuming later from an old
+//! position is answered `history_lost`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use mooring_testkit::protocol::realtime::{AttachMode, ErrorCode, ServerFrame};
+use mooring_testkit::protocol::session::NewEvent;
+use mooring_testkit::redis::RedisServer;
+use mooring_testkit::ws::{self, RealtimeClient};
+use mooring_testkit::{MooringProcess, ServerConfig};
+use tempfile::TempDir;
+
+const PROMPT: Duration = Duration::from_secs(15);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn node(engine: &str) -> anyhow::Result<(MooringProcess, TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path()).engine(engine);
+    let process = MooringProcess::start(config)
+        .await
+        .context("starting a node")?;
+    Ok((process, dir))
+}
+
+/// Publishes one event, retrying while the node's Redis connection comes back (the id makes
+/// a retry land once); returns (epoch, serial).
+async fn publish(
+    client: &mut RealtimeClient,
+    session: &str,
+    event: NewEvent,
+) -> anyhow::Result<(u64, u64)> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    loop {
+        match client
+            .publish(session, vec![event.clone()], REQUEST_TIMEOUT)
+            .await?
+        {
+            ServerFrame::Ack { epoch, results, .. } => return Ok((epoch, results[0].serial)),
+            ServerFrame::Error { error, .. } if error.retryable => {
+                ensure!(Instant::now() < deadline, "still failing: {error:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => bail!("publish answered {other:?}"),
+        }
+    }
+}
+
+fn message(id: &str, text: &str) -> NewEvent {
+    let mut event = ws::create("response", text);
+    event.id = Some(id.to_owned());
+    event
+}
+
+/// A reader that keeps what a client keeps: the session's messages by serial, its position.
+struct Reader {
+    label: &'static str,
+    client: RealtimeClient,
+    session: String,
+    epoch: u64,
+    serial: u64,
+    /// (serial, text) of every message held, in serial order.
+    messages: Vec<(u64, String)>,
+    /// `history_lost` signals received (a `detached` or an `attached` mode).
+    told_lost: u32,
+}
+
+impl Reader {
+    async fn connect(
+        label: &'static str,
+        node: &MooringProcess,
+        session: &str,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            label,
+            client: RealtimeClient::connect(&node.base_url(), label).await?,
+            session: session.to_owned(),
+            epoch: 0,
+            serial: 0,
+            messages: Vec::new(),
+            told_lost: 0,
+        })
+    }
+
+    /// Attaches from the position held and reads up to `live`.
+    async fn attach(&mut self) -> anyhow::Result<AttachMode> {
+        let from = ws::from_position(self.epoch, self.serial);
+        self.client.attach(&self.session, from).await?;
+        let mode = match self.client.recv_frame(PROMPT).await? {
+            ServerFrame::Attached {
+                epoch,
+                mode,
+                serial,
+                ..
+            } => {
+                if mode != AttachMode::Replay {
+                    // A view replaces what the client holds.
+                    self.messages.clear();
+                }
+                if mode == AttachMode::HistoryLost {
+                    self.told_lost += 1;
+                }
+                self.epoch = epoch;
+                self.serial = serial;
+                mode
+            }
+            other => bail!("{}: expected attached, got {other:?}", self.label),
+        };
+        loop {
+            match self.client.recv_frame(PROMPT).await? {
+                ServerFrame::Event { epoch, event, .. } => {
+                    ensure!(
+                        epoch == self.epoch,
+                        "{}: an event of another life",
+                        self.label
+                    );
+                    let text = event.data.as_str().unwrap_or_default().to_owned();
+                    self.messages.push((event.serial, text));
+                }
+                ServerFrame::Live { .. } => return Ok(mode),
+                other => bail!("{}: during catch-up, {other:?}", self.label),
+            }
+        }
+    }
+
+    /// Reads live frames until the reader holds message `serial` of life `epoch`; a
+    /// `detached` with `history_lost` is followed by an attach from the position held.
+    async fn until(&mut self, epoch: u64, serial: u64) -> anyhow::Result<()> {
+        while !(self.epoch == epoch && self.serial >= serial) {
+            let frame = self.client.recv_frame(PROMPT).await.with_context(|| {
+                format!(
+                    "{}: waiting for {epoch}/{serial}, at {}/{}",
+                    self.label, self.epoch, self.serial
+                )
+            })?;
+            match frame {
+                ServerFrame::Event {
+                    epoch: e, event, ..
+                } => {
+                    // Serial 0 holds nothing: the first life shown is the one followed.
+                    if self.serial == 0 {
+                        self.epoch = e;
+                    }
+                    ensure!(
+                        e == self.epoch && event.serial == self.serial + 1,
+                        "{}: event {e}/{} at {}/{}: silently carried into another life, or a gap",
+                        self.label,
+                        event.serial,
+                        self.epoch,
+                        self.serial
+                    );
+                    self.serial = event.serial;
+                    let text = event.data.as_str().unwrap_or_default().to_owned();
+                    self.messages.push((event.serial, text));
+                }
+                ServerFrame::Detached {
+                    error: Some(error), ..
+                } if error.code == ErrorCode::HistoryLost && error.retryable => {
+                    self.told_lost += 1;
+                    self.attach().await?;
+                }
+                ServerFrame::Detached { .. } | ServerFrame::Error { .. } => {
+                    bail!("{}: {frame:?}", self.label)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn texts(&self) -> Vec<&str> {
+        self.messages.iter().map(|(_, t)| t.as_str()).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
+) -> anyhow::Result<()> {
+    let mut redis = RedisServer::start().context("starting redis-server")?;
+    let (a, _da) = node(&redis.url()).await?;
+    let (b, _db) = node(&redis.url()).await?;
+    let session = "chat:lost";
+    let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
+    let mut old = (0, 0);
+    for i in 1..=3 {
+        old = publish(
+            &mut agent,
+            session,
+            message(&format!("old-{i}"), &format!("old {i}")),
+        )
+        .await?;
+    }
+    // One reader on the writer's node, one on another node.
+    let mut on_a = Reader::connect("reader on a", &a, session).await?;
+    let mut on_b = Reader::connect("reader on b", &b, session).await?;
+    for reader in [&mut on_a, &mut on_b] {
+        reader.attach().await?;
+        assert_eq!(
+            reader.texts(),
+            ["old 1", "old 2", "old 3"],
+            "{}",
+            reader.label
+        );
+        assert_eq!((reader.epoch, reader.serial), old);
+    }
+
+    redis.lose_everything_and_restart()?;
+    ensure!(redis.keys()?.is_empty(), "redis kept keys");
+    let mut new = (0, 0);
+    for i in 1..=2 {
+        new = publish(
+            &mut agent,
+            session,
+            message(&format!("new-{i}"), &format!("new {i}")),
+        )
+        .await?;
+    }
+    assert_ne!(
+        new.0, old.0,
+        "the session's new life has an epoch of its own"
+    );
+    assert_eq!(new.1, 2);
+
+    for reader in [&mut on_a, &mut on_b] {
+        reader.until(new.0, new.1).await?;
+        assert!(
+            reader.told_lost >= 1,
+            "{}: never told the history was lost",
+            reader.label
+        );
+        assert_eq!(reader.texts(), ["new 1", "new 2"], "{}", reader.label);
+    }
+
+    // A client that was away resumes from its old position: history_lost and the new view.
+    for (label, node) in [("late on a", &a), ("late on b", &b)] {
+        let mut late = Reader::connect(label, node, session).await?;
+        (late.epoch, late.serial) = old;
+        let mode = late.attach().await?;
+        assert_eq!(mode, AttachMode::HistoryLost, "{label}");
+        assert_eq!((late.epoch, late.serial), new, "{label}");
+        assert_eq!(late.texts(), ["new 1", "new 2"], "{label}");
+    }
+    Ok(())
+}
