@@ -152,6 +152,9 @@ impl Reconstruction {
     fn check_epoch(&mut self, epoch: u64, serial: u64) {
         match self.epoch {
             None => self.epoch = Some(epoch),
+            // Holding nothing yet (attached before the session existed, so at serial 0 of no
+            // life): the first life to arrive is the one followed, as the clients do.
+            Some(_) if self.max_seen == 0 && self.messages.is_empty() => self.epoch = Some(epoch),
             Some(e) if e != epoch => {
                 self.report.epoch_changes += 1;
                 self.report
@@ -237,7 +240,8 @@ impl Reconstruction {
     /// would miss the messages it had not received yet ([`in_view`](Self::in_view) says so).
     pub fn begin_view(&mut self, epoch: u64, high_water: u64) {
         self.in_view = true;
-        if let Some(e) = self.epoch.filter(|e| *e != epoch) {
+        let holding = self.max_seen > 0 || !self.messages.is_empty();
+        if let Some(e) = self.epoch.filter(|e| *e != epoch && holding) {
             self.report.epoch_changes += 1;
             self.report
                 .problem(format!("a view of epoch {epoch} replaced epoch {e}"));
