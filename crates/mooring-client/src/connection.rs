@@ -170,6 +170,11 @@ impl Connection {
 
     pub(crate) async fn send(&mut self, frame: &ClientFrame) -> Result<(), Lost> {
         let text = serde_json::to_string(frame).map_err(|e| Lost::Failed(e.to_string()))?;
+        self.send_text(text).await
+    }
+
+    /// Sends a frame already encoded.
+    pub(crate) async fn send_text(&mut self, text: String) -> Result<(), Lost> {
         self.ws
             .send(Message::text(text))
             .await

@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_RESEND_WITHIN: Duration = Duration::from_secs(100);
 /// The largest presence `data`, as JSON: the server's default limit.
 pub const DEFAULT_MAX_PRESENCE_DATA_BYTES: usize = 1024;
+/// The server's frame limit unless configured otherwise (1 MiB).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 1 << 20;
 /// How long before its expiry a token is renewed (tokens living less than twice this are
 /// renewed halfway through their life).
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(60);
@@ -61,6 +63,10 @@ pub struct ClientOptions {
     /// Presence data larger than this (as JSON) is refused before it is sent. Match the
     /// server's limit (1024 bytes unless configured otherwise).
     pub max_presence_data_bytes: usize,
+    /// A publish whose frame is larger than this is refused with `too_large` before it is
+    /// sent: the server would close the connection (1009), and a resend after reconnecting
+    /// would meet the same fate. Match the server's limit (1 MiB unless configured otherwise).
+    pub max_frame_bytes: usize,
 }
 
 impl ClientOptions {
@@ -100,6 +106,7 @@ impl Default for ClientOptions {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             resend_within: DEFAULT_RESEND_WITHIN,
             max_presence_data_bytes: DEFAULT_MAX_PRESENCE_DATA_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         }
     }
 }

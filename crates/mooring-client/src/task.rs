@@ -141,6 +141,8 @@ pub(crate) struct Task {
     runs: RunWatches,
     presences: Presences,
     workers: Workers,
+    /// Frames larger than this are not sent (the server would close with 1009).
+    max_frame_bytes: usize,
     backoff: Backoff,
     rng: StdRng,
 }
@@ -164,6 +166,7 @@ impl Task {
             runs: RunWatches::default(),
             presences: Presences::default(),
             workers: Workers::default(),
+            max_frame_bytes: options.max_frame_bytes,
             backoff: Backoff::new(options.reconnect.clone()),
             rng: StdRng::from_entropy(),
         }
@@ -239,7 +242,15 @@ impl Task {
             self.presences
                 .flush(|session| attachments.awaiting_live(session), &mut out);
             for frame in out.drain(..) {
-                if let Err(lost) = connection.send(&frame).await {
+                let text = match serde_json::to_string(&frame) {
+                    Ok(text) => text,
+                    Err(e) => return Ended::Lost(Lost::Failed(e.to_string())),
+                };
+                if text.len() > self.max_frame_bytes {
+                    self.refuse_oversized(&frame, text.len());
+                    continue;
+                }
+                if let Err(lost) = connection.send_text(text).await {
                     return Ended::Lost(lost);
                 }
             }
@@ -387,6 +398,25 @@ impl Task {
             }
         }
         None
+    }
+
+    /// A frame the server would close the connection for (1009): a publish fails with
+    /// `too_large` instead, before anything is sent; anything else is dropped with a warning.
+    fn refuse_oversized(&mut self, frame: &ClientFrame, size: usize) {
+        let max = self.max_frame_bytes;
+        match frame {
+            ClientFrame::Publish { req, .. } => {
+                let error = ServerError {
+                    code: ErrorCode::TooLarge,
+                    message: format!(
+                        "the publish is {size} bytes as a frame; the server takes at most {max}: publish fewer events at once, or stream a long text as appends"
+                    ),
+                    retryable: false,
+                };
+                self.publishes.on_error(*req, error);
+            }
+            _ => tracing::warn!(size, max, "a frame over the server's limit was not sent"),
+        }
     }
 
     fn unwatch(&mut self, id: u64, out: &mut Vec<ClientFrame>) {

@@ -95,3 +95,26 @@ async fn closing_ends_subscriptions_and_fails_later_calls() {
     let late = client.create_message("close:1", "m", "x").await;
     assert_eq!(late.err().map(|e| e.kind()), Some(PublishErrorKind::Closed));
 }
+
+/// A publish over the server's frame limit would close the connection (1009) and fail again
+/// after every reconnect: the client refuses it with `too_large` before sending, and the
+/// connection goes on.
+#[tokio::test]
+async fn a_publish_over_the_frame_limit_is_refused_before_it_is_sent() {
+    let node = Node::start().await;
+    let client = node.client("big").await;
+    let before = crate::node::connection_id(&client);
+    let huge = event::create("response", "x".repeat(2 << 20));
+    let err = client
+        .publish("publish:big", vec![huge])
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), PublishErrorKind::Refused);
+    assert_eq!(err.code(), Some(ErrorCode::TooLarge));
+    let serial = client
+        .create_message("publish:big", "response", "small")
+        .await
+        .expect("the connection goes on");
+    assert_eq!(serial, 1, "the refused publish wrote nothing");
+    assert_eq!(crate::node::connection_id(&client), before, "no reconnect");
+}

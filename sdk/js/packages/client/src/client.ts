@@ -54,6 +54,8 @@ export interface ClientOptions {
   resendWithinMs?: number;
   /** Where subscriptions keep their place between runs of the program. */
   storage?: StorageAdapter;
+  /** A publish whose frame is larger than this is refused with `too_large` before it is sent (the server would close the connection with 1009, again after every reconnect). Match the server's limit (default 1 MiB). */
+  maxFrameBytes?: number;
   /** The WebSocket implementation; the platform's by default (the Node entry falls back to `ws`). */
   WebSocket?: WebSocketConstructor;
 }
@@ -89,6 +91,7 @@ const DEFAULTS = {
   subscriptionBuffer: 1024,
   maxInFlight: 1024,
   resendWithinMs: 100_000,
+  maxFrameBytes: 1 << 20,
 };
 
 let nextWatch = 1;
@@ -200,7 +203,26 @@ export class MooringClient extends Emitter<ClientEvents> {
     const out: ClientFrame[] = [];
     work(out);
     this.#presences.flush((session) => this.#attachments.awaitingLive(session), out);
-    for (const frame of out) this.#link.send(frame);
+    for (const frame of out) {
+      if (frame.type === "publish" && this.#oversized(frame)) continue;
+      this.#link.send(frame);
+    }
+  }
+
+  /** Fails a publish the server would close the connection for, before it is sent. */
+  #oversized(frame: Extract<ClientFrame, { type: "publish" }>): boolean {
+    const max = this.#options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
+    const text = JSON.stringify(frame);
+    // A UTF-16 unit is at most 3 bytes of UTF-8: most frames need no exact count.
+    if (text.length * 3 <= max) return false;
+    const size = new TextEncoder().encode(text).length;
+    if (size <= max) return false;
+    this.#publishes.onError(frame.req, {
+      code: "too_large",
+      message: `the publish is ${size} bytes as a frame; the server takes at most ${max}: publish fewer events at once, or stream a long text as appends`,
+      retryable: false,
+    });
+    return true;
   }
 
   #onFrame(frame: ServerFrame, out: ClientFrame[]): void {

@@ -110,6 +110,14 @@ test("bad input is refused with a stable kind and code, never a crash", async ()
     () => client.enter("chat:x", { data: "x".repeat(2000) }),
     (e: unknown) => e instanceof MooringError && e.kind === "invalid_argument",
   );
+  // Over the server's frame limit: refused before it is sent, and the connection goes on.
+  const connected = client.status;
+  await assert.rejects(
+    client.publish("chat:big", [{ name: "response", data: "x".repeat(2 << 20) }]),
+    (e: unknown) => e instanceof MooringError && e.kind === "refused" && e.code === "too_large",
+  );
+  assert.equal(await client.createMessage("chat:big", "response", "small"), 1, "the refused publish wrote nothing");
+  assert.deepEqual(client.status, connected, "no reconnect");
 });
 
 test("presence: an attached client sees members enter, update and leave", async () => {
