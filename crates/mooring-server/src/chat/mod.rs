@@ -48,6 +48,17 @@ impl Refused {
     }
 }
 
+/// `"<code>: <message>"`, the code as it travels (`forbidden`): what a stock client shows as
+/// the error, over either transport.
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self.code) {
+            Ok(Value::String(code)) => write!(f, "{code}: {}", self.message),
+            _ => write!(f, "{:?}: {}", self.code, self.message),
+        }
+    }
+}
+
 /// What a `send` asks for: the chat and its newest user message.
 #[derive(Debug)]
 pub(crate) struct SendRequest {

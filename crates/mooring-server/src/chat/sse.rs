@@ -30,12 +30,7 @@ impl IntoResponse for Refused {
     /// The stock client shows a failed response's body text as the error: plain text, with
     /// the code first so it can be looked up in docs/errors.md.
     fn into_response(self) -> Response {
-        let code = serde_json::to_value(self.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let status = crate::rest::error::status(self.code);
-        (status, format!("{code}: {}", self.message)).into_response()
+        (crate::rest::error::status(self.code), self.to_string()).into_response()
     }
 }
 

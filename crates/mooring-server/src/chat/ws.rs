@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use mooring_core::auth::Operation;
 use mooring_protocol::realtime::{ErrorCode, SUBPROTOCOL};
 use serde_json::{json, Value};
@@ -21,7 +21,6 @@ use super::{
     active_run, allow, cancel, publish_input, send_request, stream_answer, ChunkSink, From, Refused,
 };
 use crate::auth::{AuthError, Principal};
-use crate::rest::RestError;
 use crate::state::AppState;
 
 /// Frames queued for the socket before request tasks wait.
@@ -35,14 +34,8 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let (Some(allowed), Some(origin)) = (
-        app.config.allowed_origins.as_ref(),
-        headers.get(axum::http::header::ORIGIN),
-    ) {
-        if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
-            return RestError::new(ErrorCode::Forbidden, "this origin may not connect")
-                .into_response();
-        }
+    if let Some(refused) = crate::realtime::origin_refused(&app, &headers) {
+        return refused;
     }
     let principal = app.config.auth.authenticate(
         crate::realtime::credential(&query, &headers),
@@ -151,6 +144,12 @@ fn frame(kind: &str, request_id: &str) -> Value {
     json!({ "type": kind, "requestId": request_id })
 }
 
+/// The `error` frame of a refused request.
+fn error_frame(request_id: &str, refused: &Refused) -> String {
+    json!({ "type": "error", "requestId": request_id, "errorText": refused.to_string() })
+        .to_string()
+}
+
 impl Connection {
     /// Handles one frame; `false` if it is not a frame of the transport.
     fn on_frame(&mut self, text: &str) -> bool {
@@ -175,13 +174,7 @@ impl Connection {
     }
 
     fn refuse(&self, request_id: &str, refused: &Refused) {
-        let code = serde_json::to_value(refused.code)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let mut error = frame("error", request_id);
-        error["errorText"] = format!("{code}: {}", refused.message).into();
-        let _ = self.out.try_send(error.to_string());
+        let _ = self.out.try_send(error_frame(request_id, refused));
     }
 
     fn send(&mut self, request_id: String, body: &Value) {
@@ -212,11 +205,7 @@ impl Connection {
                         .await
                     }
                     Err(refused) => {
-                        let code = serde_json::to_value(refused.code).unwrap_or_default();
-                        let mut error = frame("error", &request_id);
-                        error["errorText"] =
-                            format!("{}: {}", code.as_str().unwrap_or(""), refused.message).into();
-                        let _ = out.send(error.to_string()).await;
+                        let _ = out.send(error_frame(&request_id, &refused)).await;
                     }
                 }
             },

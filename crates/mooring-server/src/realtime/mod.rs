@@ -163,22 +163,25 @@ pub(crate) fn credential<'a>(
     offered.or_else(|| crate::auth::http::bearer(headers))
 }
 
+/// The refusal of a WebSocket upgrade from an origin not in `--allowed-origins`, if it is one.
+/// A browser always sends Origin; other clients may not, and are not the ones a page could
+/// turn against their user, so only a present Origin is checked.
+pub(crate) fn origin_refused(app: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let allowed = app.config.allowed_origins.as_ref()?;
+    let origin = headers.get(axum::http::header::ORIGIN)?;
+    (!allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())).then(|| {
+        RestError::new(ErrorCode::Forbidden, "this origin may not connect").into_response()
+    })
+}
+
 async fn upgrade(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    // A browser always sends Origin; other clients may not, and are not the ones a page could
-    // turn against their user, so only a present Origin is checked.
-    if let (Some(allowed), Some(origin)) = (
-        app.config.allowed_origins.as_ref(),
-        headers.get(axum::http::header::ORIGIN),
-    ) {
-        if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
-            return RestError::new(ErrorCode::Forbidden, "this origin may not connect")
-                .into_response();
-        }
+    if let Some(refused) = origin_refused(&app, &headers) {
+        return refused;
     }
     // Verified before the upgrade, refused after it: a browser sees no HTTP status of a failed
     // upgrade, but it does see an error frame and close code 4003.

@@ -98,14 +98,22 @@ impl Dispatcher {
         events: &[NewEvent],
         connection: Option<&str>,
     ) -> Result<(), PublishError> {
+        let mut starts = events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| event.action == Action::RunStart)
+            .filter_map(|(index, event)| match run_fields(&event.data) {
+                (Some(run_id), Some(input)) => Some((index, run_id, input)),
+                _ => None,
+            })
+            .peekable();
+        // Every publish of every session passes here: the node-wide lock is taken only for
+        // the few that start a run answering an input.
+        if starts.peek().is_none() {
+            return Ok(());
+        }
         let table = self.lock();
-        for (index, event) in events.iter().enumerate() {
-            if event.action != Action::RunStart {
-                continue;
-            }
-            let (Some(run_id), Some(input)) = run_fields(&event.data) else {
-                continue;
-            };
+        for (index, run_id, input) in starts {
             if let Err(holder) = table.may_start(&(session.to_owned(), input), connection, run_id) {
                 return Err(PublishError::InputTaken {
                     index,

@@ -204,15 +204,16 @@ export class MooringClient extends Emitter<ClientEvents> {
     work(out);
     this.#presences.flush((session) => this.#attachments.awaitingLive(session), out);
     for (const frame of out) {
-      if (frame.type === "publish" && this.#oversized(frame)) continue;
-      this.#link.send(frame);
+      // Encoded once, here: its size decides whether it may go.
+      const text = JSON.stringify(frame);
+      if (frame.type === "publish" && this.#oversized(frame, text)) continue;
+      this.#link.sendText(text);
     }
   }
 
   /** Fails a publish the server would close the connection for, before it is sent. */
-  #oversized(frame: Extract<ClientFrame, { type: "publish" }>): boolean {
+  #oversized(frame: Extract<ClientFrame, { type: "publish" }>, text: string): boolean {
     const max = this.#options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
-    const text = JSON.stringify(frame);
     // A UTF-16 unit is at most 3 bytes of UTF-8: most frames need no exact count.
     if (text.length * 3 <= max) return false;
     const size = new TextEncoder().encode(text).length;

@@ -169,8 +169,13 @@ export class Connection {
 
   /** Sends a frame; false if the socket is no longer open (the end is reported separately). */
   send(frame: ClientFrame): boolean {
+    return this.sendText(JSON.stringify(frame));
+  }
+
+  /** Sends a frame already encoded. */
+  sendText(text: string): boolean {
     if (this.#ended || this.socket.readyState !== OPEN) return false;
-    this.socket.send(JSON.stringify(frame));
+    this.socket.send(text);
     return true;
   }
 

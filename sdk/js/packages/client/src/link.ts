@@ -100,6 +100,11 @@ export class Link {
     this.#connection?.send(frame);
   }
 
+  /** Sends a frame already encoded, if connected. */
+  sendText(text: string): void {
+    this.#connection?.sendText(text);
+  }
+
   /** Stops for good: closes the connection cleanly and tells the client why. */
   stop(reason: CloseReason): void {
     if (this.closed) return;
