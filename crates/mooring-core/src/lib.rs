@@ -16,6 +16,7 @@ pub mod auth;
 pub mod clock;
 pub mod create;
 pub mod epoch;
+pub mod fleet;
 pub mod ops;
 pub mod presence;
 pub mod producer;

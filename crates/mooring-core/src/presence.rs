@@ -4,6 +4,10 @@
 //! A member is keyed by its client id and its *instance* (a stable id of one tab or process,
 //! or the connection id when the client gives none), so a client that reconnects within the
 //! grace period keeps its place instead of leaving and entering again.
+//!
+//! On a store shared by several nodes, the table also holds the members connected through the
+//! other nodes (see [`crate::fleet`]), each with its node: a member that reconnects through
+//! another node moves there, and only its node's word (or that node's death) makes it leave.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +22,17 @@ pub struct PresenceChange {
 #[derive(Clone, Debug)]
 struct Entry {
     member: Member,
+    /// The node it is connected through; `None` for this one.
+    node: Option<String>,
     /// Set when the member's connection was lost: it leaves at this time unless it returns.
     leaving_at_ms: Option<u64>,
+}
+
+/// A member that left, and the node it was connected through (`None`: this one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Departure {
+    pub change: PresenceChange,
+    pub node: Option<String>,
 }
 
 /// The members of one session.
@@ -31,12 +44,22 @@ pub struct PresenceTable {
 impl PresenceTable {
     /// Enters (or, for a present member, updates and rebinds to the given connection).
     pub fn enter(&mut self, member: Member) -> PresenceChange {
+        self.insert(None, member)
+    }
+
+    /// A member connected through `node` entered or changed (it may have been here before).
+    pub fn enter_remote(&mut self, node: &str, member: Member) -> PresenceChange {
+        self.insert(Some(node.to_owned()), member)
+    }
+
+    fn insert(&mut self, node: Option<String>, member: Member) -> PresenceChange {
         let key = (member.client_id.clone(), member.instance.clone());
         let existed = self.members.contains_key(&key);
         self.members.insert(
             key,
             Entry {
                 member: member.clone(),
+                node,
                 leaving_at_ms: None,
             },
         );
@@ -59,6 +82,77 @@ impl PresenceTable {
         })
     }
 
+    /// A member of `node` left, if `node` still holds it (it may have moved here since).
+    pub fn leave_remote(
+        &mut self,
+        node: &str,
+        client_id: &str,
+        instance: &str,
+    ) -> Option<PresenceChange> {
+        let key = (client_id.to_owned(), instance.to_owned());
+        if self.members.get(&key)?.node.as_deref() != Some(node) {
+            return None;
+        }
+        self.members.remove(&key).map(|entry| PresenceChange {
+            action: PresenceAction::Leave,
+            member: entry.member,
+        })
+    }
+
+    /// `node` died: its members are lost connections, leaving after `grace_ms` unless they
+    /// come back (through another node) first.
+    pub fn node_lost(&mut self, node: &str, now_ms: u64, grace_ms: u64) {
+        for entry in self.members.values_mut() {
+            if entry.node.as_deref() == Some(node) && entry.leaving_at_ms.is_none() {
+                entry.leaving_at_ms = Some(now_ms + grace_ms);
+            }
+        }
+    }
+
+    /// Sets the members of other nodes to `remote` (as read from the store after notices may
+    /// have been lost); returns the changes that makes. Members of this node stay.
+    pub fn replace_remote(&mut self, remote: Vec<(String, Member)>) -> Vec<PresenceChange> {
+        let mut changes = Vec::new();
+        let listed: std::collections::BTreeSet<(String, String)> = remote
+            .iter()
+            .map(|(_, m)| (m.client_id.clone(), m.instance.clone()))
+            .collect();
+        let gone: Vec<_> = self
+            .members
+            .iter()
+            .filter(|(key, e)| e.node.is_some() && !listed.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            if let Some(entry) = self.members.remove(&key) {
+                changes.push(PresenceChange {
+                    action: PresenceAction::Leave,
+                    member: entry.member,
+                });
+            }
+        }
+        for (node, member) in remote {
+            let key = (member.client_id.clone(), member.instance.clone());
+            let same = self
+                .members
+                .get(&key)
+                .is_some_and(|e| e.node.as_deref() == Some(&node) && e.member == member);
+            if !same {
+                changes.push(self.enter_remote(&node, member));
+            }
+        }
+        changes
+    }
+
+    /// The members connected through this node.
+    pub fn local_members(&self) -> Vec<Member> {
+        self.members
+            .values()
+            .filter(|e| e.node.is_none())
+            .map(|e| e.member.clone())
+            .collect()
+    }
+
     /// A connection ended. A clean close leaves its members now; a lost one leaves them after
     /// `grace_ms` unless they come back first.
     pub fn connection_ended(
@@ -71,7 +165,7 @@ impl PresenceTable {
         let keys: Vec<_> = self
             .members
             .iter()
-            .filter(|(_, e)| e.member.connection_id == connection_id)
+            .filter(|(_, e)| e.node.is_none() && e.member.connection_id == connection_id)
             .map(|(k, _)| k.clone())
             .collect();
         let mut changes = Vec::new();
@@ -98,6 +192,7 @@ impl PresenceTable {
         {
             Some(entry) => {
                 entry.leaving_at_ms = None;
+                entry.node = None;
                 entry.member.connection_id = connection_id.to_owned();
                 true
             }
@@ -106,7 +201,7 @@ impl PresenceTable {
     }
 
     /// Members whose grace ran out leave.
-    pub fn expire(&mut self, now_ms: u64) -> Vec<PresenceChange> {
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Departure> {
         let due: Vec<_> = self
             .members
             .iter()
@@ -115,9 +210,12 @@ impl PresenceTable {
             .collect();
         due.into_iter()
             .filter_map(|key| self.members.remove(&key))
-            .map(|entry| PresenceChange {
-                action: PresenceAction::Leave,
-                member: entry.member,
+            .map(|entry| Departure {
+                change: PresenceChange {
+                    action: PresenceAction::Leave,
+                    member: entry.member,
+                },
+                node: entry.node,
             })
             .collect()
     }
@@ -189,7 +287,66 @@ mod tests {
         assert!(t.expire(15_999).is_empty());
         let gone = t.expire(16_000);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].member.client_id, "a");
+        assert_eq!(gone[0].change.member.client_id, "a");
         assert_eq!(t.members()[0].connection_id, "c3");
+    }
+
+    #[test]
+    fn a_member_of_another_node_leaves_only_by_that_nodes_word() {
+        let mut t = PresenceTable::default();
+        t.enter_remote("n1", member("a", "tab1", "c1"));
+        // The same connection id on this node is another connection.
+        assert!(t.connection_ended("c1", true, 0, 0).is_empty());
+        assert_eq!(t.leave_remote("n2", "a", "tab1"), None, "not n2's member");
+        // It reconnects through this node: it is ours now, and n1's late leave is ignored.
+        assert_eq!(
+            t.enter(member("a", "tab1", "c9")).action,
+            PresenceAction::Update
+        );
+        assert_eq!(t.leave_remote("n1", "a", "tab1"), None);
+        assert_eq!(t.local_members().len(), 1);
+        t.enter_remote("n2", member("b", "tab1", "c1"));
+        let left = t.leave_remote("n2", "b", "tab1").expect("b leaves");
+        assert_eq!(left.action, PresenceAction::Leave);
+    }
+
+    #[test]
+    fn the_members_of_a_dead_node_leave_after_the_grace_unless_they_come_back() {
+        let mut t = PresenceTable::default();
+        t.enter_remote("n1", member("a", "tab1", "c1"));
+        t.enter_remote("n1", member("b", "tab1", "c2"));
+        t.enter_remote("n2", member("c", "tab1", "c1"));
+        t.node_lost("n1", 1_000, 500);
+        assert_eq!(t.next_expiry(), Some(1_500));
+        // b reconnected through n2 before the grace ran out.
+        t.enter_remote("n2", member("b", "tab1", "c7"));
+        assert!(t.expire(1_499).is_empty());
+        let gone = t.expire(1_500);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].change.member.client_id, "a");
+        assert_eq!(gone[0].node.as_deref(), Some("n1"));
+        assert_eq!(t.members().len(), 2);
+    }
+
+    #[test]
+    fn replacing_the_remote_members_reports_the_difference_and_keeps_our_own() {
+        let mut t = PresenceTable::default();
+        t.enter(member("me", "tab1", "c1"));
+        t.enter_remote("n1", member("a", "tab1", "c1"));
+        t.enter_remote("n1", member("b", "tab1", "c2"));
+        let changes = t.replace_remote(vec![
+            ("n1".into(), member("a", "tab1", "c1")),
+            ("n2".into(), member("d", "tab1", "c4")),
+        ]);
+        let summary: Vec<_> = changes
+            .iter()
+            .map(|c| (c.action, c.member.client_id.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![(PresenceAction::Leave, "b"), (PresenceAction::Enter, "d")]
+        );
+        assert_eq!(t.members().len(), 3);
+        assert_eq!(t.local_members().len(), 1);
     }
 }

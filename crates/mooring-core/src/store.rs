@@ -42,15 +42,19 @@ pub enum DeleteError {
     Store(#[from] StoreError),
 }
 
-/// A stream written by another writer of the same data: a wake-up, never the data itself.
+/// What another writer of the same data did: a wake-up for a stream it wrote (never the data
+/// itself), or a presence change of a member connected through another node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreNotice {
     /// Another writer committed a write to `name` (an append, a publish, a create, a close or
     /// a removal); `tail` is the stream's last serial after it (0 once removed).
     Moved { name: String, tail: u64 },
     /// Notices may have been lost since the last one (the feed reconnected, or its reader fell
-    /// behind): any stream may have moved.
+    /// behind): any stream may have moved, and any member of another node may have changed.
     Lost,
+    /// A member connected through another node entered, changed or left. Unlike a wake-up it
+    /// carries the change; like one it may be lost, and then `Lost` follows.
+    Presence(crate::fleet::PresenceNotice),
 }
 
 /// Notices of writes made by other writers (other nodes on a shared store).
@@ -200,6 +204,12 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
     /// readers of this node. `Ok(None)` when nothing else can write it (the memory and embedded
     /// engines: one process owns the data, and its own writers wake its readers).
     async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError>;
+
+    /// The presence this store shares with other nodes; `None` when one process owns the data
+    /// (the memory and embedded engines).
+    fn shared_presence(&self) -> Option<std::sync::Arc<dyn crate::fleet::SharedPresence>> {
+        None
+    }
 
     /// Finishes pending writes and stops accepting new ones.
     async fn shutdown(&self) -> Result<(), StoreError>;

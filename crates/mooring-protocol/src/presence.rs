@@ -12,7 +12,7 @@ pub enum Role {
 }
 
 /// One member as everyone sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub client_id: String,
     /// The member's instance: its own stable id, or the connection's.
@@ -24,7 +24,7 @@ pub struct Member {
 }
 
 /// A change everyone attached should hear of.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceAction {
     Enter,

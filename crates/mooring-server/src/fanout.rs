@@ -7,6 +7,9 @@
 //! that session reads everything after what it last sent, and after a [`StoreNotice::Lost`]
 //! every hot session and waiting reader is woken at once.
 //!
+//! Presence changes of other nodes' members go to the session's task, if one runs here; after
+//! `Lost`, every task records its own members again and reads the others' afresh.
+//!
 //! [`LogStore::notices`]: mooring_core::store::LogStore::notices
 
 use mooring_core::store::{NoticeFeed, StoreNotice};
@@ -33,8 +36,14 @@ pub(crate) async fn relay(
                 sessions.poke(&name);
                 hub.notify(&name);
             }
+            Some(StoreNotice::Presence(notice)) => {
+                metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "presence").increment(1);
+                sessions.remote_presence(notice);
+            }
             Some(StoreNotice::Lost) => {
                 metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "lost").increment(1);
+                // Presence changes may be lost too, and if Redis lost its data, ours with it.
+                sessions.resync_presence();
                 let (hot, waiting) = (sessions.poke_all(), hub.notify_all());
                 tracing::debug!(hot, waiting, "woke every reader after lost notices");
             }

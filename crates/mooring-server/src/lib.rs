@@ -6,6 +6,7 @@
 //! - [`rest`]: REST and SSE over sessions at `/v1/sessions/`.
 //! - [`hub`]: wake-ups for live readers.
 //! - `fanout`: wakes them for writes through other nodes, on a store that several nodes share.
+//! - `fleet`: on such a store, beats and finds the nodes that died (for presence).
 //! - [`http`]: the shared layers (CORS, security headers, body limits) and `/healthz`.
 //! - `serve`: runs a node until its shutdown token fires, then drains within a deadline.
 
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod chat;
 pub mod durable_streams;
 mod fanout;
+mod fleet;
 pub mod http;
 pub mod hub;
 pub mod metrics;

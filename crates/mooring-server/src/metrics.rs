@@ -26,6 +26,7 @@ pub const DISPATCH_WAITING: &str = "mooring_dispatch_waiting_inputs";
 pub const DISPATCHED: &str = "mooring_dispatched_total";
 pub const DISPATCH_DROPPED: &str = "mooring_dispatch_dropped_total";
 pub const STORE_NOTICES: &str = "mooring_store_notices_total";
+pub const NODES_LOST: &str = "mooring_nodes_lost_total";
 
 /// Buckets of the latency histogram, in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -93,7 +94,11 @@ fn describe() {
     );
     describe_counter!(
         STORE_NOTICES,
-        "Notices of writes through other nodes, by kind (moved, lost)."
+        "Notices from other nodes, by kind (moved, presence, lost)."
+    );
+    describe_counter!(
+        NODES_LOST,
+        "Other nodes on the shared store found dead (no beat within the node expiry)."
     );
 }
 

@@ -14,7 +14,7 @@ use crate::hub::Hub;
 use crate::realtime::sessions::Sessions;
 use crate::state::{AppState, Node, ServerConfig};
 use crate::upkeep;
-use crate::{fanout, http};
+use crate::{fanout, fleet, http};
 
 /// Why a node stopped badly.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,9 @@ pub async fn serve(
             app.hub.clone(),
             shutdown.clone(),
         ));
+    }
+    if let Some(shared) = store.shared_presence() {
+        tasks.spawn(fleet::beat(shared, app.sessions.clone(), shutdown.clone()));
     }
     tasks.spawn(upkeep::sweep_expired(
         store.clone(),

@@ -1,5 +1,6 @@
 //! Test tools for Mooring.
 //!
+//! - [`balancer`]: a TCP load balancer in front of several nodes, failing over in order.
 //! - [`server`]: run `mooring serve` as a child process, SIGKILL it, restart it on the same data.
 //! - [`history`] and [`observation`]: what writers were told and what readers saw.
 //! - [`checker`]: finds lost, duplicated, reordered, corrupted or misplaced appends.
@@ -13,6 +14,7 @@
 //!   messages, and finds gaps, duplicates and reordering.
 //! - [`faults`]: a store wrapper that makes a real engine's writes fail on demand.
 
+pub mod balancer;
 pub mod checker;
 pub mod client;
 pub mod faults;

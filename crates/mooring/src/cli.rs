@@ -147,6 +147,13 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub(crate) presence_grace_ms: u64,
 
+    /// With several nodes on Redis: a node that has not beaten for this long is dead, and
+    /// the others count its members as lost connections (they leave after the presence
+    /// grace), in milliseconds. Nodes beat five times as often.
+    #[arg(long, env = "MOORING_NODE_EXPIRY_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(250..=600_000))]
+    pub(crate) node_expiry_ms: u64,
+
     /// A run without progress this long emits run.stalled, in milliseconds.
     #[arg(long, env = "MOORING_STALL_AFTER_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]

@@ -156,6 +156,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         dedupe_window: Duration::from_secs(args.dedupe_window_secs),
         presence_grace: Duration::from_millis(args.presence_grace_ms),
+        node_expiry: Duration::from_millis(args.node_expiry_ms),
         max_publishes_per_sec: args.max_publishes_per_sec,
         publish_burst: args.publish_burst,
         max_connections_per_client: usize::try_from(args.max_connections_per_client)

@@ -14,6 +14,12 @@ pub(super) const EXPIRING: &str = "mooring:expiring";
 /// Not a key: it holds nothing, and it belongs to no stream's slot.
 pub(super) const NOTICES: &str = "mooring:moved";
 
+/// The pub/sub channel on which nodes announce presence changes (`presence.rs`).
+pub(super) const PRESENCE: &str = "mooring:presence";
+
+/// The nodes and when each last beat (a sorted set), for presence across nodes.
+pub(super) const NODES: &str = "mooring:nodes";
+
 /// The name with `%`, `{` and `}` percent-escaped.
 fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -57,6 +63,11 @@ pub(super) fn aux(name: &str, table: AuxTable) -> String {
     key(name, &format!("a{}", table.tag()))
 }
 
+/// The session's members connected through each node (a hash: member -> node and member).
+pub(super) fn members(name: &str) -> String {
+    key(name, "m")
+}
+
 /// Every key that holds the stream's data besides its state and version.
 pub(super) fn data(name: &str) -> [String; 4] {
     [
@@ -79,7 +90,10 @@ mod tests {
         assert_eq!(producers("x"), "mooring:{x}:p");
         assert_eq!(aux("x", AuxTable::Messages), "mooring:{x}:a1");
         assert_eq!(aux("x", AuxTable::PublishIds), "mooring:{x}:a2");
+        assert_eq!(members("x"), "mooring:{x}:m");
         assert_eq!(NOTICES, "mooring:moved");
+        assert_eq!(PRESENCE, "mooring:presence");
+        assert_eq!(NODES, "mooring:nodes");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod commit;
 mod fetch;
 mod keys;
 mod notices;
+mod presence;
 mod view;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ use mooring_core::access::AccessTracker;
 use mooring_core::append::{AppendError, AppendOutcome, AppendRequest};
 use mooring_core::clock::Clock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
+use mooring_core::fleet::SharedPresence;
 use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
@@ -84,6 +86,7 @@ struct Inner {
     commits: AtomicU64,
     stripes: Vec<Mutex<()>>,
     closed: AtomicBool,
+    presence: Arc<presence::RedisPresence>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -136,6 +139,10 @@ impl RedisStore {
         script.load(&client).await.map_err(|e| {
             redis_error("loading the commit script (Redis 7 or newer is needed)", e)
         })?;
+        // Random per process: tokens of two nodes never collide.
+        let instance = RandomState::new().hash_one(url);
+        let node = writer(instance);
+        let presence = presence::RedisPresence::new(client.clone(), node).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 url: without_credentials(url),
@@ -144,8 +151,8 @@ impl RedisStore {
                 script,
                 access: AccessTracker::new(clock.now_ms()),
                 clock,
-                // Random per process: tokens of two nodes never collide.
-                instance: RandomState::new().hash_one(url),
+                instance,
+                presence: Arc::new(presence),
                 commits: AtomicU64::new(0),
                 stripes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
                 closed: AtomicBool::new(false),
@@ -172,7 +179,7 @@ impl RedisStore {
 
     /// This handle's part of its commit tokens, which the notices of its commits carry.
     fn writer(&self) -> String {
-        format!("{:016x}", self.inner.instance)
+        writer(self.inner.instance)
     }
 
     /// Runs `op` until a run needs nothing more than what was read; then, if it wrote,
@@ -267,6 +274,11 @@ impl RedisStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A store handle's part of its commit tokens, and its node's id in presence.
+fn writer(instance: u64) -> String {
+    format!("{instance:016x}")
 }
 
 /// How every connection of the engine is set up.
@@ -405,6 +417,10 @@ impl LogStore for RedisStore {
             .map_err(|e| redis_error("configuring the notice subscriber", e))?;
         let feed = notices::follow(subscriber, self.writer()).await?;
         Ok(Some(Box::new(feed)))
+    }
+
+    fn shared_presence(&self) -> Option<Arc<dyn SharedPresence>> {
+        Some(self.inner.presence.clone())
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

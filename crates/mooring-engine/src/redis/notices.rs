@@ -1,4 +1,4 @@
-//! Wake-ups between nodes. Every commit publishes, on one channel and inside the commit script,
+//! Wake-ups between nodes, and their presence changes (`presence.rs`). Every commit publishes, on one channel and inside the commit script,
 //! one message per stream it wrote: `1 <commit token> <tail serial> <stream name>`. Each node
 //! follows the channel on a connection of its own and hands the node a
 //! [`StoreNotice::Moved`] per stream written by another node.
@@ -31,6 +31,9 @@ pub(super) const MESSAGE_BUFFER: usize = 4096;
 /// The longest wait between two attempts to subscribe again.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
 
+/// What a node follows: other nodes' commits, and their presence changes.
+const CHANNELS: [&str; 2] = [keys::NOTICES, keys::PRESENCE];
+
 /// The message a commit with `token` publishes for stream `name`, whose last serial is `tail`.
 pub(super) fn message(token: &str, tail: u64, name: &str) -> String {
     format!("{LAYOUT} {token} {tail} {name}")
@@ -60,6 +63,17 @@ fn parse(message: &str) -> Option<Parsed<'_>> {
 /// The notice for a message, `None` for this node's own writes. A message in a layout this
 /// node cannot read (a newer node, in a rolling upgrade) still says something moved: `Lost`.
 fn decode(message: &Message, own: &str) -> Option<StoreNotice> {
+    if &*message.channel == keys::PRESENCE {
+        let text = message.value.as_str();
+        return match text.as_deref().and_then(super::presence::decode) {
+            Some(notice) if notice.node == own => None,
+            Some(notice) => Some(StoreNotice::Presence(notice)),
+            None => {
+                tracing::warn!(message = ?text, "unreadable presence notice from another node");
+                Some(StoreNotice::Lost)
+            }
+        };
+    }
     if &*message.channel != keys::NOTICES {
         return None;
     }
@@ -109,7 +123,7 @@ pub(super) async fn follow(
         }
     }
     subscriber
-        .subscribe(keys::NOTICES)
+        .subscribe(CHANNELS.to_vec())
         .await
         .map_err(|e| redis_error("subscribing to notices", e))?;
     let (queue, feed) = mpsc::channel(QUEUE);
@@ -163,7 +177,7 @@ async fn relay(
 async fn resubscribe(subscriber: &SubscriberClient, queue: &mpsc::Sender<StoreNotice>) -> bool {
     let mut backoff = Duration::from_millis(50);
     loop {
-        match subscriber.subscribe(keys::NOTICES).await {
+        match subscriber.subscribe(CHANNELS.to_vec()).await {
             Ok(()) => return true,
             Err(e) => tracing::warn!(error = %e, "subscribing to notices again failed; retrying"),
         }

@@ -463,3 +463,83 @@ async fn a_killed_subscriber_reconnects_and_says_notices_were_lost() {
     };
     assert_eq!(next_notice(&mut on_b).await, moved);
 }
+
+fn member(client: &str, connection: &str) -> mooring_core::presence::Member {
+    mooring_core::presence::Member {
+        client_id: client.into(),
+        instance: "tab".into(),
+        connection_id: connection.into(),
+        role: mooring_core::presence::Role::User,
+        data: serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_shared_by_the_nodes_and_a_dead_nodes_members_are_dropped() {
+    use mooring_core::presence::PresenceAction;
+    let server = RedisServer::start().expect("redis-server");
+    let clock = Arc::new(SystemClock);
+    let a = RedisStore::connect(&server.url(), clock.clone()).await;
+    let b = RedisStore::connect(&server.url(), clock).await;
+    let (a, b) = (a.expect("node a"), b.expect("node b"));
+    let (pa, pb) = (
+        a.shared_presence().expect("shared"),
+        b.shared_presence().expect("shared"),
+    );
+    let mut on_b = settled(&b).await;
+    const EXPIRY: u64 = 400;
+    assert!(!pa.beat(EXPIRY).await.expect("beat").was_dead);
+    let seen_by_b = pb.beat(EXPIRY).await.expect("beat");
+    assert_eq!(seen_by_b.alive, vec![pa.node().to_owned()]);
+
+    let alice = member("alice", "c1");
+    pa.announce("s", PresenceAction::Enter, &alice)
+        .await
+        .expect("announce");
+    match next_notice(&mut on_b).await {
+        StoreNotice::Presence(notice) => {
+            assert_eq!(
+                (notice.node.as_str(), notice.session.as_str(), notice.action),
+                (pa.node(), "s", PresenceAction::Enter)
+            );
+            assert_eq!(notice.member, alice);
+        }
+        other => panic!("b heard {other:?}"),
+    }
+    let remote = pb.members("s", EXPIRY).await.expect("members");
+    assert_eq!(remote.len(), 1);
+    assert_eq!(
+        (remote[0].node.as_str(), &remote[0].member),
+        (pa.node(), &alice)
+    );
+    assert!(
+        pa.members("s", EXPIRY).await.expect("members").is_empty(),
+        "not its own"
+    );
+
+    // alice reconnects through b: a's late leave must not remove her.
+    let moved = member("alice", "c9");
+    pb.announce("s", PresenceAction::Enter, &moved)
+        .await
+        .expect("announce");
+    pa.announce("s", PresenceAction::Leave, &alice)
+        .await
+        .expect("announce");
+    let remote = pa.members("s", EXPIRY).await.expect("members");
+    assert_eq!(remote.len(), 1, "b's alice stays");
+    assert_eq!(remote[0].member, moved);
+
+    // b stops beating: past the expiry a finds it dead, and its member is dropped from the
+    // store as a reads it.
+    tokio::time::sleep(Duration::from_millis(EXPIRY + 100)).await;
+    assert!(pa.beat(EXPIRY).await.expect("beat").alive.is_empty());
+    assert!(pa.members("s", EXPIRY).await.expect("members").is_empty());
+    let left = server
+        .command(&["HLEN", &super::keys::members("s")])
+        .expect("hlen");
+    assert_eq!(left, ":0", "the dead node's member is gone from the store");
+    assert!(
+        pb.beat(EXPIRY).await.expect("beat").was_dead,
+        "b learns the others may have dropped its members"
+    );
+}

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use mooring_core::clock::Clock;
-use mooring_core::presence::{Member, PresenceChange, PresenceTable};
+use mooring_core::fleet::{PresenceNotice, SharedPresence};
+use mooring_core::presence::{Member, PresenceAction, PresenceChange, PresenceTable};
 use mooring_core::read::ReadError;
 use mooring_core::runs::{Run, RunEffect, RunTable};
 use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome};
@@ -94,6 +95,15 @@ pub(crate) enum Command {
     },
     /// The log moved outside this task (a Durable Streams append): broadcast what is new.
     Poke,
+    /// A member connected through another node changed.
+    RemotePresence(PresenceNotice),
+    /// Another node died: its members are lost connections now.
+    NodeLost {
+        node: String,
+    },
+    /// Presence notices may have been lost, or the other nodes may have dropped ours: record
+    /// our members again and read the others' afresh.
+    ResyncPresence,
 }
 
 /// Settings of one session task.
@@ -108,6 +118,10 @@ pub(crate) struct ActorSettings {
     pub(crate) stall_after: Duration,
     /// Inputs written here are dispatched to workers; run starts are checked against it.
     pub(crate) dispatcher: super::dispatch::Dispatcher,
+    /// Presence shared with the other nodes of the store, if it has any.
+    pub(crate) shared: Option<Arc<dyn SharedPresence>>,
+    /// A node silent this long is dead.
+    pub(crate) node_expiry: Duration,
 }
 
 pub(crate) struct SessionActor {
@@ -132,6 +146,10 @@ pub(crate) struct SessionActor {
     oldest_pending: Option<Instant>,
     /// This session's share of the run gauges: (active, stalled).
     run_gauges: (f64, f64),
+    /// Changes of members connected here, in order, for the other nodes.
+    to_announce: Vec<(PresenceAction, Member)>,
+    /// The other nodes' members are to be read afresh.
+    resync_pending: bool,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -155,6 +173,21 @@ impl SessionActor {
             Ok(info) => (info.tail.epoch, info.tail.serial),
             Err(_) => (0, 0),
         };
+        let mut presence = PresenceTable::default();
+        if let Some(shared) = &settings.shared {
+            // Before anyone attaches: the first snapshot already holds the other nodes' members.
+            let expiry = settings.node_expiry.as_millis() as u64;
+            match shared.members(&name, expiry).await {
+                Ok(remote) => {
+                    for r in remote {
+                        presence.enter_remote(&r.node, r.member);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(session = %name, error = %e, "reading other nodes' members failed; they show up as they change");
+                }
+            }
+        }
         Self {
             name,
             store,
@@ -167,11 +200,13 @@ impl SessionActor {
             flush_at: None,
             last_flush: None,
             clock,
-            presence: PresenceTable::default(),
+            presence,
             runs: RunTable::default(),
             lost: Vec::new(),
             oldest_pending: None,
             run_gauges: (0.0, 0.0),
+            to_announce: Vec::new(),
+            resync_pending: false,
         }
     }
 
@@ -209,9 +244,24 @@ impl SessionActor {
     /// Handles what time brought: members whose grace ran out, lost agents, stalled runs.
     async fn on_timer(&mut self) {
         let now = self.now_ms();
-        for change in self.presence.expire(now) {
-            self.broadcast_presence(change);
+        let shared = self.settings.shared.clone();
+        for departure in self.presence.expire(now) {
+            match (&departure.node, &shared) {
+                (None, _) => self.announce(&departure.change),
+                (Some(node), Some(shared)) => {
+                    // Its node is dead and cannot say so itself.
+                    if let Err(e) = shared
+                        .forget(&self.name, node, &departure.change.member)
+                        .await
+                    {
+                        tracing::warn!(session = %self.name, error = %e, "removing a dead node's member failed");
+                    }
+                }
+                (Some(_), None) => {}
+            }
+            self.broadcast_presence(departure.change);
         }
+        self.announce_pending().await;
         let (due, waiting): (Vec<_>, Vec<_>) = self.lost.drain(..).partition(|(_, at)| *at <= now);
         self.lost = waiting;
         let mut effects = Vec::new();
@@ -274,9 +324,10 @@ impl SessionActor {
         release: impl Fn(&mpsc::Receiver<Command>) -> bool,
     ) {
         loop {
+            // Members of other nodes keep no task: it reads them again when it starts.
             let idle = self.subscribers.is_empty()
                 && self.rollup.is_empty()
-                && self.presence.is_empty()
+                && self.presence.local_members().is_empty()
                 && self.runs.active().is_empty();
             let flush_at = self.flush_at;
             let timer = self.next_timer();
@@ -295,6 +346,7 @@ impl SessionActor {
                     } else if !self.rollup.is_empty() && self.flush_at.is_none() {
                         self.schedule_flush();
                     }
+                    self.announce_pending().await;
                 }
                 () = sleep_until_opt(flush_at) => self.flush().await,
                 () = sleep_until_opt(timer) => self.on_timer().await,
@@ -375,6 +427,7 @@ impl SessionActor {
                     } => self.presence.leave(&client_id, &instance),
                 };
                 if let Some(change) = change {
+                    self.announce(&change);
                     self.broadcast_presence(change);
                 }
                 false
@@ -389,6 +442,7 @@ impl SessionActor {
                     .presence
                     .connection_ended(&connection_id, clean, now, grace)
                 {
+                    self.announce(&change);
                     self.broadcast_presence(change);
                 }
                 if self.runs.owns(&connection_id) {
@@ -409,6 +463,75 @@ impl SessionActor {
             Command::Poke => {
                 self.flush_at = Some(self.flush_at.unwrap_or_else(Instant::now));
                 false
+            }
+            Command::RemotePresence(notice) => {
+                let PresenceNotice {
+                    node,
+                    action,
+                    member,
+                    ..
+                } = notice;
+                let change = match action {
+                    PresenceAction::Enter | PresenceAction::Update => {
+                        Some(self.presence.enter_remote(&node, member))
+                    }
+                    PresenceAction::Leave => {
+                        self.presence
+                            .leave_remote(&node, &member.client_id, &member.instance)
+                    }
+                };
+                if let Some(change) = change {
+                    self.broadcast_presence(change);
+                }
+                false
+            }
+            Command::NodeLost { node } => {
+                let grace = self.settings.presence_grace.as_millis() as u64;
+                self.presence.node_lost(&node, self.now_ms(), grace);
+                false
+            }
+            Command::ResyncPresence => {
+                for member in self.presence.local_members() {
+                    self.to_announce.push((PresenceAction::Enter, member));
+                }
+                self.resync_pending = true;
+                false
+            }
+        }
+    }
+
+    /// Queues a change of a member connected here for the other nodes.
+    fn announce(&mut self, change: &PresenceChange) {
+        if self.settings.shared.is_some() {
+            self.to_announce
+                .push((change.action, change.member.clone()));
+        }
+    }
+
+    /// Records queued presence changes in the shared store, in order; then, after a resync
+    /// was asked for, reads the other nodes' members afresh and passes on the difference.
+    async fn announce_pending(&mut self) {
+        let Some(shared) = self.settings.shared.clone() else {
+            return;
+        };
+        for (action, member) in std::mem::take(&mut self.to_announce) {
+            if let Err(e) = shared.announce(&self.name, action, &member).await {
+                tracing::warn!(session = %self.name, error = %e, "recording a presence change for other nodes failed");
+            }
+        }
+        if !std::mem::take(&mut self.resync_pending) {
+            return;
+        }
+        let expiry = self.settings.node_expiry.as_millis() as u64;
+        match shared.members(&self.name, expiry).await {
+            Ok(remote) => {
+                let remote = remote.into_iter().map(|r| (r.node, r.member)).collect();
+                for change in self.presence.replace_remote(remote) {
+                    self.broadcast_presence(change);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session = %self.name, error = %e, "reading other nodes' members failed");
             }
         }
     }

@@ -78,6 +78,9 @@ pub struct RealtimeConfig {
     pub session_idle_exit: Duration,
     /// How long a lost connection's presence and runs wait for it to come back.
     pub presence_grace: Duration,
+    /// On a store shared by several nodes: a node that has not beaten for this long is dead,
+    /// and the others count its members as lost connections. Nodes beat five times as often.
+    pub node_expiry: Duration,
     /// A run without progress this long emits `run.stalled`.
     pub stall_after: Duration,
     /// `stall_after` by namespace.
@@ -107,6 +110,7 @@ impl Default for RealtimeConfig {
             hello_timeout: Duration::from_secs(10),
             session_idle_exit: Duration::from_secs(30),
             presence_grace: Duration::from_secs(15),
+            node_expiry: Duration::from_secs(5),
             stall_after: Duration::from_secs(30),
             namespace_stall_after: HashMap::new(),
             dispatch_hold: dispatch::DEFAULT_HOLD,

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use mooring_core::clock::Clock;
+use mooring_core::fleet::PresenceNotice;
 use mooring_core::runs::Run;
 use mooring_protocol::presence::Member;
 
@@ -181,12 +182,41 @@ impl Sessions {
 
     /// Pokes every running session task (their logs may have moved unseen); returns how many.
     pub fn poke_all(&self) -> usize {
+        self.tell_all(|| Command::Poke)
+    }
+
+    /// Passes a presence change of another node's member to the session's task, if one runs
+    /// (one that starts later reads the members from the store).
+    pub(crate) fn remote_presence(&self, notice: PresenceNotice) {
+        if let Some(sender) = self.running_sender(&notice.session) {
+            if let Err(e) = sender.try_send(Command::RemotePresence(notice)) {
+                // A full inbox: the session reads the members afresh instead.
+                tracing::debug!(error = %e, "a presence notice found its session busy; resyncing");
+                let _ = sender.try_send(Command::ResyncPresence);
+            }
+        }
+    }
+
+    /// Tells every running session task that `node` died; returns how many.
+    pub(crate) fn node_lost(&self, node: &str) -> usize {
+        self.tell_all(|| Command::NodeLost {
+            node: node.to_owned(),
+        })
+    }
+
+    /// Asks every running session task to record its members again and read the other
+    /// nodes' afresh; returns how many.
+    pub(crate) fn resync_presence(&self) -> usize {
+        self.tell_all(|| Command::ResyncPresence)
+    }
+
+    fn tell_all(&self, command: impl Fn() -> Command) -> usize {
         let senders: Vec<mpsc::Sender<Command>> = match self.inner.running.lock() {
             Ok(running) => running.values().cloned().collect(),
             Err(_) => return 0,
         };
         for sender in &senders {
-            let _ = sender.try_send(Command::Poke);
+            let _ = sender.try_send(command());
         }
         senders.len()
     }
@@ -227,6 +257,8 @@ impl Sessions {
                 presence_grace: inner.config.presence_grace,
                 stall_after: inner.config.stall_after(namespace(&name)),
                 dispatcher: inner.dispatcher.clone(),
+                shared: inner.store.shared_presence(),
+                node_expiry: inner.config.node_expiry,
             };
             let actor = SessionActor::start(
                 name.clone(),

@@ -1,0 +1,69 @@
+//! The nodes that share one store (several `mooring` processes on one Redis): who is alive,
+//! and the presence of members connected through each of them.
+//!
+//! Presence is state about connections, and a connection lives on one node. So each node
+//! records the members connected through it in the store, tells the other nodes of every
+//! change, and beats while it lives. A node that stops beating for `expiry` is dead: the
+//! others treat its members as lost connections (they leave after the presence grace unless
+//! they come back through another node), and they, not the dead node, tell their clients.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::presence::{Member, PresenceAction};
+use crate::store::StoreError;
+
+/// A presence change of a member connected through `node`, as the other nodes hear of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceNotice {
+    pub node: String,
+    pub session: String,
+    pub action: PresenceAction,
+    pub member: Member,
+}
+
+/// A member connected through another node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteMember {
+    pub node: String,
+    pub member: Member,
+}
+
+/// What a beat learned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// The other nodes alive now (each beat within the expiry).
+    pub alive: Vec<String>,
+    /// This node had not beaten for longer than the expiry before this beat: the others may
+    /// have counted it dead and dropped its members, so it must record them again.
+    pub was_dead: bool,
+}
+
+/// Presence shared between the nodes of one store. The memory and embedded engines have one
+/// process per store and none.
+#[async_trait]
+pub trait SharedPresence: Send + Sync + std::fmt::Debug {
+    /// This node's id, random per process.
+    fn node(&self) -> &str;
+
+    /// Records a change of a member connected through this node and tells the other nodes. A
+    /// leave removes the member only if this node still holds it: a member that came back
+    /// through another node in the meantime stays.
+    async fn announce(
+        &self,
+        session: &str,
+        action: PresenceAction,
+        member: &Member,
+    ) -> Result<(), StoreError>;
+
+    /// Removes `member` of dead `node` from the store, if that node still holds it; tells no
+    /// one (every node finds a dead node by itself).
+    async fn forget(&self, session: &str, node: &str, member: &Member) -> Result<(), StoreError>;
+
+    /// The members of `session` connected through other nodes alive within `expiry_ms`.
+    async fn members(&self, session: &str, expiry_ms: u64)
+        -> Result<Vec<RemoteMember>, StoreError>;
+
+    /// Says this node is alive; answers which others are, within `expiry_ms`.
+    async fn beat(&self, expiry_ms: u64) -> Result<Beat, StoreError>;
+}

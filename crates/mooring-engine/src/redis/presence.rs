@@ -1,0 +1,197 @@
+//! Presence across the nodes of one Redis (see [`mooring_core::fleet`]).
+//!
+//! Each session's members live in one hash next to its log (`keys::members`, same slot), one
+//! field per member holding the node it is connected through and the member. A change is
+//! written and announced on [`keys::PRESENCE`] by one script (`presence.lua`), so a node that
+//! reads the hash after subscribing misses nothing but what a lost message loses (and then the
+//! notice feed says `Lost`, and the node reads the hash again). Nodes beat into one sorted set
+//! (`beat.lua`) timed by Redis's clock.
+
+use async_trait::async_trait;
+use fred::clients::Client;
+use fred::interfaces::HashesInterface;
+use fred::types::scripts::Script;
+use fred::types::Value;
+use mooring_core::fleet::{Beat, PresenceNotice, RemoteMember, SharedPresence};
+use mooring_core::presence::{Member, PresenceAction};
+use mooring_core::store::StoreError;
+
+use super::{keys, redis_error};
+
+const ANNOUNCE: &str = include_str!("presence.lua");
+const BEAT: &str = include_str!("beat.lua");
+
+/// The presence of one node on a Redis it shares with others.
+#[derive(Debug)]
+pub(super) struct RedisPresence {
+    client: Client,
+    node: String,
+    announce: Script,
+    beat: Script,
+}
+
+/// A member's field in its session's hash: its client id and instance, as a JSON array, which
+/// no two members share.
+fn field(member: &Member) -> String {
+    serde_json::json!([member.client_id, member.instance]).to_string()
+}
+
+/// A field's value read back: the node and the member; `None` if unreadable.
+fn held(value: &str) -> Option<(&str, Member)> {
+    let (node, member) = value.split_once('\n')?;
+    Some((node, serde_json::from_str(member).ok()?))
+}
+
+impl RedisPresence {
+    /// Loads the scripts through `client`; `node` is this node's id.
+    pub(super) async fn new(client: Client, node: String) -> Result<Self, StoreError> {
+        let (announce, beat) = (Script::from_lua(ANNOUNCE), Script::from_lua(BEAT));
+        for script in [&announce, &beat] {
+            script
+                .load(&client)
+                .await
+                .map_err(|e| redis_error("loading the presence scripts", e))?;
+        }
+        Ok(Self {
+            client,
+            node,
+            announce,
+            beat,
+        })
+    }
+
+    async fn change(
+        &self,
+        session: &str,
+        op: &str,
+        node: &str,
+        member: &Member,
+        message: String,
+    ) -> Result<(), StoreError> {
+        let encoded = serde_json::to_string(member)
+            .map_err(|e| StoreError::Io(format!("encoding a member: {e}")))?;
+        let args: Vec<Value> = vec![
+            op.into(),
+            field(member).into(),
+            node.into(),
+            encoded.into(),
+            keys::PRESENCE.into(),
+            message.into(),
+        ];
+        let _: i64 = self
+            .announce
+            .evalsha_with_reload(&self.client, vec![keys::members(session)], args)
+            .await
+            .map_err(|e| redis_error("recording presence", e))?;
+        Ok(())
+    }
+
+    async fn alive(&self, node: &str, expiry_ms: u64) -> Result<Beat, StoreError> {
+        let args: Vec<Value> = vec![node.into(), Value::from(expiry_ms as i64)];
+        let (was_dead, alive): (i64, Vec<String>) = self
+            .beat
+            .evalsha_with_reload(&self.client, vec![keys::NODES.to_owned()], args)
+            .await
+            .map_err(|e| redis_error("beating", e))?;
+        Ok(Beat {
+            alive: alive.into_iter().filter(|n| *n != self.node).collect(),
+            was_dead: was_dead == 1,
+        })
+    }
+}
+
+#[async_trait]
+impl SharedPresence for RedisPresence {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn announce(
+        &self,
+        session: &str,
+        action: PresenceAction,
+        member: &Member,
+    ) -> Result<(), StoreError> {
+        let notice = PresenceNotice {
+            node: self.node.clone(),
+            session: session.to_owned(),
+            action,
+            member: member.clone(),
+        };
+        let message = serde_json::to_string(&notice)
+            .map_err(|e| StoreError::Io(format!("encoding a presence notice: {e}")))?;
+        let op = match action {
+            PresenceAction::Enter | PresenceAction::Update => "set",
+            PresenceAction::Leave => "del",
+        };
+        self.change(session, op, &self.node, member, message).await
+    }
+
+    async fn forget(&self, session: &str, node: &str, member: &Member) -> Result<(), StoreError> {
+        self.change(session, "del", node, member, String::new())
+            .await
+    }
+
+    async fn members(
+        &self,
+        session: &str,
+        expiry_ms: u64,
+    ) -> Result<Vec<RemoteMember>, StoreError> {
+        let alive = self.alive("", expiry_ms).await?.alive;
+        let fields: std::collections::HashMap<String, String> = self
+            .client
+            .hgetall(keys::members(session))
+            .await
+            .map_err(|e| redis_error("reading presence", e))?;
+        let mut members = Vec::new();
+        for value in fields.values() {
+            let Some((node, member)) = held(value) else {
+                tracing::warn!(session, value, "unreadable presence entry; ignored");
+                continue;
+            };
+            if node == self.node {
+                continue;
+            }
+            if alive.iter().any(|n| n == node) {
+                members.push(RemoteMember {
+                    node: node.to_owned(),
+                    member,
+                });
+            } else {
+                // Left behind by a node that died: nobody else will remove it.
+                self.forget(session, node, &member).await?;
+            }
+        }
+        Ok(members)
+    }
+
+    async fn beat(&self, expiry_ms: u64) -> Result<Beat, StoreError> {
+        self.alive(&self.node, expiry_ms).await
+    }
+}
+
+/// The notice in a message on [`keys::PRESENCE`]; `None` if unreadable.
+pub(super) fn decode(message: &str) -> Option<PresenceNotice> {
+    serde_json::from_str(message).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mooring_core::presence::Role;
+
+    #[test]
+    fn a_field_names_one_member_and_a_value_reads_back() {
+        let member = Member {
+            client_id: "a\"b".into(),
+            instance: "tab\n1".into(),
+            connection_id: "c1".into(),
+            role: Role::Agent,
+            data: serde_json::json!({"x": 1}),
+        };
+        assert_eq!(field(&member), r#"["a\"b","tab\n1"]"#);
+        let value = format!("n1\n{}", serde_json::to_string(&member).expect("json"));
+        assert_eq!(held(&value), Some(("n1", member)));
+        assert_eq!(held("no newline"), None);
+    }
+}
