@@ -1,11 +1,17 @@
 //! The nodes that share one store (several `mooring` processes on one Redis): who is alive,
-//! and the presence of members connected through each of them.
+//! the presence of members connected through each of them, and which node's agent
+//! connection answers for each active run.
 //!
 //! Presence is state about connections, and a connection lives on one node. So each node
 //! records the members connected through it in the store, tells the other nodes of every
 //! change, and beats while it lives. A node that stops beating for `expiry` is dead: the
 //! others treat its members as lost connections (they leave after the presence grace unless
 //! they come back through another node), and they, not the dead node, tell their clients.
+//!
+//! Runs the same way: the node whose connection started a run owns it, a node the agent
+//! comes back through takes it over, and when the owner dies, a run nobody took over within
+//! the grace ends `agent_lost`, published by the nodes that survive (under one event id, so
+//! once).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -29,6 +35,15 @@ pub struct RemoteMember {
     pub member: Member,
 }
 
+/// An active run and the node whose connection answers for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOwner {
+    pub run_id: String,
+    pub node: String,
+    /// The agent's client id ("" if it had none).
+    pub client_id: String,
+}
+
 /// What a beat learned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Beat {
@@ -42,7 +57,7 @@ pub struct Beat {
 /// Presence shared between the nodes of one store. The memory and embedded engines have one
 /// process per store and none.
 #[async_trait]
-pub trait SharedPresence: Send + Sync + std::fmt::Debug {
+pub trait Fleet: Send + Sync + std::fmt::Debug {
     /// This node's id, random per process.
     fn node(&self) -> &str;
 
@@ -66,4 +81,25 @@ pub trait SharedPresence: Send + Sync + std::fmt::Debug {
 
     /// Says this node is alive; answers which others are, within `expiry_ms`.
     async fn beat(&self, expiry_ms: u64) -> Result<Beat, StoreError>;
+
+    /// The other nodes alive within `expiry_ms`, without beating.
+    async fn alive(&self, expiry_ms: u64) -> Result<Vec<String>, StoreError>;
+
+    /// Records that this node owns run `run_id` of `session`, started by `client_id`.
+    async fn own_run(&self, session: &str, run_id: &str, client_id: &str)
+        -> Result<(), StoreError>;
+
+    /// The run ended: nobody owns it.
+    async fn end_run(&self, session: &str, run_id: &str) -> Result<(), StoreError>;
+
+    /// `client_id` showed up through this node: this node takes over its runs in `session`
+    /// from whichever nodes owned them; answers the runs it took over.
+    async fn claim_runs(&self, session: &str, client_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The owned runs of `session`.
+    async fn runs(&self, session: &str) -> Result<Vec<RunOwner>, StoreError>;
+
+    /// The sessions in which dead `node` owned runs, forgotten as they are read: the nodes
+    /// that survive look at each.
+    async fn orphaned_sessions(&self, node: &str) -> Result<Vec<String>, StoreError>;
 }

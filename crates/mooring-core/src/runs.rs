@@ -284,6 +284,30 @@ impl RunTable {
         }
     }
 
+    /// Takes over a run started through another node, now answered for by `connection_id`
+    /// (its agent came back here); a run already known is rebound.
+    pub fn adopt(&mut self, run_id: &str, client_id: &str, connection_id: &str, now_ms: u64) {
+        let run = self.active.entry(run_id.to_owned()).or_insert_with(|| Run {
+            run_id: run_id.to_owned(),
+            client_id: Some(client_id.to_owned()),
+            connection_id: None,
+            // Its run.start was written through another node, before this table's time.
+            serial: 0,
+            started_ms: now_ms,
+            last_progress_ms: now_ms,
+            stalled: false,
+            cancel_requested: false,
+            awaiting_approval: Vec::new(),
+        });
+        run.connection_id = Some(connection_id.to_owned());
+    }
+
+    /// Forgets a run another node answers for now: its end is that node's to tell.
+    pub fn forget(&mut self, run_id: &str) {
+        self.active.remove(run_id);
+        self.messages.retain(|_, r| r != run_id);
+    }
+
     /// Whether any active run belongs to `connection_id`.
     pub fn owns(&self, connection_id: &str) -> bool {
         self.active
@@ -431,5 +455,25 @@ mod tests {
         assert_eq!(run.connection_id.as_deref(), Some("agent-conn"));
         assert!(t.tick(729_999, 30_000).is_empty());
         assert_eq!(t.tick(730_000, 30_000).len(), 1);
+    }
+
+    #[test]
+    fn an_adopted_run_ends_with_its_new_connection_and_a_forgotten_one_not_at_all() {
+        let mut t = RunTable::default();
+        t.adopt("r1", "agent", "c2", 5);
+        assert!(t.owns("c2"));
+        let ended = t.connection_gone("c2");
+        assert_eq!(ended.len(), 1, "{ended:?}");
+        t.observe(
+            &event(1, Action::RunStart, json!({"run_id": "r2"})),
+            Some("c1"),
+            0,
+        );
+        t.adopt("r2", "agent", "c3", 9);
+        assert_eq!(t.active().len(), 2);
+        assert!(!t.owns("c1"), "r2 follows its agent to c3");
+        t.forget("r2");
+        assert!(t.connection_gone("c3").is_empty());
+        assert_eq!(t.active().len(), 1);
     }
 }

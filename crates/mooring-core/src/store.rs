@@ -207,7 +207,7 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The presence this store shares with other nodes; `None` when one process owns the data
     /// (the memory and embedded engines).
-    fn shared_presence(&self) -> Option<std::sync::Arc<dyn crate::fleet::SharedPresence>> {
+    fn fleet(&self) -> Option<std::sync::Arc<dyn crate::fleet::Fleet>> {
         None
     }
 

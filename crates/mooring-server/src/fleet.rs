@@ -1,25 +1,22 @@
 //! This node among the others on a shared store: it beats, and it finds the nodes that died.
 //!
-//! Every `node_expiry / 5` the node beats (see [`SharedPresence::beat`]) and learns which nodes
+//! Every `node_expiry / 5` the node beats (see [`Fleet::beat`]) and learns which nodes
 //! are alive. A node alive at the last beat and not at this one died: every session task here
-//! counts its members as lost connections. If this node itself was silent past the expiry (a
-//! pause, a partition from the store), the others may have dropped its members, so every
-//! session task records them again.
+//! counts its members as lost connections, and the sessions where the dead node owned runs
+//! are started here if they are not hot, so those runs end even if nobody watches. If this
+//! node itself was silent past the expiry (a pause, a partition from the store), the others
+//! may have dropped its members, so every session task records them again.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use mooring_core::fleet::SharedPresence;
+use mooring_core::fleet::Fleet;
 use tokio_util::sync::CancellationToken;
 
 use crate::realtime::sessions::Sessions;
 
 /// Beats until `shutdown`.
-pub(crate) async fn beat(
-    shared: Arc<dyn SharedPresence>,
-    sessions: Sessions,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn beat(shared: Arc<dyn Fleet>, sessions: Sessions, shutdown: CancellationToken) {
     let expiry = sessions.config().node_expiry;
     let expiry_ms = expiry.as_millis() as u64;
     let mut ticks = tokio::time::interval(expiry / 5);
@@ -51,8 +48,19 @@ pub(crate) async fn beat(
             tracing::info!(
                 node,
                 sessions_told,
-                "another node stopped beating; its members leave after the presence grace"
+                "another node stopped beating; its members leave and its runs end after the presence grace"
             );
+            // Sessions where it owned runs, even those nobody here is attached to.
+            match shared.orphaned_sessions(node).await {
+                Ok(orphaned) => {
+                    for session in orphaned {
+                        sessions.node_lost_in(&session, node).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "reading a dead node's sessions failed; its runs end when their sessions are next used");
+                }
+            }
         }
         alive = now;
     }

@@ -68,7 +68,7 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    if let Some(shared) = store.shared_presence() {
+    if let Some(shared) = store.fleet() {
         tasks.spawn(fleet::beat(shared, app.sessions.clone(), shutdown.clone()));
     }
     tasks.spawn(upkeep::sweep_expired(

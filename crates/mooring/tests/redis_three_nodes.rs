@@ -272,3 +272,127 @@ async fn a_node_killed_mid_stream_loses_nothing_and_its_members_leave_within_the
     drop(lonely);
     Ok(())
 }
+
+/// The `run.end`s of `session` in its log, as (run id, status), read through `via`.
+async fn run_ends(via: &Balancer, session: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let reader = client("auditor", via).await?;
+    let mut sub = reader.attach(session, StartAt::Beginning).await?;
+    let mut ends = Vec::new();
+    loop {
+        match tokio::time::timeout(PROMPT, sub.next()).await? {
+            Some(SessionItem::Event(event)) if event.action == Action::RunEnd => {
+                let field = |name: &str| event.data[name].as_str().unwrap_or_default().to_owned();
+                ends.push((field("run_id"), field("status")));
+            }
+            Some(SessionItem::Live { .. }) => break,
+            Some(SessionItem::Ended(reason)) => bail!("the audit ended: {reason:?}"),
+            None => bail!("the audit ended"),
+            _ => {}
+        }
+    }
+    reader.close().await;
+    Ok(ends)
+}
+
+/// Waits for `run_id`'s `run.end` on `sub`; answers its status and when it came.
+async fn run_end_of(sub: &mut Subscription, run_id: &str) -> anyhow::Result<(String, Instant)> {
+    loop {
+        match tokio::time::timeout(PROMPT, sub.next()).await? {
+            Some(SessionItem::Event(event))
+                if event.action == Action::RunEnd && event.data["run_id"] == run_id =>
+            {
+                let status = event.data["status"].as_str().unwrap_or_default();
+                return Ok((status.to_owned(), Instant::now()));
+            }
+            Some(SessionItem::Ended(reason)) => bail!("the watch ended: {reason:?}"),
+            None => bail!("the watch ended"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_follow_their_agent_to_another_node_and_end_agent_lost_when_it_cannot_follow(
+) -> anyhow::Result<()> {
+    let redis = RedisServer::start().context("starting redis-server")?;
+    let (a, _da) = node(&redis).await?;
+    let (b, _db) = node(&redis).await?;
+    let (mut c, _dc) = node(&redis).await?;
+    let via_a = Balancer::start(vec![addr(&a), addr(&b)]).await?;
+    let via_b = Balancer::start(vec![addr(&b), addr(&a)]).await?;
+    let via_c = Balancer::start(vec![addr(&c), addr(&a)]).await?;
+    let only_c = Balancer::start(vec![addr(&c)]).await?;
+
+    // Watchers of the watched session on A and B; the cold session has none.
+    let (watch_a, watch_b) = (
+        client("watch-a", &via_a).await?,
+        client("watch-b", &via_b).await?,
+    );
+    let mut on_a = watch_a.attach(SESSION, StartAt::Beginning).await?;
+    let mut on_b = watch_b.attach(SESSION, StartAt::Beginning).await?;
+
+    // Three agents connected through C: one can fail over to A, two cannot.
+    let mover = client("mover", &via_c).await?;
+    let stranded = client("stranded", &only_c).await?;
+    let cold = client("cold", &only_c).await?;
+    let mut moving = mover.start_run(SESSION, "r-moves", None).await?;
+    moving.create_answer("answer").await?;
+    moving.append("before ").await?;
+    let _stuck = stranded.start_run(SESSION, "r-stranded", None).await?;
+    let _cold = cold.start_run("chat:cold", "r-cold", None).await?;
+
+    c.kill()?;
+    let killed_at = Instant::now();
+    // The mover's client reconnects through A and carries on, well within the grace.
+    moving
+        .append("after ")
+        .await
+        .context("the mover appends through A")?;
+    let (status, ended_at) = run_end_of(&mut on_a, "r-stranded").await?;
+    ensure!(status == "agent_lost", "the stranded run ended {status}");
+    let took = ended_at - killed_at;
+    let bound = Duration::from_millis(NODE_EXPIRY_MS + BEAT_MS + GRACE_MS);
+    println!("the stranded run ended agent_lost {took:?} after the kill (bound {bound:?})");
+    ensure!(
+        took <= bound + SLACK && took >= Duration::from_millis(GRACE_MS),
+        "the stranded run ended {took:?} after the kill, outside [{GRACE_MS} ms, {bound:?} + {SLACK:?}]"
+    );
+    let (status, _) = run_end_of(&mut on_b, "r-stranded").await?;
+    ensure!(
+        status == "agent_lost",
+        "B saw the stranded run end {status}"
+    );
+
+    // The mover ends its own run, past the time the stranded one was ended.
+    moving
+        .end(mooring_client::RunStatus::Completed, None)
+        .await
+        .context("the mover ends its run through A")?;
+    let (status, _) = run_end_of(&mut on_b, "r-moves").await?;
+    ensure!(
+        status == "completed",
+        "the mover's run ended {status}, not by its agent"
+    );
+
+    let mut ends = run_ends(&via_a, SESSION).await?;
+    ends.sort();
+    ensure!(
+        ends == [
+            ("r-moves".to_owned(), "completed".to_owned()),
+            ("r-stranded".to_owned(), "agent_lost".to_owned()),
+        ],
+        "each run ends once, the moved one by its agent: {ends:?}"
+    );
+    // Nobody watched the cold session; it ends all the same.
+    let since = Instant::now();
+    loop {
+        let ends = run_ends(&via_b, "chat:cold").await?;
+        if ends == [("r-cold".to_owned(), "agent_lost".to_owned())] {
+            break;
+        }
+        ensure!(ends.is_empty(), "the cold run ended {ends:?}");
+        ensure!(since.elapsed() < PROMPT, "the cold run never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -68,6 +68,17 @@ pub(super) fn members(name: &str) -> String {
     key(name, "m")
 }
 
+/// The session's active runs and the node owning each (a hash: run id -> node and client).
+pub(super) fn runs(name: &str) -> String {
+    key(name, "o")
+}
+
+/// The sessions in which `node` owns runs (a set), for the nodes that survive it. A key of
+/// its own slot: nothing else is written with it.
+pub(super) fn node_runs(node: &str) -> String {
+    format!("mooring:node:{node}:runs")
+}
+
 /// Every key that holds the stream's data besides its state and version.
 pub(super) fn data(name: &str) -> [String; 4] {
     [
@@ -91,6 +102,8 @@ mod tests {
         assert_eq!(aux("x", AuxTable::Messages), "mooring:{x}:a1");
         assert_eq!(aux("x", AuxTable::PublishIds), "mooring:{x}:a2");
         assert_eq!(members("x"), "mooring:{x}:m");
+        assert_eq!(runs("x"), "mooring:{x}:o");
+        assert_eq!(node_runs("00ff"), "mooring:node:00ff:runs");
         assert_eq!(NOTICES, "mooring:moved");
         assert_eq!(PRESENCE, "mooring:presence");
         assert_eq!(NODES, "mooring:nodes");

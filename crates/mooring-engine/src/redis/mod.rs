@@ -17,9 +17,9 @@
 mod codec;
 mod commit;
 mod fetch;
+mod fleet;
 mod keys;
 mod notices;
-mod presence;
 mod view;
 
 #[cfg(test)]
@@ -40,7 +40,7 @@ use mooring_core::access::AccessTracker;
 use mooring_core::append::{AppendError, AppendOutcome, AppendRequest};
 use mooring_core::clock::Clock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
-use mooring_core::fleet::SharedPresence;
+use mooring_core::fleet::Fleet;
 use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
@@ -86,7 +86,7 @@ struct Inner {
     commits: AtomicU64,
     stripes: Vec<Mutex<()>>,
     closed: AtomicBool,
-    presence: Arc<presence::RedisPresence>,
+    fleet: Arc<fleet::RedisFleet>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -142,7 +142,7 @@ impl RedisStore {
         // Random per process: tokens of two nodes never collide.
         let instance = RandomState::new().hash_one(url);
         let node = writer(instance);
-        let presence = presence::RedisPresence::new(client.clone(), node).await?;
+        let fleet = fleet::RedisFleet::new(client.clone(), node).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 url: without_credentials(url),
@@ -152,7 +152,7 @@ impl RedisStore {
                 access: AccessTracker::new(clock.now_ms()),
                 clock,
                 instance,
-                presence: Arc::new(presence),
+                fleet: Arc::new(fleet),
                 commits: AtomicU64::new(0),
                 stripes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
                 closed: AtomicBool::new(false),
@@ -419,8 +419,8 @@ impl LogStore for RedisStore {
         Ok(Some(Box::new(feed)))
     }
 
-    fn shared_presence(&self) -> Option<Arc<dyn SharedPresence>> {
-        Some(self.inner.presence.clone())
+    fn fleet(&self) -> Option<Arc<dyn Fleet>> {
+        Some(self.inner.fleet.clone())
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -65,7 +65,7 @@ fn parse(message: &str) -> Option<Parsed<'_>> {
 fn decode(message: &Message, own: &str) -> Option<StoreNotice> {
     if &*message.channel == keys::PRESENCE {
         let text = message.value.as_str();
-        return match text.as_deref().and_then(super::presence::decode) {
+        return match text.as_deref().and_then(super::fleet::decode) {
             Some(notice) if notice.node == own => None,
             Some(notice) => Some(StoreNotice::Presence(notice)),
             None => {

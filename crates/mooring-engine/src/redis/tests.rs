@@ -482,10 +482,7 @@ async fn presence_is_shared_by_the_nodes_and_a_dead_nodes_members_are_dropped() 
     let a = RedisStore::connect(&server.url(), clock.clone()).await;
     let b = RedisStore::connect(&server.url(), clock).await;
     let (a, b) = (a.expect("node a"), b.expect("node b"));
-    let (pa, pb) = (
-        a.shared_presence().expect("shared"),
-        b.shared_presence().expect("shared"),
-    );
+    let (pa, pb) = (a.fleet().expect("shared"), b.fleet().expect("shared"));
     let mut on_b = settled(&b).await;
     const EXPIRY: u64 = 400;
     assert!(!pa.beat(EXPIRY).await.expect("beat").was_dead);

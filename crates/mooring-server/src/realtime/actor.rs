@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use mooring_core::clock::Clock;
-use mooring_core::fleet::{PresenceNotice, SharedPresence};
+use mooring_core::fleet::{Fleet, PresenceNotice};
 use mooring_core::presence::{Member, PresenceAction, PresenceChange, PresenceTable};
 use mooring_core::read::ReadError;
-use mooring_core::runs::{Run, RunEffect, RunTable};
+use mooring_core::runs::{Run, RunEffect, RunStatus, RunTable};
 use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::LogStore;
 use mooring_protocol::realtime::ServerFrame;
@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::fleet_link::{FleetLink, NODE_LOST_REASON};
 use super::rollup::{Reply, Rollup};
 use crate::hub::Hub;
 
@@ -119,7 +120,7 @@ pub(crate) struct ActorSettings {
     /// Inputs written here are dispatched to workers; run starts are checked against it.
     pub(crate) dispatcher: super::dispatch::Dispatcher,
     /// Presence shared with the other nodes of the store, if it has any.
-    pub(crate) shared: Option<Arc<dyn SharedPresence>>,
+    pub(crate) shared: Option<Arc<dyn Fleet>>,
     /// A node silent this long is dead.
     pub(crate) node_expiry: Duration,
 }
@@ -146,10 +147,8 @@ pub(crate) struct SessionActor {
     oldest_pending: Option<Instant>,
     /// This session's share of the run gauges: (active, stalled).
     run_gauges: (f64, f64),
-    /// Changes of members connected here, in order, for the other nodes.
-    to_announce: Vec<(PresenceAction, Member)>,
-    /// The other nodes' members are to be read afresh.
-    resync_pending: bool,
+    /// On a store shared with other nodes: this session's part in the fleet.
+    fleet: Option<FleetLink>,
 }
 
 impl std::fmt::Debug for SessionActor {
@@ -174,20 +173,21 @@ impl SessionActor {
             Err(_) => (0, 0),
         };
         let mut presence = PresenceTable::default();
-        if let Some(shared) = &settings.shared {
+        let fleet = match &settings.shared {
             // Before anyone attaches: the first snapshot already holds the other nodes' members.
-            let expiry = settings.node_expiry.as_millis() as u64;
-            match shared.members(&name, expiry).await {
-                Ok(remote) => {
-                    for r in remote {
-                        presence.enter_remote(&r.node, r.member);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(session = %name, error = %e, "reading other nodes' members failed; they show up as they change");
-                }
-            }
-        }
+            Some(shared) => Some(
+                FleetLink::start(
+                    shared.clone(),
+                    &name,
+                    settings.node_expiry.as_millis() as u64,
+                    settings.presence_grace.as_millis() as u64,
+                    clock.now_ms(),
+                    &mut presence,
+                )
+                .await,
+            ),
+            None => None,
+        };
         Self {
             name,
             store,
@@ -205,8 +205,7 @@ impl SessionActor {
             lost: Vec::new(),
             oldest_pending: None,
             run_gauges: (0.0, 0.0),
-            to_announce: Vec::new(),
-            resync_pending: false,
+            fleet,
         }
     }
 
@@ -233,7 +232,8 @@ impl SessionActor {
         let stall = self
             .runs
             .next_stall(self.settings.stall_after.as_millis() as u64);
-        let due = [grace, stall, self.presence.next_expiry()]
+        let orphans = self.fleet.as_ref().and_then(FleetLink::next_orphan_check);
+        let due = [grace, stall, self.presence.next_expiry(), orphans]
             .into_iter()
             .flatten()
             .min()?;
@@ -244,36 +244,64 @@ impl SessionActor {
     /// Handles what time brought: members whose grace ran out, lost agents, stalled runs.
     async fn on_timer(&mut self) {
         let now = self.now_ms();
-        let shared = self.settings.shared.clone();
         for departure in self.presence.expire(now) {
-            match (&departure.node, &shared) {
-                (None, _) => self.announce(&departure.change),
-                (Some(node), Some(shared)) => {
-                    // Its node is dead and cannot say so itself.
-                    if let Err(e) = shared
-                        .forget(&self.name, node, &departure.change.member)
-                        .await
-                    {
-                        tracing::warn!(session = %self.name, error = %e, "removing a dead node's member failed");
-                    }
+            match (&departure.node, &mut self.fleet) {
+                (None, Some(fleet)) => fleet.announce(&departure.change),
+                // Its node is dead and cannot say so itself.
+                (Some(node), Some(fleet)) => {
+                    fleet.forget_member(node, &departure.change.member).await;
                 }
-                (Some(_), None) => {}
+                (_, None) => {}
             }
             self.broadcast_presence(departure.change);
         }
-        self.announce_pending().await;
         let (due, waiting): (Vec<_>, Vec<_>) = self.lost.drain(..).partition(|(_, at)| *at <= now);
         self.lost = waiting;
         let mut effects = Vec::new();
         for (connection, _) in due {
             effects.extend(self.runs.connection_gone(&connection));
         }
+        if let Some(fleet) = &self.fleet {
+            // Only the node that owns a run ends it: its agent may have come back elsewhere.
+            effects = fleet.keep_owned(effects, &mut self.runs).await;
+        }
         effects.extend(
             self.runs
                 .tick(now, self.settings.stall_after.as_millis() as u64),
         );
         self.apply(effects).await;
+        if let Some(fleet) = &mut self.fleet {
+            let orphans = fleet.due_orphans(now).await;
+            if !orphans.is_empty() {
+                self.end_orphans(orphans).await;
+            }
+        }
         self.sync_run_gauges();
+    }
+
+    /// Ends runs whose owning node died and that no node took over. Every node that survives
+    /// does this, under one event id per run, so each ends once.
+    async fn end_orphans(&mut self, run_ids: Vec<String>) {
+        for run_id in run_ids {
+            tracing::info!(session = %self.name, run_id, "a run's node died and its agent did not come back: agent_lost");
+            let data = serde_json::json!({
+                "run_id": run_id,
+                "status": RunStatus::AgentLost,
+                "reason": NODE_LOST_REASON,
+            });
+            let event = NewEvent {
+                id: Some(format!("agent-lost:{run_id}")),
+                action: Action::RunEnd,
+                name: None,
+                reference: None,
+                data,
+                extras: Default::default(),
+            };
+            let group = PublishGroup::new(Some(SERVER_CLIENT_ID.to_owned()), vec![event]);
+            let (reply, _) = oneshot::channel();
+            self.rollup.push(group, reply, false, None);
+        }
+        self.flush().await;
     }
 
     /// Publishes what the run table asked for, as the server.
@@ -326,6 +354,7 @@ impl SessionActor {
         loop {
             // Members of other nodes keep no task: it reads them again when it starts.
             let idle = self.subscribers.is_empty()
+                && self.fleet.as_ref().is_none_or(FleetLink::is_idle)
                 && self.rollup.is_empty()
                 && self.presence.local_members().is_empty()
                 && self.runs.active().is_empty();
@@ -346,7 +375,6 @@ impl SessionActor {
                     } else if !self.rollup.is_empty() && self.flush_at.is_none() {
                         self.schedule_flush();
                     }
-                    self.announce_pending().await;
                 }
                 () = sleep_until_opt(flush_at) => self.flush().await,
                 () = sleep_until_opt(timer) => self.on_timer().await,
@@ -360,6 +388,7 @@ impl SessionActor {
                     break;
                 }
             }
+            self.sync_fleet().await;
         }
         let (active, stalled) = self.run_gauges;
         metrics::gauge!(crate::metrics::ACTIVE_RUNS, "state" => "active").decrement(active);
@@ -387,6 +416,9 @@ impl SessionActor {
                     // A client publishing again after a reconnect keeps its runs.
                     self.runs.rebind(client, conn);
                     self.lost.retain(|(c, _)| self.runs.owns(c));
+                    if let Some(fleet) = &mut self.fleet {
+                        fleet.seen(client, conn);
+                    }
                 }
                 let merge = !self.settings.rollup_window.is_zero();
                 self.oldest_pending.get_or_insert_with(Instant::now);
@@ -403,6 +435,9 @@ impl SessionActor {
                     // quiet (a slow tool call) until the grace would have run out.
                     self.runs.rebind(client, conn);
                     self.lost.retain(|(c, _)| self.runs.owns(c));
+                    if let Some(fleet) = &mut self.fleet {
+                        fleet.seen(client, conn);
+                    }
                 }
                 let registered = Registered {
                     epoch: self.epoch,
@@ -445,6 +480,9 @@ impl SessionActor {
                     self.announce(&change);
                     self.broadcast_presence(change);
                 }
+                if let Some(fleet) = &mut self.fleet {
+                    fleet.connection_ended(&connection_id);
+                }
                 if self.runs.owns(&connection_id) {
                     // A clean close is a goodbye: no grace. A lost one may come back.
                     let at = if clean { now } else { now + grace };
@@ -486,15 +524,18 @@ impl SessionActor {
                 false
             }
             Command::NodeLost { node } => {
-                let grace = self.settings.presence_grace.as_millis() as u64;
-                self.presence.node_lost(&node, self.now_ms(), grace);
+                let (now, grace) = (self.now_ms(), self.settings.presence_grace.as_millis());
+                self.presence.node_lost(&node, now, grace as u64);
+                if let Some(fleet) = &mut self.fleet {
+                    fleet.node_lost(&node, now);
+                }
                 false
             }
             Command::ResyncPresence => {
-                for member in self.presence.local_members() {
-                    self.to_announce.push((PresenceAction::Enter, member));
+                let members = self.presence.local_members();
+                if let Some(fleet) = &mut self.fleet {
+                    fleet.resync(members);
                 }
-                self.resync_pending = true;
                 false
             }
         }
@@ -502,37 +543,19 @@ impl SessionActor {
 
     /// Queues a change of a member connected here for the other nodes.
     fn announce(&mut self, change: &PresenceChange) {
-        if self.settings.shared.is_some() {
-            self.to_announce
-                .push((change.action, change.member.clone()));
+        if let Some(fleet) = &mut self.fleet {
+            fleet.announce(change);
         }
     }
 
-    /// Records queued presence changes in the shared store, in order; then, after a resync
-    /// was asked for, reads the other nodes' members afresh and passes on the difference.
-    async fn announce_pending(&mut self) {
-        let Some(shared) = self.settings.shared.clone() else {
+    /// Tells the other nodes what this turn changed, and passes on what changed of theirs.
+    async fn sync_fleet(&mut self) {
+        let now = self.now_ms();
+        let Some(fleet) = &mut self.fleet else {
             return;
         };
-        for (action, member) in std::mem::take(&mut self.to_announce) {
-            if let Err(e) = shared.announce(&self.name, action, &member).await {
-                tracing::warn!(session = %self.name, error = %e, "recording a presence change for other nodes failed");
-            }
-        }
-        if !std::mem::take(&mut self.resync_pending) {
-            return;
-        }
-        let expiry = self.settings.node_expiry.as_millis() as u64;
-        match shared.members(&self.name, expiry).await {
-            Ok(remote) => {
-                let remote = remote.into_iter().map(|r| (r.node, r.member)).collect();
-                for change in self.presence.replace_remote(remote) {
-                    self.broadcast_presence(change);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(session = %self.name, error = %e, "reading other nodes' members failed");
-            }
+        for change in fleet.sync(&mut self.presence, &mut self.runs, now).await {
+            self.broadcast_presence(change);
         }
     }
 
@@ -565,6 +588,17 @@ impl SessionActor {
                 return;
             }
         };
+        if let Some(fleet) = &mut self.fleet {
+            // Before any acknowledgement: a node that dies right after acknowledging a
+            // run.start must have said that the run is its own, or nobody would end it.
+            let written = outcomes.iter().zip(&flush.connections);
+            for (outcome, connection) in written {
+                for event in outcome.iter().flat_map(|o| &o.events) {
+                    record_run(fleet, event, connection.is_some());
+                }
+            }
+            fleet.sync_runs().await;
+        }
         let mut written: Vec<Event> = Vec::new();
         let mut effects = Vec::new();
         let now = self.now_ms();
@@ -734,6 +768,20 @@ impl SessionActor {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             });
+    }
+}
+
+/// Tells the fleet of a run this node started (from one of its connections) or ended.
+fn record_run(fleet: &mut FleetLink, event: &Event, from_here: bool) {
+    let Some(run_id) = mooring_core::runs::run_id_of(event) else {
+        return;
+    };
+    match event.action {
+        Action::RunStart if from_here => {
+            fleet.own(run_id, event.client_id.as_deref().unwrap_or_default());
+        }
+        Action::RunEnd => fleet.ended(run_id),
+        _ => {}
     }
 }
 

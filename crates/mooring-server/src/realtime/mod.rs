@@ -9,6 +9,7 @@ mod attach;
 mod connection;
 pub mod dispatch;
 pub(crate) mod errors;
+mod fleet_link;
 mod limits;
 mod outbound;
 mod rollup;

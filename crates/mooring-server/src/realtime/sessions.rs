@@ -204,6 +204,14 @@ impl Sessions {
         })
     }
 
+    /// Tells session `name`'s task that `node` died, starting the task if none runs.
+    pub(crate) async fn node_lost_in(&self, name: &str, node: &str) {
+        let command = Command::NodeLost {
+            node: node.to_owned(),
+        };
+        let _ = self.send(name, command).await;
+    }
+
     /// Asks every running session task to record its members again and read the other
     /// nodes' afresh; returns how many.
     pub(crate) fn resync_presence(&self) -> usize {
@@ -257,7 +265,7 @@ impl Sessions {
                 presence_grace: inner.config.presence_grace,
                 stall_after: inner.config.stall_after(namespace(&name)),
                 dispatcher: inner.dispatcher.clone(),
-                shared: inner.store.shared_presence(),
+                shared: inner.store.fleet(),
                 node_expiry: inner.config.node_expiry,
             };
             let actor = SessionActor::start(

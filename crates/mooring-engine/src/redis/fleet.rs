@@ -1,18 +1,22 @@
-//! Presence across the nodes of one Redis (see [`mooring_core::fleet`]).
+//! The nodes of one Redis (see [`mooring_core::fleet`]): their beats, presence across them,
+//! and which node owns each active run.
 //!
 //! Each session's members live in one hash next to its log (`keys::members`, same slot), one
 //! field per member holding the node it is connected through and the member. A change is
 //! written and announced on [`keys::PRESENCE`] by one script (`presence.lua`), so a node that
 //! reads the hash after subscribing misses nothing but what a lost message loses (and then the
 //! notice feed says `Lost`, and the node reads the hash again). Nodes beat into one sorted set
-//! (`beat.lua`) timed by Redis's clock.
+//! (`beat.lua`) timed by Redis's clock. A session's active runs live in another hash next to
+//! its log (`keys::runs`: run id -> owning node and client), which `claim.lua` rewrites when
+//! the client shows up through another node; each node also lists the sessions it owns runs
+//! in (`keys::node_runs`), for the nodes that survive it.
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::HashesInterface;
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface};
 use fred::types::scripts::Script;
 use fred::types::Value;
-use mooring_core::fleet::{Beat, PresenceNotice, RemoteMember, SharedPresence};
+use mooring_core::fleet::{Beat, Fleet, PresenceNotice, RemoteMember, RunOwner};
 use mooring_core::presence::{Member, PresenceAction};
 use mooring_core::store::StoreError;
 
@@ -20,14 +24,16 @@ use super::{keys, redis_error};
 
 const ANNOUNCE: &str = include_str!("presence.lua");
 const BEAT: &str = include_str!("beat.lua");
+const CLAIM: &str = include_str!("claim.lua");
 
 /// The presence of one node on a Redis it shares with others.
 #[derive(Debug)]
-pub(super) struct RedisPresence {
+pub(super) struct RedisFleet {
     client: Client,
     node: String,
     announce: Script,
     beat: Script,
+    claim: Script,
 }
 
 /// A member's field in its session's hash: its client id and instance, as a JSON array, which
@@ -42,21 +48,23 @@ fn held(value: &str) -> Option<(&str, Member)> {
     Some((node, serde_json::from_str(member).ok()?))
 }
 
-impl RedisPresence {
+impl RedisFleet {
     /// Loads the scripts through `client`; `node` is this node's id.
     pub(super) async fn new(client: Client, node: String) -> Result<Self, StoreError> {
         let (announce, beat) = (Script::from_lua(ANNOUNCE), Script::from_lua(BEAT));
-        for script in [&announce, &beat] {
+        let claim = Script::from_lua(CLAIM);
+        for script in [&announce, &beat, &claim] {
             script
                 .load(&client)
                 .await
-                .map_err(|e| redis_error("loading the presence scripts", e))?;
+                .map_err(|e| redis_error("loading the fleet scripts", e))?;
         }
         Ok(Self {
             client,
             node,
             announce,
             beat,
+            claim,
         })
     }
 
@@ -86,7 +94,8 @@ impl RedisPresence {
         Ok(())
     }
 
-    async fn alive(&self, node: &str, expiry_ms: u64) -> Result<Beat, StoreError> {
+    /// Beats as `node` ('' only asks) and answers which other nodes are alive.
+    async fn beat_as(&self, node: &str, expiry_ms: u64) -> Result<Beat, StoreError> {
         let args: Vec<Value> = vec![node.into(), Value::from(expiry_ms as i64)];
         let (was_dead, alive): (i64, Vec<String>) = self
             .beat
@@ -101,7 +110,7 @@ impl RedisPresence {
 }
 
 #[async_trait]
-impl SharedPresence for RedisPresence {
+impl Fleet for RedisFleet {
     fn node(&self) -> &str {
         &self.node
     }
@@ -137,7 +146,7 @@ impl SharedPresence for RedisPresence {
         session: &str,
         expiry_ms: u64,
     ) -> Result<Vec<RemoteMember>, StoreError> {
-        let alive = self.alive("", expiry_ms).await?.alive;
+        let alive = self.beat_as("", expiry_ms).await?.alive;
         let fields: std::collections::HashMap<String, String> = self
             .client
             .hgetall(keys::members(session))
@@ -166,7 +175,91 @@ impl SharedPresence for RedisPresence {
     }
 
     async fn beat(&self, expiry_ms: u64) -> Result<Beat, StoreError> {
-        self.alive(&self.node, expiry_ms).await
+        self.beat_as(&self.node, expiry_ms).await
+    }
+
+    async fn alive(&self, expiry_ms: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self.beat_as("", expiry_ms).await?.alive)
+    }
+
+    async fn own_run(
+        &self,
+        session: &str,
+        run_id: &str,
+        client_id: &str,
+    ) -> Result<(), StoreError> {
+        let owner = format!("{}\n{client_id}", self.node);
+        let () = self
+            .client
+            .hset(keys::runs(session), (run_id, owner))
+            .await
+            .map_err(|e| redis_error("recording a run's owner", e))?;
+        let () = self
+            .client
+            .sadd(keys::node_runs(&self.node), session)
+            .await
+            .map_err(|e| redis_error("recording a run's owner", e))?;
+        Ok(())
+    }
+
+    async fn end_run(&self, session: &str, run_id: &str) -> Result<(), StoreError> {
+        let () = self
+            .client
+            .hdel(keys::runs(session), run_id)
+            .await
+            .map_err(|e| redis_error("forgetting a run's owner", e))?;
+        Ok(())
+    }
+
+    async fn claim_runs(&self, session: &str, client_id: &str) -> Result<Vec<String>, StoreError> {
+        let args: Vec<Value> = vec![self.node.as_str().into(), client_id.into()];
+        let claimed: Vec<String> = self
+            .claim
+            .evalsha_with_reload(&self.client, vec![keys::runs(session)], args)
+            .await
+            .map_err(|e| redis_error("taking over runs", e))?;
+        if !claimed.is_empty() {
+            let () = self
+                .client
+                .sadd(keys::node_runs(&self.node), session)
+                .await
+                .map_err(|e| redis_error("recording a run's owner", e))?;
+        }
+        Ok(claimed)
+    }
+
+    async fn runs(&self, session: &str) -> Result<Vec<RunOwner>, StoreError> {
+        let fields: std::collections::HashMap<String, String> = self
+            .client
+            .hgetall(keys::runs(session))
+            .await
+            .map_err(|e| redis_error("reading run owners", e))?;
+        Ok(fields
+            .into_iter()
+            .filter_map(|(run_id, value)| {
+                let (node, client_id) = value.split_once('\n')?;
+                Some(RunOwner {
+                    run_id,
+                    node: node.to_owned(),
+                    client_id: client_id.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    async fn orphaned_sessions(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        let key = keys::node_runs(node);
+        let sessions: Vec<String> = self
+            .client
+            .smembers(&key)
+            .await
+            .map_err(|e| redis_error("reading a dead node's sessions", e))?;
+        let _: i64 = self
+            .client
+            .del(&key)
+            .await
+            .map_err(|e| redis_error("forgetting a dead node's sessions", e))?;
+        Ok(sessions)
     }
 }
 
