@@ -29,45 +29,25 @@
 #                    other work (negative needs root); the figures still carry the CPU that
 #                    other work took                        [unset: inherit]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+source "$(dirname "$0")/lib.sh"
 
-scratch="${BENCH_SCRATCH:-$HOME/.cache/mooring-bench}"
-out="${BENCH_OUT:-$root/bench/results/$(date -u +%Y-%m-%d)}"
 secs="${BENCH_SECS:-8}"
 warmup="${BENCH_WARMUP:-2}"
 producer_counts="${BENCH_PRODUCERS:-1 64 256}"
 stream_counts="${BENCH_STREAMS:-1 100}"
 servers="${BENCH_SERVERS:-mooring electric node}"
 fsync_secs="${BENCH_FSYNC_SECS:-5}"
-nice_prefix=()
-if [ -n "${BENCH_NICE:-}" ]; then nice_prefix=(nice -n "$BENCH_NICE"); fi
 chart="${BENCH_CHART-$root/docs/benchmarks-durable-appends.svg}"
 
 electric_version=0.1.5
 node_server_version=0.3.7
 
-say() { printf '\n== %s\n' "$*"; }
-warn() { printf '!! %s\n' "$*" >&2; }
-
-mkdir -p "$scratch" "$out"
-scratch="$(cd "$scratch" && pwd)"
-case "$scratch/" in
-  "$root"/*) warn "BENCH_SCRATCH must be outside the repository"; exit 2 ;;
-esac
+make_dirs
+scratch_outside_repository
 runs="$(mktemp -d "$scratch/run.XXXXXX")"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$runs"
-}
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$runs"' EXIT
 
-say "build (release)"
-cargo build --release --locked -p mooring -p mooring-bench
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-mooring="$target_dir/release/mooring"
-bench="$target_dir/release/mooring-bench"
+build_release
 
 # ---- peers -------------------------------------------------------------------------------------
 available=""
@@ -165,17 +145,6 @@ if [ "$busy" -gt 15 ]; then
 fi
 
 # ---- servers -----------------------------------------------------------------------------------
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_for_port() { # port pid
-  for _ in $(seq 1 100); do
-    kill -0 "$2" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
 start_server() { # name port data log
   case "$1" in
     mooring) "${nice_prefix[@]}" "$mooring" serve --listen "127.0.0.1:$2" --data-dir "$3" --engine embedded >"$4" 2>&1 & ;;
@@ -183,12 +152,6 @@ start_server() { # name port data log
     node) (cd "$node_dir" && exec "${nice_prefix[@]}" node launch.mjs "$2" "$3") >"$4" 2>&1 & ;;
   esac
   server_pid=$!
-}
-
-stop_server() {
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }

@@ -32,11 +32,8 @@
 #   BENCH_NICE       niceness for server and load generator (negative needs root)  [unset]
 #   BENCH_NO_BUILD   1: use the release binaries already in the target directory   [unset]
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+source "$(dirname "$0")/lib.sh"
 
-scratch="${BENCH_SCRATCH:-$HOME/.cache/mooring-bench}"
-out="${BENCH_OUT:-$root/bench/results/$(date -u +%Y-%m-%d)}"
 secs="${BENCH_SECS:-10}"
 runs="${BENCH_RUNS:-1000}"
 steps="${BENCH_STEPS:-100,250,500,1000,1500,2000,3000}"
@@ -45,37 +42,16 @@ fanout_rate="${BENCH_FANOUT_RATE:-100}"
 idle_counts="${BENCH_IDLE:-10000 19000 50000}"
 storm="${BENCH_STORM:-10000}"
 scenarios="${BENCH_SCENARIOS:-ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up}"
-nice_prefix=()
-if [ -n "${BENCH_NICE:-}" ]; then nice_prefix=(nice -n "$BENCH_NICE"); fi
 
-say() { printf '\n== %s\n' "$*"; }
-warn() { printf '!! %s\n' "$*" >&2; }
-
-mkdir -p "$scratch" "$out"
-scratch="$(cd "$scratch" && pwd)"
-case "$scratch/" in
-  "$root"/*) warn "BENCH_SCRATCH must be outside the repository"; exit 2 ;;
-esac
+make_dirs
+scratch_outside_repository
 runs_dir="$(mktemp -d "$scratch/realtime.XXXXXX")"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$runs_dir"
-}
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$runs_dir"' EXIT
 
-# Tens of thousands of sockets on each side: the server inherits this limit, the load generator
-# raises its own as far as it may.
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_open_files
 echo "open-file limit: $(ulimit -n)"
 
-if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
-  say "build (release)"
-  cargo build --release --locked -p mooring -p mooring-bench
-fi
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-mooring="$target_dir/release/mooring"
-bench="$target_dir/release/mooring-bench"
+if [ "${BENCH_NO_BUILD:-}" != 1 ]; then build_release; fi
 
 {
   echo "date_utc: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -89,8 +65,6 @@ bench="$target_dir/release/mooring-bench"
 } >"$out/machine-realtime.txt"
 say "machine"; cat "$out/machine-realtime.txt"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 start_mooring() { # name rollup_ms
   port="$(free_port)"
   data="$runs_dir/$1"
@@ -99,19 +73,13 @@ start_mooring() { # name rollup_ms
   "${nice_prefix[@]}" "$mooring" serve --listen "127.0.0.1:$port" --data-dir "$data" --engine embedded \
     --rollup-window-ms "$2" >"$runs_dir/$1.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  if wait_for_port "$port" "$server_pid"; then return 0; fi
   warn "mooring did not start; its log:"; tail -20 "$runs_dir/$1.log" >&2
   return 1
 }
 
-stop_server() {
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+stop_mooring() {
+  stop_server
   rm -rf "$data"
 }
 
@@ -139,7 +107,7 @@ for scenario in $scenarios; do
         start_mooring "tokens-r$rollup" "$rollup"
         run_bench token-streaming --runs "$runs" --subscribers 5 --duration-secs "$secs" \
           --label "mooring-rollup$rollup" --json "$out/token-streaming-rollup$rollup-n$runs.json"
-        stop_server
+        stop_mooring
       done
       ;;
     find-max)
@@ -147,14 +115,14 @@ for scenario in $scenarios; do
       start_mooring "tokens-max" 0
       run_bench token-streaming --find-max --steps "$steps" --subscribers 5 --duration-secs "$secs" \
         --label "mooring-rollup0" --json "$out/token-streaming-max-rollup0.json"
-      stop_server
+      stop_mooring
       ;;
     fan-out)
       say "fan-out: one publisher at $fanout_rate/s to $fanout subscribers"
       start_mooring "fanout" 40
       run_bench fan-out --subscribers "$fanout" --rate "$fanout_rate" --duration-secs "$secs" \
         --json "$out/fan-out-s$fanout-r$fanout_rate.json"
-      stop_server
+      stop_mooring
       ;;
     idle-connections)
       for c in $idle_counts; do
@@ -165,20 +133,20 @@ for scenario in $scenarios; do
         fi
         start_mooring "idle-$c" 40
         run_bench idle-connections --connections "$c" --sessions 100 --json "$out/idle-connections-c$c.json"
-        stop_server
+        stop_mooring
       done
       ;;
     resume-storm)
       say "resume-storm: $storm subscribers"
       start_mooring "storm" 40
       run_bench resume-storm --subscribers "$storm" --sessions 100 --rate 500 --json "$out/resume-storm-s$storm.json"
-      stop_server
+      stop_mooring
       ;;
     catch-up)
       say "catch-up: 200 answers x 2,000 tokens"
       start_mooring "catchup" 40
       run_bench catch-up --answers 200 --tokens 2000 --repeats 5 --json "$out/catch-up-a200-t2000.json"
-      stop_server
+      stop_mooring
       ;;
     *) warn "unknown scenario '$scenario'" ;;
   esac

@@ -14,16 +14,12 @@
 #   BENCH_OUT        where results go                               [bench/results/<date>]
 set -euo pipefail
 
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+source "$(dirname "$0")/lib.sh"
 runs="${BENCH_RUNS:-200}"
 secs="${BENCH_SECS:-10}"
 rollups="${BENCH_ROLLUP:-0 40}"
-scratch="${BENCH_SCRATCH:-$HOME/.cache/mooring-bench}"
-out="${BENCH_OUT:-$root/bench/results/$(date -u +%Y-%m-%d)}"
 
-say() { printf '\n== %s\n' "$*"; }
-mkdir -p "$scratch" "$out"
+make_dirs
 work="$(mktemp -d "$scratch/redis.XXXXXX")"
 pids=()
 stop_all() {
@@ -32,24 +28,13 @@ stop_all() {
   pids=()
 }
 trap 'stop_all; rm -rf "$work"' EXIT
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+raise_open_files
 
 command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 2; }
-if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
-  say "build (release)"
-  cargo build --release --locked -p mooring -p mooring-bench
-fi
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-mooring="$target_dir/release/mooring"
-bench="$target_dir/release/mooring-bench"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+if [ "${BENCH_NO_BUILD:-}" != 1 ]; then build_release; fi
 
 wait_port() { # port pid
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_port "$1" "$2" && return 0
   echo "nothing listens on $1" >&2
   return 1
 }

@@ -4,33 +4,27 @@
 # checks that appends were acknowledged, events delivered, none failed, and no subscriber saw a
 # gap or a duplicate. Timings never gate: only "did it work" does.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+source "$(dirname "$0")/lib.sh"
 
 # The test command has built these already; build whichever is missing.
-bin_dir="${CARGO_TARGET_DIR:-$root/target}/debug"
+bin_dir="$target_dir/debug"
 for bin in mooring mooring-bench; do
   [ -x "$bin_dir/$bin" ] || cargo build --locked -p "$bin"
 done
 
 work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_server; rm -rf "$work"' EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 "$bin_dir/mooring" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --engine embedded \
   >"$work/server.log" 2>&1 &
 server_pid=$!
 bench="$bin_dir/mooring-bench"
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  if ! kill -0 "$server_pid" 2>/dev/null; then cat "$work/server.log" >&2; echo "bench smoke: the server did not start" >&2; exit 1; fi
-  sleep 0.1
-done
+# Only a server that exited stops the smoke run here: one still starting after the wait is left
+# to the runs below.
+if ! wait_for_port "$port" "$server_pid" && ! kill -0 "$server_pid" 2>/dev/null; then
+  cat "$work/server.log" >&2; echo "bench smoke: the server did not start" >&2; exit 1
+fi
 
 "$bench" durable-appends --url "http://127.0.0.1:$port" --label mooring \
   --producers 4 --streams 2 --duration-secs 1 --warmup-secs 0 --json "$work/result.json"

@@ -1,7 +1,8 @@
 //! Test tools for Mooring.
 //!
 //! - [`balancer`]: a TCP load balancer in front of several nodes, failing over in order.
-//! - [`server`]: run `mooring serve` as a child process, SIGKILL it, restart it on the same data.
+//! - [`server`]: run `mooring serve` as a child process, SIGKILL it, restart it on the same data;
+//!   [`start_node`] runs one node of several on a shared engine.
 //! - [`history`] and [`observation`]: what writers were told and what readers saw.
 //! - [`checker`]: finds lost, duplicated, reordered, corrupted or misplaced appends.
 //! - [`client`] and [`observe`]: the HTTP side of writing and reading Durable Streams.
@@ -35,4 +36,4 @@ pub use history::{Attempt, History, Outcome, PayloadId};
 /// The wire types the realtime helpers speak, for tests that do not depend on the protocol crate.
 pub use mooring_protocol as protocol;
 pub use observation::{Observation, ObservedStream, ProbeResult};
-pub use server::{MooringProcess, ServerConfig, ServerError};
+pub use server::{start_node, MooringProcess, ServerConfig, ServerError};

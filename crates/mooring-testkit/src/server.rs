@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
+
 /// How many output lines to keep for error messages.
 const TAIL_LINES: usize = 40;
 /// How often to ask /healthz while waiting for readiness.
@@ -37,6 +39,8 @@ pub enum ServerError {
     Kill(#[source] std::io::Error),
     #[error("could not build the readiness client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("could not create a temporary data directory: {0}")]
+    DataDir(#[source] std::io::Error),
 }
 
 /// How to run the server.
@@ -263,6 +267,19 @@ impl Drop for MooringProcess {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// Starts `binary` as one node on `engine` (say a Redis URL that several nodes share), with a
+/// fresh temporary data directory. Keep the directory as long as the node: dropping it removes
+/// the directory.
+pub async fn start_node(
+    binary: impl Into<PathBuf>,
+    engine: &str,
+) -> Result<(MooringProcess, TempDir), ServerError> {
+    let dir = tempfile::tempdir().map_err(ServerError::DataDir)?;
+    let config = ServerConfig::new(binary, dir.path()).engine(engine);
+    let process = MooringProcess::start(config).await?;
+    Ok((process, dir))
 }
 
 /// Asks the OS for a free loopback port. Another process could take it before the server

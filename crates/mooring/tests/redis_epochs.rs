@@ -11,20 +11,12 @@ use mooring_testkit::protocol::realtime::{AttachMode, ErrorCode, ServerFrame};
 use mooring_testkit::protocol::session::NewEvent;
 use mooring_testkit::redis::RedisServer;
 use mooring_testkit::ws::{self, RealtimeClient};
-use mooring_testkit::{MooringProcess, ServerConfig};
-use tempfile::TempDir;
+use mooring_testkit::{start_node, MooringProcess};
 
 const PROMPT: Duration = Duration::from_secs(15);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn node(engine: &str) -> anyhow::Result<(MooringProcess, TempDir)> {
-    let dir = tempfile::tempdir()?;
-    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path()).engine(engine);
-    let process = MooringProcess::start(config)
-        .await
-        .context("starting a node")?;
-    Ok((process, dir))
-}
+/// The `mooring` binary cargo built for these tests.
+const MOORING: &str = env!("CARGO_BIN_EXE_mooring");
 
 /// Publishes one event, retrying while the node's Redis connection comes back (the id makes
 /// a retry land once); returns (epoch, serial).
@@ -180,8 +172,8 @@ impl Reader {
 async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
 ) -> anyhow::Result<()> {
     let mut redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis.url()).await?;
-    let (b, _db) = node(&redis.url()).await?;
+    let (a, _da) = start_node(MOORING, &redis.url()).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:lost";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
     let mut old = (0, 0);

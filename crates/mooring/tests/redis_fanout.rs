@@ -11,22 +11,13 @@ use mooring_testkit::protocol::realtime::{AttachFrom, AttachPoint, ServerFrame};
 use mooring_testkit::protocol::session::{Action, Event, NewEvent};
 use mooring_testkit::redis::RedisServer;
 use mooring_testkit::ws::{self, RealtimeClient};
-use mooring_testkit::{AppendOutcome, MooringProcess, ServerConfig, StreamClient};
-use tempfile::TempDir;
+use mooring_testkit::{start_node, AppendOutcome, MooringProcess, StreamClient};
 
 /// How long a live event may take to reach a reader on another node.
 const PROMPT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A node on the Redis at `engine`, with its (unused) data directory.
-async fn node(engine: &str) -> anyhow::Result<(MooringProcess, TempDir)> {
-    let dir = tempfile::tempdir()?;
-    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path()).engine(engine);
-    let process = MooringProcess::start(config)
-        .await
-        .context("starting a node")?;
-    Ok((process, dir))
-}
+/// The `mooring` binary cargo built for these tests.
+const MOORING: &str = env!("CARGO_BIN_EXE_mooring");
 
 /// A realtime reader of one session, checking that serials arrive contiguously.
 struct Reader {
@@ -147,9 +138,9 @@ async fn publish(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_on_other_nodes_receive_a_streamed_message_live_in_order() -> anyhow::Result<()> {
     let redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis.url()).await?;
-    let (b, _db) = node(&redis.url()).await?;
-    let (c, _dc) = node(&redis.url()).await?;
+    let (a, _da) = start_node(MOORING, &redis.url()).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
+    let (c, _dc) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:fanout";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
     let mut user = RealtimeClient::connect(&b.base_url(), "user").await?;
@@ -200,8 +191,8 @@ async fn sse_until(mut response: reqwest::Response, needle: &str) -> anyhow::Res
 async fn long_poll_and_sse_readers_are_woken_by_an_append_through_another_node(
 ) -> anyhow::Result<()> {
     let redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis.url()).await?;
-    let (b, _db) = node(&redis.url()).await?;
+    let (a, _da) = start_node(MOORING, &redis.url()).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
     let via_a = StreamClient::new(&a.base_url(), REQUEST_TIMEOUT)?;
     let via_b = StreamClient::new(&b.base_url(), REQUEST_TIMEOUT)?;
     via_a.create_json_stream("ds:live").await?;
@@ -257,9 +248,9 @@ async fn a_lost_wake_up_is_no_gap_and_a_killed_subscriber_catches_up() -> anyhow
     ];
     assert_eq!(redis.command(&user)?, "+OK");
     let quiet_url = redis.url().replace("redis://", "redis://quiet:secret@");
-    let (a, _da) = node(&quiet_url).await?;
-    let (b, _db) = node(&redis.url()).await?;
-    let (c, _dc) = node(&redis.url()).await?;
+    let (a, _da) = start_node(MOORING, &quiet_url).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
+    let (c, _dc) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:lost";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
     let mut other = RealtimeClient::connect(&c.base_url(), "other").await?;
@@ -313,8 +304,8 @@ async fn a_lost_wake_up_is_no_gap_and_a_killed_subscriber_catches_up() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_on_another_node_keep_receiving_after_redis_restarts() -> anyhow::Result<()> {
     let mut redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis.url()).await?;
-    let (b, _db) = node(&redis.url()).await?;
+    let (a, _da) = start_node(MOORING, &redis.url()).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:restart";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
     let answer = publish(&mut agent, session, vec![ws::create("response", "before ")]).await?;

@@ -15,11 +15,11 @@ use axum::Router;
 use mooring_core::auth::Operation;
 use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::{ErrorCode, INPUT_NAME};
-use mooring_protocol::session::{is_valid_session_name, Action, NewEvent};
+use mooring_protocol::session::{Action, NewEvent};
 use serde_json::Value;
 
 use crate::auth::Principal;
-use crate::realtime::errors::of_publish;
+use crate::realtime::errors::{invalid_session_name, of_publish};
 use crate::state::AppState;
 use answer::{AnswerReader, Target};
 use follow::Follower;
@@ -104,13 +104,9 @@ pub(crate) fn send_request(body: &Value) -> Result<SendRequest, Refused> {
 }
 
 fn check_chat(chat: &str) -> Result<(), Refused> {
-    if is_valid_session_name(chat) {
-        Ok(())
-    } else {
-        Err(Refused::new(
-            ErrorCode::InvalidSessionName,
-            "a chat id is a session name: 1 to 255 of A-Z a-z 0-9 : _ . / -",
-        ))
+    match invalid_session_name(chat, "a chat id is a session name:") {
+        Some(err) => Err(Refused::new(err.code, err.message)),
+        None => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 use mooring_core::session::PublishError;
 use mooring_core::store::StoreError;
 use mooring_protocol::realtime::{ErrorBody, ErrorCode};
+use mooring_protocol::session::is_valid_session_name;
 
 pub(crate) fn body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
     let retryable = matches!(
@@ -19,6 +20,18 @@ pub(crate) fn body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
         message: message.into(),
         retryable,
     }
+}
+
+/// Refuses a `name` that is not a session name; `Some(error)` opens its message with `called`,
+/// what the client knows the name as ("session names are", "a chat id is a session name:"),
+/// and states the rule.
+pub(crate) fn invalid_session_name(name: &str, called: &str) -> Option<ErrorBody> {
+    (!is_valid_session_name(name)).then(|| {
+        body(
+            ErrorCode::InvalidSessionName,
+            format!("{called} 1 to 255 of A-Z a-z 0-9 : _ . / -"),
+        )
+    })
 }
 
 /// The wire error of a refused publish. Exhaustive: a new error needs a deliberate code.
@@ -64,4 +77,30 @@ pub(crate) fn not_granted(
             )
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_session_name_is_refused_in_the_words_of_its_surface() {
+        assert!(invalid_session_name("chat:1", "session names are").is_none());
+        let rest = invalid_session_name("not a name", "session names are");
+        let chat = invalid_session_name("", "a chat id is a session name:");
+        let (Some(rest), Some(chat)) = (rest, chat) else {
+            panic!("an invalid name passed");
+        };
+        assert_eq!(rest.code, ErrorCode::InvalidSessionName);
+        assert_eq!(
+            rest.message,
+            "session names are 1 to 255 of A-Z a-z 0-9 : _ . / -"
+        );
+        assert_eq!(chat.code, ErrorCode::InvalidSessionName);
+        assert_eq!(
+            chat.message,
+            "a chat id is a session name: 1 to 255 of A-Z a-z 0-9 : _ . / -"
+        );
+        assert!(!rest.retryable && !chat.retryable);
+    }
 }

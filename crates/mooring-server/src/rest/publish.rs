@@ -7,13 +7,13 @@ use axum::Extension;
 use axum::Json;
 use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::ErrorCode;
-use mooring_protocol::session::{is_valid_session_name, Action, NewEvent};
+use mooring_protocol::session::{Action, NewEvent};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::RestError;
 use crate::auth::Principal;
-use crate::realtime::errors::of_publish;
+use crate::realtime::errors::{invalid_session_name, of_publish};
 use crate::state::AppState;
 
 /// Header naming the publisher on a node without auth (with auth, the credential does).
@@ -35,13 +35,9 @@ pub(crate) fn client_id(headers: &HeaderMap) -> Option<String> {
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), RestError> {
-    if is_valid_session_name(name) {
-        Ok(())
-    } else {
-        Err(RestError::new(
-            ErrorCode::InvalidSessionName,
-            "session names are 1 to 255 of A-Z a-z 0-9 : _ . / -",
-        ))
+    match invalid_session_name(name, "session names are") {
+        Some(err) => Err(RestError(err)),
+        None => Ok(()),
     }
 }
 

@@ -202,22 +202,16 @@ impl Dispatcher {
 /// Sends each offer to its worker; a worker whose queue is full is closed as a slow consumer,
 /// and its inputs go to others when its connection ends.
 fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
-    if dropped.expired > 0 {
-        tracing::warn!(
-            inputs = dropped.expired,
-            "inputs waited longer than the hold for a worker and were dropped from dispatch"
-        );
-        metrics::counter!(crate::metrics::DISPATCH_DROPPED, "why" => "expired")
-            .increment(dropped.expired as u64);
-    }
-    if dropped.evicted > 0 {
-        tracing::warn!(
-            inputs = dropped.evicted,
-            "too many inputs waited for a worker; the oldest were dropped from dispatch"
-        );
-        metrics::counter!(crate::metrics::DISPATCH_DROPPED, "why" => "evicted")
-            .increment(dropped.evicted as u64);
-    }
+    report_dropped(
+        dropped.expired,
+        "expired",
+        "inputs waited longer than the hold for a worker and were dropped from dispatch",
+    );
+    report_dropped(
+        dropped.evicted,
+        "evicted",
+        "too many inputs waited for a worker; the oldest were dropped from dispatch",
+    );
     for offer in offers {
         let attempt = if offer.attempt == 1 { "first" } else { "again" };
         metrics::counter!(crate::metrics::DISPATCHED, "attempt" => attempt).increment(1);
@@ -234,4 +228,13 @@ fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
             offer.link.slow.raise();
         }
     }
+}
+
+/// Logs and counts `inputs` dropped from dispatch for one reason, `why` (the metric's label).
+fn report_dropped(inputs: usize, why: &'static str, message: &str) {
+    if inputs == 0 {
+        return;
+    }
+    tracing::warn!(inputs, "{message}");
+    metrics::counter!(crate::metrics::DISPATCH_DROPPED, "why" => why).increment(inputs as u64);
 }
