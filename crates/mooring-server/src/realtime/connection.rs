@@ -16,7 +16,6 @@ use mooring_core::session::PublishGroup;
 use mooring_protocol::realtime::{
     close, ClientFrame, ErrorBody, ErrorCode, ServerFrame, PROTOCOL_VERSION,
 };
-use mooring_protocol::session::is_valid_session_name;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -653,12 +652,7 @@ impl Connection {
     }
 
     fn check_name(&self, session: &str) -> Option<ErrorBody> {
-        (!is_valid_session_name(session)).then(|| {
-            body(
-                ErrorCode::InvalidSessionName,
-                "session names are 1 to 255 of A-Z a-z 0-9 : _ . / -",
-            )
-        })
+        super::errors::invalid_session_name(session, "session names are")
     }
 
     async fn attach(
