@@ -236,6 +236,28 @@ pub fn read(
     })
 }
 
+/// Starts a new life of `name` if it is still in life `epoch`, keeping its records; answers
+/// the tail of the life it is in afterwards. For a log that lost its end (a Redis failover to
+/// a replica that lacked the last writes): its serials were given out again, so positions of
+/// the old life must not be honoured any more. A log already in another life is left alone
+/// (another node noticed first).
+pub fn renew_life(
+    txn: &mut impl LogTxn,
+    name: &str,
+    epoch: u64,
+    now: Now<'_>,
+) -> Result<Position, HeadError> {
+    let mut state = live_state(txn, name, now)?.ok_or(HeadError::NotFound)?;
+    if state.soft_deleted {
+        return Err(HeadError::Gone);
+    }
+    if state.epoch == epoch {
+        state.epoch = crate::epoch::new_epoch(now.ms);
+        txn.put_state(name, &state)?;
+    }
+    Ok(state.tail_position())
+}
+
 pub fn head(view: &mut impl LogView, name: &str, now: Now<'_>) -> Result<StreamInfo, HeadError> {
     let state = live_state(view, name, now)?.ok_or(HeadError::NotFound)?;
     if state.soft_deleted {

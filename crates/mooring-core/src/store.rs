@@ -181,6 +181,11 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
     /// The stream's metadata and high-water position. Does not reset a sliding TTL.
     async fn head(&self, name: &str) -> Result<StreamInfo, HeadError>;
 
+    /// Starts a new life of `name` if it is still in life `epoch` (its records stay, under a
+    /// new epoch), because a reader found that it lost its end and gave its serials out again;
+    /// answers the tail afterwards (of a life another reader may have started first).
+    async fn renew_life(&self, name: &str, epoch: u64) -> Result<crate::Position, HeadError>;
+
     /// Deletes `name`; a stream with live forks is soft-deleted until its last fork goes.
     async fn delete(&self, name: &str) -> Result<(), DeleteError>;
 

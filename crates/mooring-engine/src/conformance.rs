@@ -48,6 +48,7 @@ where
     stream_seq_must_increase(&fresh().await.0).await;
     delete_then_recreate_is_clean(&fresh().await.0).await;
     every_life_of_a_session_has_its_own_epoch(&fresh().await.0).await;
+    a_renewed_life_keeps_the_records_and_refuses_old_positions(&fresh().await.0).await;
     forks_inherit_and_diverge(&fresh().await.0).await;
     soft_deleted_sources_go_with_their_last_fork(&fresh().await.0).await;
     let (store, clock) = fresh().await;
@@ -379,6 +380,37 @@ async fn every_life_of_a_session_has_its_own_epoch(store: &impl LogStore) {
         assert!(next.epoch <= mooring_core::epoch::MAX_EPOCH);
         seen.push(next.epoch);
     }
+}
+
+async fn a_renewed_life_keeps_the_records_and_refuses_old_positions(store: &impl LogStore) {
+    store
+        .create("renew", plain("text/plain"))
+        .await
+        .expect("create");
+    for t in ["a", "b", "c"] {
+        store.append("renew", data(t)).await.expect("append");
+    }
+    let old = epoch_of(store, "renew").await;
+    let renewed = store.renew_life("renew", old).await.expect("renew");
+    assert_ne!(renewed.epoch, old);
+    assert_eq!(renewed.serial, 3, "the records stay");
+    assert_eq!(all_text(store, "renew").await, "abc");
+    assert!(matches!(
+        store.read("renew", ReadFrom::After(at(old, 2)), ALL).await,
+        Err(ReadError::EpochMismatch { .. })
+    ));
+    let batch = store
+        .read("renew", ReadFrom::After(at(renewed.epoch, 2)), ALL)
+        .await
+        .expect("a position of the new life");
+    assert_eq!(batch.records.len(), 1);
+    // Another reader that noticed the same loss later changes nothing.
+    let again = store.renew_life("renew", old).await.expect("renew again");
+    assert_eq!(again, renewed);
+    assert!(matches!(
+        store.renew_life("missing", old).await,
+        Err(HeadError::NotFound)
+    ));
 }
 
 fn fork_of(source: &str, offset: Option<Position>, sub_offset: u64) -> CreateRequest {

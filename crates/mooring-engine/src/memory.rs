@@ -21,7 +21,7 @@ use mooring_core::store::{
     AuxEntries, AuxTable, DeleteError, LogStore, LogTxn, LogView, NoticeFeed, StoreError,
 };
 use mooring_core::stream::{Expiry, Record, StreamInfo, StreamState};
-use mooring_core::ReadFrom;
+use mooring_core::{Position, ReadFrom};
 
 #[derive(Debug, Default, Clone)]
 struct Tables {
@@ -218,6 +218,11 @@ impl LogStore for MemoryStore {
     async fn head(&self, name: &str) -> Result<StreamInfo, HeadError> {
         let now = self.now();
         ops::head(&mut *self.lock()?, name, now)
+    }
+
+    async fn renew_life(&self, name: &str, epoch: u64) -> Result<Position, HeadError> {
+        let now = self.now();
+        self.write(|t| ops::renew_life(t, name, epoch, now))
     }
 
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {

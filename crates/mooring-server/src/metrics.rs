@@ -21,14 +21,16 @@ pub const LIVES_ENDED: &str = "mooring_session_lives_ended_total";
 pub const SLOW_CONSUMERS: &str = "mooring_slow_consumer_disconnects_total";
 pub const ACTIVE_RUNS: &str = "mooring_active_runs";
 pub const PUBLISH_TO_DELIVER: &str = "mooring_publish_to_deliver_seconds";
+pub const SESSION_WRITE: &str = "mooring_session_write_seconds";
 pub const DS_APPENDS: &str = "mooring_stream_appends_total";
 pub const DISPATCH_WAITING: &str = "mooring_dispatch_waiting_inputs";
 pub const DISPATCHED: &str = "mooring_dispatched_total";
 pub const DISPATCH_DROPPED: &str = "mooring_dispatch_dropped_total";
 pub const STORE_NOTICES: &str = "mooring_store_notices_total";
 pub const NODES_LOST: &str = "mooring_nodes_lost_total";
+pub const LOGS_REGRESSED: &str = "mooring_session_logs_regressed_total";
 
-/// Buckets of the latency histogram, in seconds: 100 µs to 5 s.
+/// Buckets of the latency histograms (every `_seconds` metric), in seconds: 100 µs to 5 s.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
@@ -40,7 +42,7 @@ pub fn install() {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(PUBLISH_TO_DELIVER.into()),
+                metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
                 &LATENCY_BUCKETS,
             )
             .ok()?;
@@ -82,6 +84,11 @@ fn describe() {
         Unit::Seconds,
         "From a publish reaching its session to its event being queued to subscribers."
     );
+    describe_histogram!(
+        SESSION_WRITE,
+        Unit::Seconds,
+        "One session task's write of its pending publishes to the store, until durable."
+    );
     describe_counter!(DS_APPENDS, "Appends through the Durable Streams surface.");
     describe_gauge!(DISPATCH_WAITING, "User inputs waiting for a worker.");
     describe_counter!(
@@ -95,6 +102,10 @@ fn describe() {
     describe_counter!(
         STORE_NOTICES,
         "Notices from other nodes, by kind (moved, presence, lost)."
+    );
+    describe_counter!(
+        LOGS_REGRESSED,
+        "Session logs found to have lost their end (a store that went back in time); each started a new life."
     );
     describe_counter!(
         NODES_LOST,

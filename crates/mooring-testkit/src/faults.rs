@@ -76,6 +76,14 @@ impl LogStore for FaultyStore {
         self.inner.head(name).await
     }
 
+    async fn renew_life(
+        &self,
+        name: &str,
+        epoch: u64,
+    ) -> Result<mooring_core::Position, HeadError> {
+        self.inner.renew_life(name, epoch).await
+    }
+
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {
         self.inner.delete(name).await
     }

@@ -98,6 +98,31 @@ impl RedisServer {
         self.spawn()
     }
 
+    /// A copy of the server's files as they are now (its append-only file, complete up to the
+    /// last acknowledged write with `appendfsync always`), to go back to with
+    /// [`restart_from`](Self::restart_from).
+    pub fn keep_copy(&self) -> std::io::Result<TempDir> {
+        let copy = tempfile::tempdir()?;
+        copy_tree(self.dir.path(), copy.path())?;
+        Ok(copy)
+    }
+
+    /// Kills the server and starts it again on the same port from `copy`: every write since
+    /// the copy is gone, as when a replica that lagged behind is promoted.
+    pub fn restart_from(&mut self, copy: &TempDir) -> std::io::Result<()> {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        copy_tree(copy.path(), self.dir.path())?;
+        self.spawn()
+    }
+
     /// Stops the server with SIGSTOP (it keeps its connections but answers nothing) or,
     /// with `false`, lets it go on with SIGCONT.
     pub fn pause(&self, paused: bool) -> std::io::Result<()> {
@@ -164,4 +189,19 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Copies the files and folders under `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }

@@ -237,3 +237,75 @@ async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
     }
     Ok(())
 }
+
+/// A Redis that went back in time (a failover to a replica that lacked the last writes): the
+/// session keeps its earlier records but lost its end, and its serials are given out again.
+/// The node that writes next notices and starts a new life, so nobody resumes from a position
+/// of the old one into serials that now hold other events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_the_last_writes_starts_a_new_life_and_nobody_resumes_into_it(
+) -> anyhow::Result<()> {
+    let mut redis = RedisServer::start().context("starting redis-server")?;
+    let (a, _da) = start_node(MOORING, &redis.url()).await?;
+    let (b, _db) = start_node(MOORING, &redis.url()).await?;
+    let session = "chat:stale";
+    let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
+    for i in 1..=3 {
+        publish(
+            &mut agent,
+            session,
+            message(&format!("kept-{i}"), &format!("kept {i}")),
+        )
+        .await?;
+    }
+    let copy = redis.keep_copy()?;
+    let mut old = (0, 0);
+    for i in 1..=4 {
+        old = publish(
+            &mut agent,
+            session,
+            message(&format!("lost-{i}"), &format!("lost {i}")),
+        )
+        .await?;
+    }
+    assert_eq!(old.1, 7);
+    let mut on_b = Reader::connect("reader on b", &b, session).await?;
+    on_b.attach().await?;
+    assert_eq!((on_b.epoch, on_b.serial), old);
+
+    redis.restart_from(&copy)?;
+    // The writer goes on: its next events take serials 4, 5, ... again. Enough of them to pass
+    // the old tail, where a resume from the old position would be taken for good.
+    let mut new = (0, 0);
+    for i in 1..=6 {
+        new = publish(
+            &mut agent,
+            session,
+            message(&format!("new-{i}"), &format!("new {i}")),
+        )
+        .await?;
+    }
+    ensure!(
+        new.0 != old.0,
+        "the serials were given out again in the same life: {new:?}"
+    );
+    assert_eq!(new.1, 9, "the kept records stay, under the new life");
+
+    let expected = [
+        "kept 1", "kept 2", "kept 3", "new 1", "new 2", "new 3", "new 4", "new 5", "new 6",
+    ];
+    on_b.until(new.0, new.1).await?;
+    ensure!(on_b.told_lost >= 1, "the reader on b was never told");
+    assert_eq!(on_b.texts(), expected);
+
+    // A client that saw the lost events resumes from past them: told, and given the new view.
+    for (label, node) in [("late on a", &a), ("late on b", &b)] {
+        let mut late = Reader::connect(label, node, session).await?;
+        (late.epoch, late.serial) = old;
+        let mode = late.attach().await?;
+        assert_eq!(mode, AttachMode::HistoryLost, "{label}");
+        assert_eq!((late.epoch, late.serial), new, "{label}");
+        assert_eq!(late.texts(), expected, "{label}");
+    }
+    Ok(())
+}

@@ -38,7 +38,7 @@ use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
-use mooring_core::ReadFrom;
+use mooring_core::{Position, ReadFrom};
 use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::mpsc;
@@ -492,6 +492,14 @@ impl LogStore for EmbeddedStore {
         // One state lookup: always cheaper inline than a hand-off (see INLINE_READ_MAX_BYTES).
         let now = self.now();
         self.read_view(now, |t, now| ops::head(t, name, now))
+    }
+
+    async fn renew_life(&self, name: &str, epoch: u64) -> Result<Position, HeadError> {
+        let name = name.to_owned();
+        self.write(name.len(), move |t, now| {
+            ops::renew_life(t, &name, epoch, now)
+        })
+        .await
     }
 
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {

@@ -20,6 +20,7 @@ use mooring_core::access::AccessTracker;
 use mooring_core::append::AppendError;
 use mooring_core::create::CreateError;
 use mooring_core::ops::Now;
+use mooring_core::read::HeadError;
 use mooring_core::store::{DeleteError, StoreError};
 use redb::Database;
 use tokio::sync::{mpsc, oneshot};
@@ -69,6 +70,12 @@ impl WriteError for CreateError {
 }
 
 impl WriteError for AppendError {
+    fn is_storage_failure(&self) -> bool {
+        matches!(self, Self::Store(_))
+    }
+}
+
+impl WriteError for HeadError {
     fn is_storage_failure(&self) -> bool {
         matches!(self, Self::Store(_))
     }

@@ -47,7 +47,7 @@ use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{message_key, PublishError, PublishGroup, PublishOutcome};
 use mooring_core::store::{AuxTable, DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
-use mooring_core::ReadFrom;
+use mooring_core::{Position, ReadFrom};
 use tokio::sync::Mutex;
 
 use commit::Verdict;
@@ -370,6 +370,13 @@ impl LogStore for RedisStore {
     async fn head(&self, name: &str) -> Result<StreamInfo, HeadError> {
         self.op(Plan::read(name), |t, now| ops::head(t, name, now))
             .await
+    }
+
+    async fn renew_life(&self, name: &str, epoch: u64) -> Result<Position, HeadError> {
+        self.op(Plan::write(name), |t, now| {
+            ops::renew_life(t, name, epoch, now)
+        })
+        .await
     }
 
     async fn delete(&self, name: &str) -> Result<(), DeleteError> {

@@ -575,11 +575,13 @@ impl SessionActor {
         self.last_flush = Some(Instant::now());
         let received = self.oldest_pending.take();
         let flush = self.rollup.take();
+        let writing = Instant::now();
         let result = self
             .store
             .publish(&self.name, flush.groups, self.settings.dedupe_window_ms)
             .await;
-        let outcomes = match result {
+        metrics::histogram!(crate::metrics::SESSION_WRITE).record(writing.elapsed().as_secs_f64());
+        let mut outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 for (reply, _) in flush.waiters.into_iter().flatten() {
@@ -588,6 +590,21 @@ impl SessionActor {
                 return;
             }
         };
+        let old = self.epoch;
+        let regressed = outcomes.iter().flatten().any(|o| {
+            o.epoch == old
+                && o.events
+                    .first()
+                    .is_some_and(|e| e.serial <= self.high_water)
+        });
+        if regressed {
+            // Before any acknowledgement: what was written belongs to the new life.
+            if let Some(epoch) = self.renew_life(old).await {
+                for o in outcomes.iter_mut().flatten().filter(|o| o.epoch == old) {
+                    o.epoch = epoch;
+                }
+            }
+        }
         if let Some(fleet) = &mut self.fleet {
             // Before any acknowledgement: a node that dies right after acknowledging a
             // run.start must have said that the run is its own, or nobody would end it.
@@ -673,6 +690,22 @@ impl SessionActor {
         self.high_water = 0;
     }
 
+    /// The log lost its end in life `old`: serials this task broadcast are given out again (its
+    /// storage went back in time, as when Redis fails over to a replica that lacked the last
+    /// writes). Starts a new life, so that positions of the old one are refused and every
+    /// client re-syncs; answers its epoch, `None` if the store could not say.
+    async fn renew_life(&mut self, old: u64) -> Option<u64> {
+        tracing::warn!(session = %self.name, epoch = old, high_water = self.high_water, "the session's log lost its end; starting a new life");
+        metrics::counter!(crate::metrics::LOGS_REGRESSED).increment(1);
+        match self.store.renew_life(&self.name, old).await {
+            Ok(tail) => Some(tail.epoch),
+            Err(e) => {
+                tracing::warn!(session = %self.name, error = %e, "starting a new life failed");
+                None
+            }
+        }
+    }
+
     /// Drops every subscriber with `life_ended` set: what they hold is of a life that ended.
     fn end_life(&mut self) {
         if !self.subscribers.is_empty() {
@@ -700,8 +733,20 @@ impl SessionActor {
                     }
                     batch
                 }
+                // The log lost its end in the life we broadcast (a stale replica took over):
+                // the serials past its tail will be given out again, so it starts a new life.
+                Err(ReadError::BeyondTail { tail, .. }) if tail.epoch == self.epoch => {
+                    let old = self.epoch;
+                    let renewed = self.renew_life(old).await;
+                    self.end_life();
+                    self.epoch = renewed.unwrap_or(old);
+                    if renewed.is_none() {
+                        return;
+                    }
+                    continue;
+                }
                 // The life we broadcast ended: the log was deleted, or lost with its storage
-                // (and maybe written again), or it lost its end (a stale replica).
+                // (and maybe written again).
                 Err(
                     ReadError::EpochMismatch { current }
                     | ReadError::BeyondTail { tail: current, .. },
