@@ -85,8 +85,18 @@ fn items(content_type: Option<&str>, body: Bytes, creating: bool) -> Result<Vec<
         let messages = json_mode::flatten(&body, creating)?;
         return Ok(messages.into_iter().map(Bytes::from).collect());
     }
+    if body.len() <= OWN_COPY_MAX_BYTES {
+        return Ok(vec![Bytes::copy_from_slice(&body)]);
+    }
     Ok(vec![body])
 }
+
+/// Bodies up to this size are copied before they are kept. A small body arrives as a slice of
+/// its connection's read buffer (8 KiB or more); kept as it is, the record would hold that
+/// whole buffer in memory until the store lets go of it (the embedded engine keeps records in
+/// memory until its checkpoint), and the connection would allocate a new buffer for its next
+/// request. A copy of a few hundred bytes is cheaper than both.
+const OWN_COPY_MAX_BYTES: usize = 16 * 1024;
 
 pub(super) async fn create(
     State(app): State<AppState>,
@@ -189,4 +199,25 @@ pub(super) async fn delete(
     // A hot session's task must learn that the life it broadcast ended.
     app.sessions.poke(&name);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_body_is_kept_as_a_copy_and_a_large_one_as_it_came() {
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let small = buffer.slice(..256);
+        let kept = items(Some("application/octet-stream"), small.clone(), false).expect("items");
+        assert_eq!(kept, vec![small.clone()]);
+        assert_ne!(
+            kept[0].as_ptr(),
+            small.as_ptr(),
+            "not a slice of the read buffer"
+        );
+        let large = buffer.slice(..OWN_COPY_MAX_BYTES + 1);
+        let kept = items(Some("application/octet-stream"), large.clone(), false).expect("items");
+        assert_eq!(kept[0].as_ptr(), large.as_ptr(), "no copy of a large body");
+    }
 }
