@@ -174,12 +174,8 @@ impl Dispatcher {
         link: WorkerLink,
     ) {
         let now = self.clock.now_ms();
-        let (offers, dropped) = {
-            let mut table = self.lock();
-            let result = table.register(connection, client_id, patterns, capacity, link, now);
-            metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
-            result
-        };
+        let (offers, dropped) = self
+            .change(|table| table.register(connection, client_id, patterns, capacity, link, now));
         deliver(offers, dropped);
     }
 
@@ -187,15 +183,23 @@ impl Dispatcher {
     pub(crate) fn release(&self, connection: &str, session: &str, serial: u64) {
         let now = self.clock.now_ms();
         let key = (session.to_owned(), serial);
-        let (offers, dropped) = self.lock().release(connection, &key, now);
+        let (offers, dropped) = self.change(|table| table.release(connection, &key, now));
         deliver(offers, dropped);
     }
 
     /// `connection` ended: the inputs it held go to other workers.
     pub(crate) fn connection_ended(&self, connection: &str) {
         let now = self.clock.now_ms();
-        let (offers, dropped) = self.lock().connection_ended(connection, now);
+        let (offers, dropped) = self.change(|table| table.connection_ended(connection, now));
         deliver(offers, dropped);
+    }
+
+    /// Changes the table under its lock, and sets the waiting gauge to what it holds after.
+    fn change<T>(&self, change: impl FnOnce(&mut DispatchTable<WorkerLink>) -> T) -> T {
+        let mut table = self.lock();
+        let result = change(&mut table);
+        metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
+        result
     }
 }
 
