@@ -29,6 +29,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The storage cannot do this operation at all, as it is set up (retrying will not help).
+    #[error("not supported by this storage: {0}")]
+    Unsupported(String),
 }
 
 /// Why a delete was refused.

@@ -8,6 +8,7 @@
 //! - [`client`] and [`observe`]: the HTTP side of writing and reading Durable Streams.
 //! - [`payload`]: self-identifying JSON messages for crash tests.
 //! - [`redis`]: a real `redis-server` on a free port, for the Redis engine.
+//! - [`redis_cluster`]: a real Redis Cluster of three primaries.
 //! - [`rng`]: a seeded random source so randomized tests replay.
 //! - [`writer`]: a crash-test writer that records what the server acknowledged.
 //! - [`ws`]: a minimal raw client of the realtime protocol (`/v1/ws`).
@@ -24,6 +25,7 @@ pub mod observation;
 pub mod observe;
 pub mod payload;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rng;
 pub mod server;
 pub mod session_check;

@@ -240,6 +240,9 @@ impl RedisStore {
                     return Ok(out);
                 }
                 let call = commit::plan(&txn, &snapshot, &self.token())?;
+                if self.inner.config.server.is_clustered() {
+                    single_slot(&call.keys)?;
+                }
                 let reply: i64 = self
                     .inner
                     .script
@@ -274,6 +277,23 @@ impl RedisStore {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// Refuses a commit whose keys live in several slots of a Redis Cluster (one script can only
+/// touch one slot), before sending it: the cluster would refuse it, every time, and a storage
+/// error would tell the client to retry.
+fn single_slot(keys: &[String]) -> Result<(), StoreError> {
+    let mut slots = keys.iter().map(|k| fred::util::redis_keyslot(k.as_bytes()));
+    let first = slots.next();
+    if slots.all(|s| Some(s) == first) {
+        return Ok(());
+    }
+    Err(StoreError::Unsupported(
+        "on Redis Cluster, forks, streams with an expiry (Stream-TTL, Stream-Expires-At) and \
+         deleting a fork's source need keys of several slots in one commit; use a single Redis \
+         primary for them (docs/deploy.md)"
+            .to_owned(),
+    ))
 }
 
 /// A store handle's part of its commit tokens, and its node's id in presence.

@@ -86,6 +86,9 @@ impl From<StoreError> for DsError {
             StoreError::Io(_) => "STORE_IO",
             StoreError::Corrupt(_) => "STORE_CORRUPT",
             StoreError::ShuttingDown => "SHUTTING_DOWN",
+            StoreError::Unsupported(_) => {
+                return DsError::new(StatusCode::NOT_IMPLEMENTED, "NOT_SUPPORTED", e.to_string());
+            }
         };
         DsError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
     }

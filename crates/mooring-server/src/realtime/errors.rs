@@ -47,6 +47,8 @@ pub(crate) fn of_publish(error: &PublishError) -> ErrorBody {
         PublishError::Store(
             StoreError::Poisoned(_) | StoreError::Io(_) | StoreError::Corrupt(_),
         ) => body(ErrorCode::StoreUnavailable, message),
+        // Asked again, the answer is the same: not a storage outage.
+        PublishError::Store(StoreError::Unsupported(_)) => body(ErrorCode::InvalidRequest, message),
     }
 }
 

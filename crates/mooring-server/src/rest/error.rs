@@ -70,6 +70,8 @@ impl From<StoreError> for RestError {
             StoreError::Poisoned(_) | StoreError::Io(_) | StoreError::Corrupt(_) => {
                 ErrorCode::StoreUnavailable
             }
+            // Asked again, the answer is the same: not a storage outage.
+            StoreError::Unsupported(_) => ErrorCode::InvalidRequest,
         };
         Self::new(code, e.to_string())
     }
