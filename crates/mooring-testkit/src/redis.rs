@@ -87,6 +87,12 @@ impl RedisServer {
     /// removed first, as if it had run without persistence (or a stale replica took over).
     pub fn lose_everything_and_restart(&mut self) -> std::io::Result<()> {
         self.kill();
+        self.remove_files()?;
+        self.spawn()
+    }
+
+    /// Removes everything in the server's directory (the server must be stopped).
+    fn remove_files(&self) -> std::io::Result<()> {
         for entry in std::fs::read_dir(self.dir.path())? {
             let path = entry?.path();
             if path.is_dir() {
@@ -95,7 +101,7 @@ impl RedisServer {
                 std::fs::remove_file(&path)?;
             }
         }
-        self.spawn()
+        Ok(())
     }
 
     /// A copy of the server's files as they are now (its append-only file, complete up to the
@@ -111,14 +117,7 @@ impl RedisServer {
     /// the copy is gone, as when a replica that lagged behind is promoted.
     pub fn restart_from(&mut self, copy: &TempDir) -> std::io::Result<()> {
         self.kill();
-        for entry in std::fs::read_dir(self.dir.path())? {
-            let path = entry?.path();
-            if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
-        }
+        self.remove_files()?;
         copy_tree(copy.path(), self.dir.path())?;
         self.spawn()
     }

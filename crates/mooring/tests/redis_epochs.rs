@@ -41,6 +41,42 @@ async fn publish(
     }
 }
 
+/// Publishes messages `<prefix> 1` to `<prefix> n` (ids `<prefix>-<i>`); returns the last's
+/// (epoch, serial).
+async fn publish_numbered(
+    client: &mut RealtimeClient,
+    session: &str,
+    prefix: &str,
+    n: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let mut last = (0, 0);
+    for i in 1..=n {
+        let event = message(&format!("{prefix}-{i}"), &format!("{prefix} {i}"));
+        last = publish(client, session, event).await?;
+    }
+    Ok(last)
+}
+
+/// Clients that were away resume from `old` through each node: each is told `history_lost`
+/// and given the new life's view, `new` and `texts`.
+async fn late_resumes_are_told(
+    nodes: [&MooringProcess; 2],
+    session: &str,
+    old: (u64, u64),
+    new: (u64, u64),
+    texts: &[&str],
+) -> anyhow::Result<()> {
+    for (label, node) in ["late on a", "late on b"].into_iter().zip(nodes) {
+        let mut late = Reader::connect(label, node, session).await?;
+        (late.epoch, late.serial) = old;
+        let mode = late.attach().await?;
+        ensure!(mode == AttachMode::HistoryLost, "{label}: {mode:?}");
+        ensure!((late.epoch, late.serial) == new, "{label}");
+        ensure!(late.texts() == texts, "{label}: {:?}", late.texts());
+    }
+    Ok(())
+}
+
 fn message(id: &str, text: &str) -> NewEvent {
     let mut event = ws::create("response", text);
     event.id = Some(id.to_owned());
@@ -176,15 +212,7 @@ async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
     let (b, _db) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:lost";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
-    let mut old = (0, 0);
-    for i in 1..=3 {
-        old = publish(
-            &mut agent,
-            session,
-            message(&format!("old-{i}"), &format!("old {i}")),
-        )
-        .await?;
-    }
+    let old = publish_numbered(&mut agent, session, "old", 3).await?;
     // One reader on the writer's node, one on another node.
     let mut on_a = Reader::connect("reader on a", &a, session).await?;
     let mut on_b = Reader::connect("reader on b", &b, session).await?;
@@ -201,15 +229,7 @@ async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
 
     redis.lose_everything_and_restart()?;
     ensure!(redis.keys()?.is_empty(), "redis kept keys");
-    let mut new = (0, 0);
-    for i in 1..=2 {
-        new = publish(
-            &mut agent,
-            session,
-            message(&format!("new-{i}"), &format!("new {i}")),
-        )
-        .await?;
-    }
+    let new = publish_numbered(&mut agent, session, "new", 2).await?;
     assert_ne!(
         new.0, old.0,
         "the session's new life has an epoch of its own"
@@ -227,14 +247,7 @@ async fn clients_are_told_when_redis_loses_a_session_and_end_with_the_new_life(
     }
 
     // A client that was away resumes from its old position: history_lost and the new view.
-    for (label, node) in [("late on a", &a), ("late on b", &b)] {
-        let mut late = Reader::connect(label, node, session).await?;
-        (late.epoch, late.serial) = old;
-        let mode = late.attach().await?;
-        assert_eq!(mode, AttachMode::HistoryLost, "{label}");
-        assert_eq!((late.epoch, late.serial), new, "{label}");
-        assert_eq!(late.texts(), ["new 1", "new 2"], "{label}");
-    }
+    late_resumes_are_told([&a, &b], session, old, new, &["new 1", "new 2"]).await?;
     Ok(())
 }
 
@@ -250,24 +263,9 @@ async fn a_redis_that_lost_the_last_writes_starts_a_new_life_and_nobody_resumes_
     let (b, _db) = start_node(MOORING, &redis.url()).await?;
     let session = "chat:stale";
     let mut agent = RealtimeClient::connect(&a.base_url(), "agent").await?;
-    for i in 1..=3 {
-        publish(
-            &mut agent,
-            session,
-            message(&format!("kept-{i}"), &format!("kept {i}")),
-        )
-        .await?;
-    }
+    publish_numbered(&mut agent, session, "kept", 3).await?;
     let copy = redis.keep_copy()?;
-    let mut old = (0, 0);
-    for i in 1..=4 {
-        old = publish(
-            &mut agent,
-            session,
-            message(&format!("lost-{i}"), &format!("lost {i}")),
-        )
-        .await?;
-    }
+    let old = publish_numbered(&mut agent, session, "lost", 4).await?;
     assert_eq!(old.1, 7);
     let mut on_b = Reader::connect("reader on b", &b, session).await?;
     on_b.attach().await?;
@@ -276,15 +274,7 @@ async fn a_redis_that_lost_the_last_writes_starts_a_new_life_and_nobody_resumes_
     redis.restart_from(&copy)?;
     // The writer goes on: its next events take serials 4, 5, ... again. Enough of them to pass
     // the old tail, where a resume from the old position would be taken for good.
-    let mut new = (0, 0);
-    for i in 1..=6 {
-        new = publish(
-            &mut agent,
-            session,
-            message(&format!("new-{i}"), &format!("new {i}")),
-        )
-        .await?;
-    }
+    let new = publish_numbered(&mut agent, session, "new", 6).await?;
     ensure!(
         new.0 != old.0,
         "the serials were given out again in the same life: {new:?}"
@@ -299,13 +289,6 @@ async fn a_redis_that_lost_the_last_writes_starts_a_new_life_and_nobody_resumes_
     assert_eq!(on_b.texts(), expected);
 
     // A client that saw the lost events resumes from past them: told, and given the new view.
-    for (label, node) in [("late on a", &a), ("late on b", &b)] {
-        let mut late = Reader::connect(label, node, session).await?;
-        (late.epoch, late.serial) = old;
-        let mode = late.attach().await?;
-        assert_eq!(mode, AttachMode::HistoryLost, "{label}");
-        assert_eq!((late.epoch, late.serial), new, "{label}");
-        assert_eq!(late.texts(), expected, "{label}");
-    }
+    late_resumes_are_told([&a, &b], session, old, new, &expected).await?;
     Ok(())
 }

@@ -61,6 +61,39 @@ fn addr(node: &MooringProcess) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], node.port()))
 }
 
+/// Three nodes on one Redis, and the balancers clients reach them through: through A (or B
+/// if A is gone), through B (or A), through C (or A, or B), and through C alone.
+struct Three {
+    _redis: RedisServer,
+    _nodes: [(MooringProcess, TempDir); 2],
+    c: MooringProcess,
+    _c_dir: TempDir,
+    via_a: Balancer,
+    via_b: Balancer,
+    via_c: Balancer,
+    only_c: Balancer,
+}
+
+impl Three {
+    async fn start() -> anyhow::Result<Self> {
+        let redis = RedisServer::start().context("starting redis-server")?;
+        let a = node(&redis).await?;
+        let b = node(&redis).await?;
+        let (c, c_dir) = node(&redis).await?;
+        let (pa, pb, pc) = (addr(&a.0), addr(&b.0), addr(&c));
+        Ok(Self {
+            via_a: Balancer::start(vec![pa, pb]).await?,
+            via_b: Balancer::start(vec![pb, pa]).await?,
+            via_c: Balancer::start(vec![pc, pa, pb]).await?,
+            only_c: Balancer::start(vec![pc]).await?,
+            _redis: redis,
+            _nodes: [a, b],
+            c,
+            _c_dir: c_dir,
+        })
+    }
+}
+
 async fn client(id: &str, through: &Balancer) -> anyhow::Result<Client> {
     let mut options = ClientOptions::new(through.ws_url()).client_id(id);
     options.reconnect = ReconnectPolicy {
@@ -160,14 +193,17 @@ async fn members_become(client: &Client, expected: &[&str]) -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_nothing_and_its_members_leave_within_the_bound(
 ) -> anyhow::Result<()> {
-    let redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis).await?;
-    let (b, _db) = node(&redis).await?;
-    let (mut c, _dc) = node(&redis).await?;
-    let via_a = Balancer::start(vec![addr(&a), addr(&b)]).await?;
-    let via_b = Balancer::start(vec![addr(&b), addr(&a)]).await?;
-    let via_c = Balancer::start(vec![addr(&c), addr(&a), addr(&b)]).await?;
-    let only_c = Balancer::start(vec![addr(&c)]).await?;
+    // Every part bound to a name: a part left to `..` would be dropped (a node killed) here.
+    let Three {
+        _redis,
+        _nodes,
+        mut c,
+        _c_dir,
+        via_a,
+        via_b,
+        via_c,
+        only_c,
+    } = Three::start().await?;
 
     let writer = client("writer", &via_a).await?;
     let message = writer.create_message(SESSION, "answer", "").await?;
@@ -314,14 +350,17 @@ async fn run_end_of(sub: &mut Subscription, run_id: &str) -> anyhow::Result<(Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_follow_their_agent_to_another_node_and_end_agent_lost_when_it_cannot_follow(
 ) -> anyhow::Result<()> {
-    let redis = RedisServer::start().context("starting redis-server")?;
-    let (a, _da) = node(&redis).await?;
-    let (b, _db) = node(&redis).await?;
-    let (mut c, _dc) = node(&redis).await?;
-    let via_a = Balancer::start(vec![addr(&a), addr(&b)]).await?;
-    let via_b = Balancer::start(vec![addr(&b), addr(&a)]).await?;
-    let via_c = Balancer::start(vec![addr(&c), addr(&a)]).await?;
-    let only_c = Balancer::start(vec![addr(&c)]).await?;
+    // Every part bound to a name: a part left to `..` would be dropped (a node killed) here.
+    let Three {
+        _redis,
+        _nodes,
+        mut c,
+        _c_dir,
+        via_a,
+        via_b,
+        via_c,
+        only_c,
+    } = Three::start().await?;
 
     // Watchers of the watched session on A and B; the cold session has none.
     let (watch_a, watch_b) = (

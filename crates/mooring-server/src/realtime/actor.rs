@@ -289,19 +289,25 @@ impl SessionActor {
                 "status": RunStatus::AgentLost,
                 "reason": NODE_LOST_REASON,
             });
-            let event = NewEvent {
-                id: Some(format!("agent-lost:{run_id}")),
-                action: Action::RunEnd,
-                name: None,
-                reference: None,
-                data,
-                extras: Default::default(),
-            };
-            let group = PublishGroup::new(Some(SERVER_CLIENT_ID.to_owned()), vec![event]);
-            let (reply, _) = oneshot::channel();
-            self.rollup.push(group, reply, false, None);
+            let id = format!("agent-lost:{run_id}");
+            self.queue_own(Some(id), Action::RunEnd, data);
         }
         self.flush().await;
+    }
+
+    /// Queues an event of the server's own. Nobody waits for it; its outcome is the broadcast.
+    fn queue_own(&mut self, id: Option<String>, action: Action, data: serde_json::Value) {
+        let event = NewEvent {
+            id,
+            action,
+            name: None,
+            reference: None,
+            data,
+            extras: Default::default(),
+        };
+        let group = PublishGroup::new(Some(SERVER_CLIENT_ID.to_owned()), vec![event]);
+        let (reply, _) = oneshot::channel();
+        self.rollup.push(group, reply, false, None);
     }
 
     /// Publishes what the run table asked for, as the server.
@@ -327,18 +333,7 @@ impl SessionActor {
                     serde_json::json!({ "run_id": run_id, "status": status, "reason": reason }),
                 ),
             };
-            let event = NewEvent {
-                id: None,
-                action,
-                name: None,
-                reference: None,
-                data,
-                extras: Default::default(),
-            };
-            let group = PublishGroup::new(Some(SERVER_CLIENT_ID.to_owned()), vec![event]);
-            // Nobody waits for the server's own events; their outcome is the broadcast.
-            let (reply, _) = oneshot::channel();
-            self.rollup.push(group, reply, false, None);
+            self.queue_own(None, action, data);
         }
         self.flush().await;
     }
