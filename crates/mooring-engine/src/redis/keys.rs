@@ -79,13 +79,17 @@ pub(super) fn node_runs(node: &str) -> String {
     format!("mooring:node:{node}:runs")
 }
 
-/// Every key that holds the stream's data besides its state and version.
-pub(super) fn data(name: &str) -> [String; 4] {
+/// Every key that holds the stream's data besides its state and version. The run owners go
+/// with the data: the runs of a removed log are over, and a dead node's runs must not be
+/// ended into a session created again under the same name. (Presence stays: it is about
+/// connections, which a removal does not end.)
+pub(super) fn data(name: &str) -> [String; 5] {
     [
         records(name),
         producers(name),
         aux(name, AuxTable::Messages),
         aux(name, AuxTable::PublishIds),
+        runs(name),
     ]
 }
 
