@@ -1,6 +1,7 @@
 //! A real `redis-server` for tests: on a free port, in a temporary directory, with the
 //! durability the Redis engine documents (`appendonly yes`, `appendfsync always`, no RDB
-//! snapshots). `scripts/install-tools` installs it.
+//! snapshots). `scripts/install-tools` installs it. A replica of one
+//! ([`RedisServer::start_replica`]) runs with the same durability.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,17 +17,46 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     dir: TempDir,
     port: u16,
+    /// The primary's port, for a replica.
+    primary: Option<u16>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server; fails saying what to install if `redis-server` is missing.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_of(None)
+    }
+
+    /// Starts a replica of `primary` (`--replicaof`), and waits until `primary` counts it
+    /// among its replicas in sync, so a `WAIT` on the primary can count it at once.
+    pub fn start_replica(primary: &RedisServer) -> std::io::Result<Self> {
+        let replica = Self::start_of(Some(primary.port))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            let info = primary.info("replication")?;
+            let needle = format!("port={},state=online", replica.port);
+            if info.contains(&needle) {
+                return Ok(replica);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the replica on port {} did not come in sync with port {}",
+                replica.port, primary.port
+            ),
+        ))
+    }
+
+    fn start_of(primary: Option<u16>) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let mut server = Self {
             dir,
             port,
+            primary,
             child: None,
         };
         server.spawn()?;
@@ -39,7 +69,11 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(primary) = self.primary {
+            command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -141,6 +175,11 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server with SIGKILL, for good.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -160,6 +199,25 @@ impl RedisServer {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
         Ok(line.trim_end().to_owned())
+    }
+
+    /// The text `INFO <section>` answers (`replication`, `commandstats`, ...).
+    pub fn info(&self, section: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let request = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
+        stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let length: usize = line
+            .trim_end()
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| std::io::Error::other(format!("INFO answered {:?}", line.trim_end())))?;
+        let mut body = vec![0; length];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        String::from_utf8(body).map_err(std::io::Error::other)
     }
 
     /// Every key, one per line of a multi-bulk reply.
