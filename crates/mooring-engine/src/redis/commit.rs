@@ -19,6 +19,9 @@ pub(super) const SCRIPT: &str = include_str!("commit.lua");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
     Applied,
+    /// This very commit was applied by an earlier send of the command (the connection broke
+    /// before its answer): applied, but not by this send.
+    AppliedBefore,
     /// A stream the run read changed since: nothing was written.
     Changed,
 }
@@ -26,8 +29,8 @@ pub(super) enum Verdict {
 impl Verdict {
     pub(super) fn from_reply(reply: i64) -> Result<Self, StoreError> {
         match reply {
-            // 2: the same commit was applied by an earlier send of this command.
-            1 | 2 => Ok(Self::Applied),
+            1 => Ok(Self::Applied),
+            2 => Ok(Self::AppliedBefore),
             0 => Ok(Self::Changed),
             other => Err(StoreError::Io(format!(
                 "the commit script answered {other}"

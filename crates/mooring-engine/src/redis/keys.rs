@@ -20,6 +20,10 @@ pub(super) const PRESENCE: &str = "mooring:presence";
 /// The nodes and when each last beat (a sorted set), for presence across nodes.
 pub(super) const NODES: &str = "mooring:nodes";
 
+/// Set and removed by one script (`sync.lua`) before a `WAIT` that must cover everything the
+/// primary holds (`replicas.rs`); it never stays.
+pub(super) const SYNC: &str = "mooring:sync";
+
 /// The name with `%`, `{` and `}` percent-escaped.
 fn escape(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(NOTICES, "mooring:moved");
         assert_eq!(PRESENCE, "mooring:presence");
         assert_eq!(NODES, "mooring:nodes");
+        assert_eq!(SYNC, "mooring:sync");
     }
 
     #[test]

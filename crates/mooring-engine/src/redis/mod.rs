@@ -7,7 +7,8 @@
 //! - `fetch`: reading what a run needs, consistently per stream;
 //! - `commit` and `commit.lua`: applying a run's writes atomically, if nothing it read changed,
 //!   and announcing them to the other nodes;
-//! - `notices`: following other nodes' commits, so live readers here hear of them.
+//! - `notices`: following other nodes' commits, so live readers here hear of them;
+//! - `replicas`: acknowledging writes only once replicas have them (`WAIT`), when asked to.
 //!
 //! The rules stay in `mooring_core`; this engine only stores. An operation runs in Rust over a
 //! view of what it read, and its writes land in one script call that first checks that every
@@ -20,10 +21,15 @@ mod fetch;
 mod fleet;
 mod keys;
 mod notices;
+mod replicas;
 mod view;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wait_tests;
+
+pub use replicas::{RedisOptions, DEFAULT_WAIT_TIMEOUT};
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -52,6 +58,7 @@ use tokio::sync::Mutex;
 
 use commit::Verdict;
 use fetch::Fetch;
+use replicas::{Landed, Replicas};
 use view::{Miss, Snapshot, Txn};
 
 /// Attempts of one operation before it gives up on streams that keep changing under it.
@@ -65,7 +72,7 @@ const WRITE_STRIPES: usize = 64;
 /// How long the first connection may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one command may wait for Redis, including waits for a reconnection.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams in Redis. A cheap handle: clones share the connection.
 #[derive(Clone)]
@@ -87,6 +94,8 @@ struct Inner {
     stripes: Vec<Mutex<()>>,
     closed: AtomicBool,
     fleet: Arc<fleet::RedisFleet>,
+    /// With `--redis-wait-replicas`: the commits' own connection and their waits.
+    replicas: Option<Replicas>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -112,29 +121,31 @@ fn without_credentials(url: &str) -> String {
 
 impl RedisStore {
     /// Connects to the Redis at `url` (`redis://host:port`, `rediss://`, or a Cluster URL as
-    /// `redis-cluster://host:port`) and loads the commit script.
+    /// `redis-cluster://host:port`) and loads the commit script; writes are acknowledged once
+    /// the primary has them.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        Self::connect_with(url, clock, RedisOptions::default()).await
+    }
+
+    /// [`Self::connect`] with `options`. Waiting for replicas is refused on a Cluster URL:
+    /// `WAIT` would have to follow each key to its shard.
+    pub async fn connect_with(
+        url: &str,
+        clock: Arc<dyn Clock>,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
         let config = Config::from_url(url).map_err(|e| {
             let url = without_credentials(url);
             StoreError::Io(format!("reading the Redis URL {url:?}: {e}"))
         })?;
-        let client = builder(config.clone())
-            .build()
-            .map_err(|e| redis_error("configuring the Redis client", e))?;
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, client.init()).await;
-        match connected {
-            Ok(Ok(_task)) => {}
-            Ok(Err(e)) => {
-                let url = without_credentials(url);
-                return Err(redis_error(&format!("connecting to {url}"), e));
-            }
-            Err(_) => {
-                return Err(StoreError::Io(format!(
-                    "connecting to {}: no answer within {CONNECT_TIMEOUT:?}",
-                    without_credentials(url)
-                )))
-            }
+        if options.wait_replicas > 0 && config.server.is_clustered() {
+            return Err(StoreError::Io(format!(
+                "waiting for replicas is not supported on Redis Cluster ({}): WAIT would have \
+                 to go to each key's shard; use one primary with replicas, or wait for none",
+                without_credentials(url)
+            )));
         }
+        let client = connected(&config, url).await?;
         let script = Script::from_lua(commit::SCRIPT);
         script.load(&client).await.map_err(|e| {
             redis_error("loading the commit script (Redis 7 or newer is needed)", e)
@@ -143,6 +154,10 @@ impl RedisStore {
         let instance = RandomState::new().hash_one(url);
         let node = writer(instance);
         let fleet = fleet::RedisFleet::new(client.clone(), node).await?;
+        let replicas = match options.wait_replicas {
+            0 => None,
+            _ => Some(Replicas::new(connected(&config, url).await?, options).await?),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 url: without_credentials(url),
@@ -156,6 +171,7 @@ impl RedisStore {
                 commits: AtomicU64::new(0),
                 stripes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
                 closed: AtomicBool::new(false),
+                replicas,
             }),
         })
     }
@@ -185,11 +201,27 @@ impl RedisStore {
     /// Runs `op` until a run needs nothing more than what was read; then, if it wrote,
     /// commits its writes. The operation's stream and `prefetch` are read before the first
     /// run, since it will ask for them: one round trip fewer.
+    ///
+    /// With replicas to wait for, answers only once they have what the operation answers
+    /// from; the stream's turn is over by then, so the next writer need not wait for them.
     async fn run<R>(
         &self,
         plan: Plan<'_>,
-        mut op: impl FnMut(&mut Txn<'_>, Now<'_>) -> R,
+        op: impl FnMut(&mut Txn<'_>, Now<'_>) -> R,
     ) -> Result<R, StoreError> {
+        let (out, landed) = self.attempt(plan, op).await?;
+        if let Some(replicas) = &self.inner.replicas {
+            replicas.confirm(landed).await?;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::run`] up to its answer, and what it left for the replicas to confirm.
+    async fn attempt<R>(
+        &self,
+        plan: Plan<'_>,
+        mut op: impl FnMut(&mut Txn<'_>, Now<'_>) -> R,
+    ) -> Result<(R, Landed), StoreError> {
         if plan.writes && self.inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::ShuttingDown);
         }
@@ -237,20 +269,35 @@ impl RedisStore {
                 }
                 if txn.writes.is_empty() {
                     // Every stream was read at one version, so the answer is of one instant.
-                    return Ok(out);
+                    // A write that wrote nothing may answer from a write not yet replicated
+                    // (a retry found deduplicated); a sweep answers nobody.
+                    let landed = if plan.writes && plan.stream.is_some() {
+                        Landed::Unchanged
+                    } else {
+                        Landed::Nothing
+                    };
+                    return Ok((out, landed));
                 }
                 let call = commit::plan(&txn, &snapshot, &self.token())?;
                 if self.inner.config.server.is_clustered() {
                     single_slot(&call.keys)?;
                 }
+                let replicas = self.inner.replicas.as_ref();
+                let client = replicas.map_or(&self.inner.client, |r| r.client());
+                let connection = replicas.and_then(|r| r.connection());
                 let reply: i64 = self
                     .inner
                     .script
-                    .evalsha_with_reload(&self.inner.client, call.keys, call.args)
+                    .evalsha_with_reload(client, call.keys, call.args)
                     .await
                     .map_err(|e| redis_error("committing", e))?;
                 match Verdict::from_reply(reply)? {
-                    Verdict::Applied => return Ok(out),
+                    Verdict::Applied => {
+                        let ticket = replicas.map_or(0, |r| r.ticket());
+                        return Ok((out, Landed::Committed { connection, ticket }));
+                    }
+                    // Not through this connection: its WAIT would not cover the write.
+                    Verdict::AppliedBefore => return Ok((out, Landed::Unchanged)),
                     Verdict::Changed => {
                         tokio::task::yield_now().await;
                         continue 'attempt;
@@ -299,6 +346,24 @@ fn single_slot(keys: &[String]) -> Result<(), StoreError> {
 /// A store handle's part of its commit tokens, and its node's id in presence.
 fn writer(instance: u64) -> String {
     format!("{instance:016x}")
+}
+
+/// A client connected to the Redis of `config` (`url` names it in errors).
+async fn connected(config: &Config, url: &str) -> Result<Client, StoreError> {
+    let client = builder(config.clone())
+        .build()
+        .map_err(|e| redis_error("configuring the Redis client", e))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.init()).await {
+        Ok(Ok(_task)) => Ok(client),
+        Ok(Err(e)) => {
+            let url = without_credentials(url);
+            Err(redis_error(&format!("connecting to {url}"), e))
+        }
+        Err(_) => Err(StoreError::Io(format!(
+            "connecting to {}: no answer within {CONNECT_TIMEOUT:?}",
+            without_credentials(url)
+        ))),
+    }
 }
 
 /// How every connection of the engine is set up.
@@ -456,10 +521,15 @@ impl LogStore for RedisStore {
         for stripe in &self.inner.stripes {
             drop(stripe.lock().await);
         }
+        let commits = match &self.inner.replicas {
+            Some(replicas) => replicas.quit().await,
+            None => Ok(()),
+        };
         self.inner
             .client
             .quit()
             .await
-            .map_err(|e| redis_error("closing the Redis connection", e))
+            .map_err(|e| redis_error("closing the Redis connection", e))?;
+        commits
     }
 }

@@ -300,7 +300,10 @@ async fn a_resent_commit_lands_once_and_a_stale_one_not_at_all() {
         Verdict::from_reply(reply).expect("verdict")
     };
     assert_eq!(send(commit_of("test.1", "once")).await, Verdict::Applied);
-    assert_eq!(send(commit_of("test.1", "once")).await, Verdict::Applied);
+    assert_eq!(
+        send(commit_of("test.1", "once")).await,
+        Verdict::AppliedBefore
+    );
     assert_eq!(
         send(commit_of("test.2", "stale")).await,
         Verdict::Changed,
@@ -308,7 +311,10 @@ async fn a_resent_commit_lands_once_and_a_stale_one_not_at_all() {
     );
     // Another node writes; test.1 resent after that is still recognized.
     store.append("cas", data("other")).await.expect("append");
-    assert_eq!(send(commit_of("test.1", "once")).await, Verdict::Applied);
+    assert_eq!(
+        send(commit_of("test.1", "once")).await,
+        Verdict::AppliedBefore
+    );
     let read = store.read("cas", ReadFrom::Start, usize::MAX).await;
     let records: Vec<Vec<u8>> = read
         .expect("read")
