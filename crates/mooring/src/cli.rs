@@ -105,6 +105,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "MOORING_ENGINE", default_value = "embedded")]
     pub(crate) engine: EngineKind,
 
+    /// Redis engine: acknowledge a write only once this many replicas have it (Redis WAIT
+    /// after each commit); 0 acknowledges once the primary has it. Not on Redis Cluster.
+    #[arg(long, env = "MOORING_REDIS_WAIT_REPLICAS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    pub(crate) redis_wait_replicas: u32,
+
+    /// Redis engine, with --redis-wait-replicas: how long a write waits for the replicas
+    /// before it is refused (STORE_IO, not acknowledged), in milliseconds.
+    #[arg(long, env = "MOORING_REDIS_WAIT_TIMEOUT_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) redis_wait_timeout_ms: u64,
+
     /// How long a long-poll read waits for new data before answering 204, in milliseconds.
     #[arg(long, env = "MOORING_LONG_POLL_TIMEOUT_MS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..=300_000))]
@@ -289,5 +301,40 @@ mod engine_tests {
         assert!("redis-cluster://a:7000".parse::<EngineKind>().is_ok());
         let refused = "postgres://x".parse::<EngineKind>();
         assert!(refused.is_err_and(|e| e.contains("redis://host:port")));
+    }
+}
+
+#[cfg(test)]
+mod redis_wait_tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, ServeArgs};
+
+    fn serve(args: &[&str]) -> Result<Box<ServeArgs>, clap::Error> {
+        let argv = ["mooring", "serve"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(args) => Ok(args),
+            Command::Token(_) => unreachable!("parsed serve"),
+        }
+    }
+
+    #[test]
+    fn waiting_for_redis_replicas_is_off_by_default_and_needs_a_timeout() {
+        let default = serve(&[]).expect("defaults");
+        assert_eq!(default.redis_wait_replicas, 0);
+        assert_eq!(default.redis_wait_timeout_ms, 1_000);
+        let set = serve(&[
+            "--redis-wait-replicas",
+            "2",
+            "--redis-wait-timeout-ms",
+            "250",
+        ]);
+        let set = set.expect("both flags");
+        assert_eq!(
+            (set.redis_wait_replicas, set.redis_wait_timeout_ms),
+            (2, 250)
+        );
+        // WAIT with 0 ms would wait for ever.
+        assert!(serve(&["--redis-wait-timeout-ms", "0"]).is_err());
     }
 }

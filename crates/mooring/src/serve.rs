@@ -9,7 +9,7 @@ use mooring_core::clock::{Clock, SystemClock};
 use mooring_core::store::LogStore;
 use mooring_engine::embedded::EmbeddedStore;
 use mooring_engine::memory::MemoryStore;
-use mooring_engine::redis::RedisStore;
+use mooring_engine::redis::{RedisOptions, RedisStore};
 use mooring_server::auth::{ApiKey, Auth, JwtConfig, JwtKey};
 use mooring_server::realtime::RealtimeConfig;
 use mooring_server::ServerConfig;
@@ -40,6 +40,12 @@ fn init_logging(format: LogFormat) {
 
 async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<dyn LogStore>> {
     Ok(match &args.engine {
+        EngineKind::Memory | EngineKind::Embedded if args.redis_wait_replicas > 0 => {
+            anyhow::bail!(
+                "--redis-wait-replicas waits for Redis replicas: it needs the Redis engine \
+                 (--engine redis://host:port)"
+            )
+        }
         EngineKind::Memory => {
             tracing::warn!("engine: memory; nothing is kept when the process stops");
             Arc::new(MemoryStore::new(clock))
@@ -52,9 +58,20 @@ async fn open_store(args: &ServeArgs, clock: Arc<dyn Clock>) -> anyhow::Result<A
             Arc::new(store)
         }
         EngineKind::Redis(url) => {
-            let store = RedisStore::connect(url, clock)
+            let options = RedisOptions {
+                wait_replicas: args.redis_wait_replicas,
+                wait_timeout: Duration::from_millis(args.redis_wait_timeout_ms),
+            };
+            let store = RedisStore::connect_with(url, clock, options)
                 .await
                 .context("opening the Redis engine")?;
+            if options.wait_replicas > 0 {
+                tracing::info!(
+                    replicas = options.wait_replicas,
+                    timeout_ms = args.redis_wait_timeout_ms,
+                    "writes are acknowledged once the replicas have them (WAIT)"
+                );
+            }
             // The URL may hold a password: log only what the store shows of itself.
             tracing::info!(store = ?store, "engine: redis");
             Arc::new(store)

@@ -1,5 +1,6 @@
 //! Two nodes on one Redis (a real `redis-server`): either node serves every stream, writes
 //! through both interleave into one log, and a node killed with SIGKILL takes nothing with it.
+//! A node told to wait for a replica acknowledges only what the replica has.
 
 use std::time::Duration;
 
@@ -46,5 +47,57 @@ async fn two_nodes_on_one_redis_serve_one_log_and_survive_a_node_kill() -> anyho
     let after = via_b.read_all("shared").await?;
     assert_eq!(after.len(), 41, "b still serves every acknowledged append");
     assert_eq!(after.last(), Some(&message(40)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waiting_for_a_replica_acknowledges_only_what_the_replica_has() -> anyhow::Result<()>
+{
+    let redis = RedisServer::start().context("starting redis-server")?;
+    let replica = RedisServer::start_replica(&redis).context("starting a replica")?;
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path())
+        .engine(&redis.url())
+        .arg("--redis-wait-replicas")
+        .arg("1")
+        .arg("--redis-wait-timeout-ms")
+        .arg("200");
+    let node = MooringProcess::start(config).await?;
+    let client = StreamClient::new(&node.base_url(), REQUEST_TIMEOUT)?;
+    client.create_json_stream("replicated").await?;
+    append(&client, "replicated", 0).await?;
+
+    replica.pause(true)?;
+    let refused = client.append_json("replicated", message(1)).await;
+    replica.pause(false)?;
+    match refused {
+        AppendOutcome::Unknown { reason } => assert!(reason.contains("503"), "{reason}"),
+        other => bail!("an append the replica did not get was answered {other:?}"),
+    }
+    append(&client, "replicated", 2).await?;
+    Ok(())
+}
+
+/// What `mooring serve` with `args` says on standard error as it refuses to start.
+fn refusal_to_start(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mooring"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        bail!("it started: {said}");
+    }
+    Ok(said)
+}
+
+#[test]
+fn a_node_refuses_to_wait_for_replicas_on_a_cluster_or_without_redis() -> anyhow::Result<()> {
+    let cluster = ["--engine", "redis-cluster://127.0.0.1:1"];
+    let said = refusal_to_start(&[&cluster[..], &["--redis-wait-replicas", "1"]].concat())?;
+    assert!(said.contains("not supported on Redis Cluster"), "{said}");
+    let said = refusal_to_start(&["--engine", "memory", "--redis-wait-replicas", "1"])?;
+    assert!(said.contains("needs the Redis engine"), "{said}");
     Ok(())
 }
