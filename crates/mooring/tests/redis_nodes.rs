@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
+use mooring_testkit::protocol::realtime::{AttachFrom, AttachPoint, ServerFrame};
 use mooring_testkit::redis::RedisServer;
+use mooring_testkit::ws::{self, RealtimeClient};
 use mooring_testkit::{AppendOutcome, MooringProcess, ServerConfig, StreamClient};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,7 +67,15 @@ async fn a_node_waiting_for_a_replica_acknowledges_only_what_the_replica_has() -
     let node = MooringProcess::start(config).await?;
     let client = StreamClient::new(&node.base_url(), REQUEST_TIMEOUT)?;
     client.create_json_stream("replicated").await?;
-    append(&client, "replicated", 0).await?;
+    // The replica may take a moment to keep up with its first writes.
+    let mut attempts = 0;
+    while let Err(e) = append(&client, "replicated", 0).await {
+        attempts += 1;
+        ensure!(
+            attempts < 20,
+            "the first append was never acknowledged: {e}"
+        );
+    }
 
     replica.pause(true)?;
     let refused = client.append_json("replicated", message(1)).await;
@@ -76,6 +86,73 @@ async fn a_node_waiting_for_a_replica_acknowledges_only_what_the_replica_has() -
     }
     append(&client, "replicated", 2).await?;
     Ok(())
+}
+
+/// A publish refused for want of a replica has still landed on the primary: the refusing
+/// node's own live readers get it at once, not only with the session's next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_for_want_of_a_replica_still_reaches_the_nodes_readers(
+) -> anyhow::Result<()> {
+    let redis = RedisServer::start().context("starting redis-server")?;
+    let replica = RedisServer::start_replica(&redis).context("starting a replica")?;
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path())
+        .engine(&redis.url())
+        .arg("--redis-wait-replicas")
+        .arg("1")
+        .arg("--redis-wait-timeout-ms")
+        .arg("200");
+    let node = MooringProcess::start(config).await?;
+    let session = "chat:refused";
+    let mut writer = RealtimeClient::connect(&node.base_url(), "writer").await?;
+    // The replica may take a moment to keep up with its first writes: retried, with an id.
+    let mut first = ws::create("answer", "kept");
+    first.id = Some("first".into());
+    let mut attempts = 0;
+    loop {
+        let answer = writer
+            .publish(session, vec![first.clone()], REQUEST_TIMEOUT)
+            .await?;
+        match answer {
+            ServerFrame::Ack { .. } => break,
+            ServerFrame::Error { .. } if attempts < 20 => attempts += 1,
+            other => bail!("the first publish was answered {other:?}"),
+        }
+    }
+    let mut reader = RealtimeClient::connect(&node.base_url(), "reader").await?;
+    reader
+        .attach(session, Some(AttachFrom::Named(AttachPoint::Start)))
+        .await?;
+    loop {
+        if let ServerFrame::Live { .. } = reader.recv_frame(REQUEST_TIMEOUT).await? {
+            break;
+        }
+    }
+
+    replica.pause(true)?;
+    let refused = writer
+        .publish(
+            session,
+            vec![ws::create("answer", "landed")],
+            REQUEST_TIMEOUT,
+        )
+        .await;
+    replica.pause(false)?;
+    ensure!(
+        matches!(&refused, Ok(ServerFrame::Error { .. })),
+        "a publish the replica did not get was answered {refused:?}"
+    );
+    loop {
+        match reader.recv_frame(Duration::from_secs(3)).await {
+            Ok(ServerFrame::Event { event, .. }) => {
+                ensure!(event.serial == 2, "serial {} arrived", event.serial);
+                ensure!(event.data == "landed");
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) => bail!("the landed event never reached the reader: {e}"),
+        }
+    }
 }
 
 /// What `mooring serve` with `args` says on standard error as it refuses to start.

@@ -582,6 +582,11 @@ impl SessionActor {
                 for (reply, _) in flush.waiters.into_iter().flatten() {
                     let _ = reply.send(Err(PublishError::Store(e.clone())));
                 }
+                // A write answered with an error may still have landed (a connection that broke
+                // after the commit, a wait for replicas that timed out): read what is there
+                // now, as after a poke, so this node's readers get it without waiting for the
+                // session's next write.
+                self.flush_at = Some(Instant::now());
                 return;
             }
         };
