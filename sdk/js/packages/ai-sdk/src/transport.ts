@@ -97,20 +97,34 @@ export class MooringChatTransport<UI extends UIMessage = UIMessage> implements C
     const session = await this.#session(chatId);
     await session.live;
     const own = this.#own(chatId);
+    // Changes reach the listener in the order of their events: an input's message is hydrated
+    // asynchronously, and the run answering it must not overtake it.
+    let order: Promise<void> = Promise.resolve();
+    const emit = (change: Promise<ChatChange | undefined>): void => {
+      order = order
+        .then(() => change)
+        .then((c) => {
+          if (c !== undefined) listener(c);
+        })
+        .catch((error: unknown) => console.error("mooring: a chat change failed", error));
+    };
     return session.listen((event) => {
       const runId = (event.data as { run_id?: unknown } | null)?.run_id;
       if (event.action === "message.create" && event.name === INPUT_NAME && event.version === undefined) {
         const view = session.message(event.serial);
         if (view === undefined) return;
-        void hydrate([view]).then(([message]) => {
-          if (message !== undefined)
-            listener({ type: "input", serial: event.serial, own: own.has(event.serial), message });
-        });
+        const serial = event.serial;
+        emit(
+          hydrate([view]).then(([message]) =>
+            message === undefined ? undefined : { type: "input", serial, own: own.has(serial), message },
+          ),
+        );
       } else if (event.action === "run.start" && typeof runId === "string") {
         const input = session.runs.get(runId)?.input;
-        listener({ type: "run-start", runId, own: input !== undefined && own.has(input) });
+        emit(Promise.resolve({ type: "run-start", runId, own: input !== undefined && own.has(input) }));
       } else if (event.action === "run.end" && typeof runId === "string") {
-        listener({ type: "run-end", runId, status: session.runs.get(runId)?.end?.status ?? "failed" });
+        const status = session.runs.get(runId)?.end?.status ?? "failed";
+        emit(Promise.resolve({ type: "run-end", runId, status }));
       }
     });
   }
