@@ -25,6 +25,9 @@ enum RunRecord {
 pub(crate) const NODE_LOST_REASON: &str =
     "the node the agent was connected through stopped, and the agent did not come back within the grace period";
 
+/// Connections remembered as having claimed their runs, per session task.
+const MAX_CLAIMED_CONNECTIONS: usize = 4096;
+
 #[derive(Debug)]
 pub(crate) struct FleetLink {
     fleet: Arc<dyn Fleet>,
@@ -134,6 +137,11 @@ impl FleetLink {
     /// `client_id` shows up here on `connection_id` (it attached or published): its runs,
     /// wherever they were started, are answered for here now.
     pub(crate) fn seen(&mut self, client_id: &str, connection_id: &str) {
+        if self.claimed.len() >= MAX_CLAIMED_CONNECTIONS {
+            // Connections that only attached are never said to have ended here; forgetting
+            // them all costs each at most one more claim.
+            self.claimed.clear();
+        }
         if self.claimed.insert(connection_id.to_owned()) {
             self.to_claim
                 .push((client_id.to_owned(), connection_id.to_owned()));
