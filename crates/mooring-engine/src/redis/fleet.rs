@@ -203,11 +203,28 @@ impl Fleet for RedisFleet {
     }
 
     async fn end_run(&self, session: &str, run_id: &str) -> Result<(), StoreError> {
+        let forget = |e| redis_error("forgetting a run's owner", e);
         let () = self
             .client
             .hdel(keys::runs(session), run_id)
             .await
-            .map_err(|e| redis_error("forgetting a run's owner", e))?;
+            .map_err(forget)?;
+        // The session leaves this node's list once it owns no run there, so the list does not
+        // grow with every session the node ever served. One task per session records its runs,
+        // in order, so no run of this node can start in between.
+        let owners: Vec<String> = self
+            .client
+            .hvals(keys::runs(session))
+            .await
+            .map_err(forget)?;
+        let mine = format!("{}\n", self.node);
+        if !owners.iter().any(|o| o.starts_with(&mine)) {
+            let () = self
+                .client
+                .srem(keys::node_runs(&self.node), session)
+                .await
+                .map_err(forget)?;
+        }
         Ok(())
     }
 

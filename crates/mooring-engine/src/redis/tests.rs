@@ -553,3 +553,23 @@ async fn presence_is_shared_by_the_nodes_and_a_dead_nodes_members_are_dropped() 
         "b learns the others may have dropped its members"
     );
 }
+
+#[tokio::test]
+async fn a_node_lists_a_session_while_it_owns_runs_there() {
+    let server = RedisServer::start().expect("redis-server");
+    let store = fresh(&server, ManualClock::new(1_800_000_000_000)).await;
+    let fleet = store.fleet().expect("a fleet");
+    let list = super::keys::node_runs(fleet.node());
+    let listed = || {
+        server
+            .command(&["SISMEMBER", &list, "chat:1"])
+            .expect("sismember")
+    };
+    fleet.own_run("chat:1", "r1", "agent").await.expect("own");
+    fleet.own_run("chat:1", "r2", "agent").await.expect("own");
+    assert_eq!(listed(), ":1");
+    fleet.end_run("chat:1", "r1").await.expect("end");
+    assert_eq!(listed(), ":1", "r2 is still owned");
+    fleet.end_run("chat:1", "r2").await.expect("end");
+    assert_eq!(listed(), ":0", "no run left");
+}
