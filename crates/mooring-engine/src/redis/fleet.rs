@@ -94,6 +94,26 @@ impl RedisFleet {
         Ok(())
     }
 
+    /// Takes `session` off `node`'s list of sessions with runs once `node` owns none there, so
+    /// the list does not grow with every session the node ever served.
+    async fn unlist_if_none(&self, session: &str, node: &str) -> Result<(), StoreError> {
+        let unlist = |e| redis_error("updating a node's sessions with runs", e);
+        let owners: Vec<String> = self
+            .client
+            .hvals(keys::runs(session))
+            .await
+            .map_err(unlist)?;
+        let prefix = format!("{node}\n");
+        if !owners.iter().any(|o| o.starts_with(&prefix)) {
+            let () = self
+                .client
+                .srem(keys::node_runs(node), session)
+                .await
+                .map_err(unlist)?;
+        }
+        Ok(())
+    }
+
     /// Beats as `node` ('' only asks) and answers which other nodes are alive.
     async fn beat_as(&self, node: &str, expiry_ms: u64) -> Result<Beat, StoreError> {
         let args: Vec<Value> = vec![node.into(), Value::from(expiry_ms as i64)];
@@ -203,44 +223,37 @@ impl Fleet for RedisFleet {
     }
 
     async fn end_run(&self, session: &str, run_id: &str) -> Result<(), StoreError> {
-        let forget = |e| redis_error("forgetting a run's owner", e);
         let () = self
             .client
             .hdel(keys::runs(session), run_id)
             .await
-            .map_err(forget)?;
-        // The session leaves this node's list once it owns no run there, so the list does not
-        // grow with every session the node ever served. One task per session records its runs,
-        // in order, so no run of this node can start in between.
-        let owners: Vec<String> = self
-            .client
-            .hvals(keys::runs(session))
-            .await
-            .map_err(forget)?;
-        let mine = format!("{}\n", self.node);
-        if !owners.iter().any(|o| o.starts_with(&mine)) {
-            let () = self
-                .client
-                .srem(keys::node_runs(&self.node), session)
-                .await
-                .map_err(forget)?;
-        }
-        Ok(())
+            .map_err(|e| redis_error("forgetting a run's owner", e))?;
+        // One task per session records its runs, in order, so no run of this node can start
+        // in between.
+        self.unlist_if_none(session, &self.node).await
     }
 
     async fn claim_runs(&self, session: &str, client_id: &str) -> Result<Vec<String>, StoreError> {
         let args: Vec<Value> = vec![self.node.as_str().into(), client_id.into()];
-        let claimed: Vec<String> = self
+        let answer: Vec<String> = self
             .claim
             .evalsha_with_reload(&self.client, vec![keys::runs(session)], args)
             .await
             .map_err(|e| redis_error("taking over runs", e))?;
+        let (mut claimed, mut before) = (Vec::new(), std::collections::BTreeSet::new());
+        for pair in answer.chunks_exact(2) {
+            claimed.push(pair[0].clone());
+            before.insert(pair[1].clone());
+        }
         if !claimed.is_empty() {
             let () = self
                 .client
                 .sadd(keys::node_runs(&self.node), session)
                 .await
                 .map_err(|e| redis_error("recording a run's owner", e))?;
+        }
+        for node in before {
+            self.unlist_if_none(session, &node).await?;
         }
         Ok(claimed)
     }

@@ -572,4 +572,19 @@ async fn a_node_lists_a_session_while_it_owns_runs_there() {
     assert_eq!(listed(), ":1", "r2 is still owned");
     fleet.end_run("chat:1", "r2").await.expect("end");
     assert_eq!(listed(), ":0", "no run left");
+
+    // Another node takes a run over: the session leaves this node's list.
+    fleet.own_run("chat:1", "r3", "agent").await.expect("own");
+    let other = RedisStore::connect(&server.url(), Arc::new(SystemClock))
+        .await
+        .expect("node b");
+    let other = other.fleet().expect("a fleet");
+    let claimed = other.claim_runs("chat:1", "agent").await.expect("claim");
+    assert_eq!(claimed, vec!["r3".to_owned()]);
+    assert_eq!(listed(), ":0", "r3 is b's now");
+    let b_list = super::keys::node_runs(other.node());
+    let b_listed = server
+        .command(&["SISMEMBER", &b_list, "chat:1"])
+        .expect("sismember");
+    assert_eq!(b_listed, ":1");
 }
