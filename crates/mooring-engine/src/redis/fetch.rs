@@ -1,7 +1,7 @@
 //! Reads what a speculative run missed, stream by stream.
 //!
-//! Each stream's reads go in one `MULTI`/`EXEC` together with its version token, so they come
-//! from one instant of that stream. A stream read in several round trips must show the same
+//! Each stream's reads go in one call of `read.lua` together with its version token, so they
+//! come from one instant of that stream. A stream read in several round trips must show the same
 //! token each time; if it changed in between, the snapshot mixes two states and the attempt
 //! starts over.
 
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, StreamsInterface};
-use fred::prelude::TransactionInterface;
+use fred::interfaces::SetsInterface;
+use fred::types::scripts::Script;
 use fred::types::Value;
 use mooring_core::store::{AuxEntries, AuxTable, StoreError};
 use mooring_core::stream::Record;
@@ -33,9 +33,13 @@ pub(super) enum Fetch {
     Changed,
 }
 
-/// Fetches `misses` into `snapshot`.
+/// The read script, loaded once per Redis and called by its hash.
+pub(super) const READ_SCRIPT: &str = include_str!("read.lua");
+
+/// Fetches `misses` into `snapshot`; `read` is [`READ_SCRIPT`].
 pub(super) async fn fetch(
     client: &Client,
+    read: &Script,
     snapshot: &mut Snapshot,
     misses: Vec<Miss>,
 ) -> Result<Fetch, StoreError> {
@@ -54,7 +58,7 @@ pub(super) async fn fetch(
     }
     for (name, misses) in by_stream {
         let fetched = snapshot.streams.entry(name.clone()).or_default();
-        if fetch_stream(client, &name, fetched, &misses).await? == Fetch::Changed {
+        if fetch_stream(client, read, &name, fetched, &misses).await? == Fetch::Changed {
             return Ok(Fetch::Changed);
         }
     }
@@ -89,42 +93,32 @@ fn same_life(fetched: &mut Fetched, seen: Value) -> Result<bool, StoreError> {
 
 async fn fetch_stream(
     client: &Client,
+    read: &Script,
     name: &str,
     fetched: &mut Fetched,
     misses: &[Miss],
 ) -> Result<Fetch, StoreError> {
     let what = |e| redis_error(&format!("reading stream {name:?}"), e);
-    let trx = client.multi();
-    let _: Value = trx.get(keys::version(name)).await.map_err(what)?;
+    let mut reads = Reads::new(name);
     let mut asked = Vec::new();
     for miss in misses {
         match miss {
-            Miss::State(_) => {
-                let _: Value = trx.get(keys::state(name)).await.map_err(what)?;
-            }
+            Miss::State(_) => reads.push(keys::state(name), "get", []),
             Miss::Producer(_, id) => {
-                let _: Value = trx
-                    .hget(keys::producers(name), id.as_str())
-                    .await
-                    .map_err(what)?;
+                reads.push(keys::producers(name), "hget", [Value::from(id.as_str())]);
             }
             Miss::Aux(_, table, key) => {
-                let field = Bytes::copy_from_slice(key);
-                let _: Value = trx
-                    .hget(keys::aux(name, *table), field)
-                    .await
-                    .map_err(what)?;
+                let field = Value::Bytes(Bytes::copy_from_slice(key));
+                reads.push(keys::aux(name, *table), "hget", [field]);
             }
-            Miss::AuxAll(_, table) => {
-                let _: Value = trx.hgetall(keys::aux(name, *table)).await.map_err(what)?;
-            }
+            Miss::AuxAll(_, table) => reads.push(keys::aux(name, *table), "hgetall", []),
             // Paged separately below.
             Miss::Records(..) | Miss::Expiring => continue,
         }
         asked.push(miss);
     }
     if !asked.is_empty() || fetched.version.is_none() {
-        let mut results: Vec<Value> = trx.exec(true).await.map_err(what)?;
+        let mut results = reads.send(client, read).await.map_err(what)?;
         if results.len() != asked.len() + 1 {
             return Err(StoreError::Io(format!(
                 "reading stream {name:?}: {} replies to {} commands",
@@ -143,7 +137,7 @@ async fn fetch_stream(
     }
     for miss in misses {
         if let Miss::Records(_, query) = miss {
-            match read_records(client, name, fetched, *query).await? {
+            match read_records(client, read, name, fetched, *query).await? {
                 Some(records) => {
                     fetched.records.insert(*query, records);
                 }
@@ -188,6 +182,7 @@ fn store_answer(
 /// between pages.
 async fn read_records(
     client: &Client,
+    read: &Script,
     name: &str,
     fetched: &mut Fetched,
     query: RecordsQuery,
@@ -198,19 +193,20 @@ async fn read_records(
     let mut after = query.after;
     let mut page = FIRST_PAGE;
     while after < query.upto {
-        let trx = client.multi();
-        let _: Value = trx.get(keys::version(name)).await.map_err(what)?;
         let count = page.min(query.upto - after);
-        let _: Value = trx
-            .xrange(
-                keys::records(name),
-                format!("{}-0", after + 1),
-                format!("{}-0", query.upto),
-                Some(count),
-            )
-            .await
-            .map_err(what)?;
-        let (version, entries): (Value, Value) = trx.exec(true).await.map_err(what)?;
+        let mut reads = Reads::new(name);
+        let range = [
+            Value::from(format!("{}-0", after + 1)),
+            Value::from(format!("{}-0", query.upto)),
+            Value::from(count as i64),
+        ];
+        reads.push(keys::records(name), "xrange", range);
+        let mut replies = reads.send(client, read).await.map_err(what)?.into_iter();
+        let (Some(version), Some(entries)) = (replies.next(), replies.next()) else {
+            return Err(StoreError::Io(format!(
+                "reading records of {name:?}: a short reply"
+            )));
+        };
         if !same_life(fetched, version)? {
             return Ok(None);
         }
@@ -229,6 +225,36 @@ async fn read_records(
         page = (page * 2).min(MAX_PAGE);
     }
     Ok(Some(out))
+}
+
+/// One call of `read.lua`: the stream's version, then each read with its arguments.
+struct Reads {
+    keys: Vec<String>,
+    args: Vec<Value>,
+}
+
+impl Reads {
+    fn new(name: &str) -> Self {
+        Self {
+            keys: vec![keys::version(name)],
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds `op` of `key` with up to three arguments (the script takes four values per read).
+    fn push<const N: usize>(&mut self, key: String, op: &str, given: [Value; N]) {
+        self.keys.push(key);
+        self.args.push(Value::from(op));
+        let mut given = given.into_iter();
+        for _ in 0..3 {
+            self.args
+                .push(given.next().unwrap_or_else(|| Value::from("")));
+        }
+    }
+
+    async fn send(self, client: &Client, read: &Script) -> Result<Vec<Value>, fred::error::Error> {
+        read.evalsha_with_reload(client, self.keys, self.args).await
+    }
 }
 
 fn corrupt(what: &str, value: &Value) -> StoreError {

@@ -86,6 +86,8 @@ struct Inner {
     config: Config,
     client: Client,
     script: Script,
+    /// `read.lua`, which reads one stream at one instant.
+    read: Script,
     access: AccessTracker,
     clock: Arc<dyn Clock>,
     /// This handle's part of every commit token; the counter makes each token unique.
@@ -150,6 +152,10 @@ impl RedisStore {
         script.load(&client).await.map_err(|e| {
             redis_error("loading the commit script (Redis 7 or newer is needed)", e)
         })?;
+        let read = Script::from_lua(fetch::READ_SCRIPT);
+        read.load(&client)
+            .await
+            .map_err(|e| redis_error("loading the read script", e))?;
         // Random per process: tokens of two nodes never collide.
         let instance = RandomState::new().hash_one(url);
         let node = writer(instance);
@@ -164,6 +170,7 @@ impl RedisStore {
                 config,
                 client,
                 script,
+                read,
                 access: AccessTracker::new(clock.now_ms()),
                 clock,
                 instance,
@@ -244,7 +251,9 @@ impl RedisStore {
             };
             for _ in 0..MAX_RUNS {
                 if !misses.is_empty() {
-                    let fetched = fetch::fetch(&self.inner.client, &mut snapshot, misses).await?;
+                    let fetched =
+                        fetch::fetch(&self.inner.client, &self.inner.read, &mut snapshot, misses)
+                            .await?;
                     if fetched == Fetch::Changed {
                         continue 'attempt;
                     }

@@ -276,6 +276,7 @@ async fn a_resent_commit_lands_once_and_a_stale_one_not_at_all() {
     let mut snapshot = Snapshot::default();
     let read = fetch::fetch(
         &store.inner.client,
+        &store.inner.read,
         &mut snapshot,
         vec![Miss::State("cas".into())],
     );
