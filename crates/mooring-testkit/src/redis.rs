@@ -69,34 +69,11 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> std::io::Result<()> {
-        let mut command = Command::new("redis-server");
+        let mut command = server_command(self.port, self.dir.path());
         if let Some(primary) = self.primary {
             command.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
         }
-        let child = command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "running redis-server ({e}); install it: apt-get install -y redis-server"
-                    ),
-                )
-            })?;
-        self.child = Some(child);
+        self.child = Some(spawn(command)?);
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
@@ -246,6 +223,37 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `redis-server` on `port` of the loopback, keeping its files in `dir`, with the durability
+/// the Redis engine documents (`appendonly yes`, `appendfsync always`, no RDB snapshots).
+pub(crate) fn server_command(port: u16, dir: &std::path::Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Starts `command`; fails saying what to install if `redis-server` is missing.
+pub(crate) fn spawn(mut command: Command) -> std::io::Result<Child> {
+    command.spawn().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("running redis-server ({e}); install it: apt-get install -y redis-server"),
+        )
+    })
 }
 
 /// Copies the files and folders under `from` into `to`.

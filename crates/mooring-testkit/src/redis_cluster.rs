@@ -31,21 +31,14 @@ impl RedisCluster {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let node_dir = cluster.dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir)?;
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    std::io::Error::new(
-                        e.kind(),
-                        format!("running redis-server ({e}); install it: apt-get install -y redis-server"),
-                    )
-                })?;
+            let mut command = super::redis::server_command(port, &node_dir);
+            command.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+            let child = super::redis::spawn(command)?;
             cluster.children.push(child);
             cluster.ports.push(port);
         }

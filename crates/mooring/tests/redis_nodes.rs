@@ -57,14 +57,7 @@ async fn a_node_waiting_for_a_replica_acknowledges_only_what_the_replica_has() -
 {
     let redis = RedisServer::start().context("starting redis-server")?;
     let replica = RedisServer::start_replica(&redis).context("starting a replica")?;
-    let dir = tempfile::tempdir()?;
-    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path())
-        .engine(&redis.url())
-        .arg("--redis-wait-replicas")
-        .arg("1")
-        .arg("--redis-wait-timeout-ms")
-        .arg("200");
-    let node = MooringProcess::start(config).await?;
+    let (node, _dir) = waiting_node(&redis).await?;
     let client = StreamClient::new(&node.base_url(), REQUEST_TIMEOUT)?;
     client.create_json_stream("replicated").await?;
     // The replica may take a moment to keep up with its first writes.
@@ -95,14 +88,7 @@ async fn a_publish_refused_for_want_of_a_replica_still_reaches_the_nodes_readers
 ) -> anyhow::Result<()> {
     let redis = RedisServer::start().context("starting redis-server")?;
     let replica = RedisServer::start_replica(&redis).context("starting a replica")?;
-    let dir = tempfile::tempdir()?;
-    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path())
-        .engine(&redis.url())
-        .arg("--redis-wait-replicas")
-        .arg("1")
-        .arg("--redis-wait-timeout-ms")
-        .arg("200");
-    let node = MooringProcess::start(config).await?;
+    let (node, _dir) = waiting_node(&redis).await?;
     let session = "chat:refused";
     let mut writer = RealtimeClient::connect(&node.base_url(), "writer").await?;
     // The replica may take a moment to keep up with its first writes: retried, with an id.
@@ -153,6 +139,18 @@ async fn a_publish_refused_for_want_of_a_replica_still_reaches_the_nodes_readers
             Err(e) => bail!("the landed event never reached the reader: {e}"),
         }
     }
+}
+
+/// A node on `redis` that waits for one replica, at most 200 ms, before it acknowledges.
+async fn waiting_node(redis: &RedisServer) -> anyhow::Result<(MooringProcess, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig::new(env!("CARGO_BIN_EXE_mooring"), dir.path())
+        .engine(&redis.url())
+        .arg("--redis-wait-replicas")
+        .arg("1")
+        .arg("--redis-wait-timeout-ms")
+        .arg("200");
+    Ok((MooringProcess::start(config).await?, dir))
 }
 
 /// What `mooring serve` with `args` says on standard error as it refuses to start.

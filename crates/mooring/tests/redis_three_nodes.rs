@@ -193,30 +193,20 @@ async fn members_become(client: &Client, expected: &[&str]) -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_nothing_and_its_members_leave_within_the_bound(
 ) -> anyhow::Result<()> {
-    // Every part bound to a name: a part left to `..` would be dropped (a node killed) here.
-    let Three {
-        _redis,
-        _nodes,
-        mut c,
-        _c_dir,
-        via_a,
-        via_b,
-        via_c,
-        only_c,
-    } = Three::start().await?;
+    let mut three = Three::start().await?;
 
-    let writer = client("writer", &via_a).await?;
+    let writer = client("writer", &three.via_a).await?;
     let message = writer.create_message(SESSION, "answer", "").await?;
 
     // Readers through B and C, all in presence; watchers through A and B.
     let mut followers = Vec::new();
     let mut clients = Vec::new();
     for (id, through) in [
-        ("reader-b", &via_b),
-        ("reader-c1", &via_c),
-        ("reader-c2", &via_c),
-        ("watcher-a", &via_a),
-        ("watcher-b", &via_b),
+        ("reader-b", &three.via_b),
+        ("reader-c1", &three.via_c),
+        ("reader-c2", &three.via_c),
+        ("watcher-a", &three.via_a),
+        ("watcher-b", &three.via_b),
     ] {
         let client = client(id, through).await?;
         let sub = client.attach(SESSION, StartAt::Beginning).await?;
@@ -229,7 +219,7 @@ async fn a_node_killed_mid_stream_loses_nothing_and_its_members_leave_within_the
         followers.push((id, tell, follow(id, sub, told)));
         clients.push(client);
     }
-    let lonely = client("lonely", &only_c).await?;
+    let lonely = client("lonely", &three.only_c).await?;
     lonely
         .enter(SESSION, Role::Agent, "proc", serde_json::Value::Null)
         .await?;
@@ -249,7 +239,7 @@ async fn a_node_killed_mid_stream_loses_nothing_and_its_members_leave_within_the
         last = writer.append(SESSION, message, token.clone()).await?;
         expected.push_str(&token);
         if i + 1 == KILL_AFTER {
-            c.kill()?;
+            three.c.kill()?;
             killed_at = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -350,37 +340,27 @@ async fn run_end_of(sub: &mut Subscription, run_id: &str) -> anyhow::Result<(Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_follow_their_agent_to_another_node_and_end_agent_lost_when_it_cannot_follow(
 ) -> anyhow::Result<()> {
-    // Every part bound to a name: a part left to `..` would be dropped (a node killed) here.
-    let Three {
-        _redis,
-        _nodes,
-        mut c,
-        _c_dir,
-        via_a,
-        via_b,
-        via_c,
-        only_c,
-    } = Three::start().await?;
+    let mut three = Three::start().await?;
 
     // Watchers of the watched session on A and B; the cold session has none.
     let (watch_a, watch_b) = (
-        client("watch-a", &via_a).await?,
-        client("watch-b", &via_b).await?,
+        client("watch-a", &three.via_a).await?,
+        client("watch-b", &three.via_b).await?,
     );
     let mut on_a = watch_a.attach(SESSION, StartAt::Beginning).await?;
     let mut on_b = watch_b.attach(SESSION, StartAt::Beginning).await?;
 
     // Three agents connected through C: one can fail over to A, two cannot.
-    let mover = client("mover", &via_c).await?;
-    let stranded = client("stranded", &only_c).await?;
-    let cold = client("cold", &only_c).await?;
+    let mover = client("mover", &three.via_c).await?;
+    let stranded = client("stranded", &three.only_c).await?;
+    let cold = client("cold", &three.only_c).await?;
     let mut moving = mover.start_run(SESSION, "r-moves", None).await?;
     moving.create_answer("answer").await?;
     moving.append("before ").await?;
     let _stuck = stranded.start_run(SESSION, "r-stranded", None).await?;
     let _cold = cold.start_run("chat:cold", "r-cold", None).await?;
 
-    c.kill()?;
+    three.c.kill()?;
     let killed_at = Instant::now();
     // The mover's client reconnects through A and carries on, well within the grace.
     moving
@@ -413,7 +393,7 @@ async fn runs_follow_their_agent_to_another_node_and_end_agent_lost_when_it_cann
         "the mover's run ended {status}, not by its agent"
     );
 
-    let mut ends = run_ends(&via_a, SESSION).await?;
+    let mut ends = run_ends(&three.via_a, SESSION).await?;
     ends.sort();
     ensure!(
         ends == [
@@ -425,7 +405,7 @@ async fn runs_follow_their_agent_to_another_node_and_end_agent_lost_when_it_cann
     // Nobody watched the cold session; it ends all the same.
     let since = Instant::now();
     loop {
-        let ends = run_ends(&via_b, "chat:cold").await?;
+        let ends = run_ends(&three.via_b, "chat:cold").await?;
         if ends == [("r-cold".to_owned(), "agent_lost".to_owned())] {
             break;
         }

@@ -17,14 +17,14 @@ use mooring_testkit::redis::RedisServer;
 use super::RedisStore;
 use crate::conformance;
 
-fn text_stream() -> CreateRequest {
+pub(super) fn text_stream() -> CreateRequest {
     CreateRequest {
         content_type: Some("text/plain".into()),
         ..CreateRequest::default()
     }
 }
 
-fn data(t: &str) -> AppendRequest {
+pub(super) fn data(t: &str) -> AppendRequest {
     AppendRequest {
         content_type: Some("text/plain".into()),
         records: vec![vec![Bytes::copy_from_slice(t.as_bytes())]],

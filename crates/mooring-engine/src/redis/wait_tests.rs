@@ -4,32 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use mooring_core::append::{AppendError, AppendKind, AppendRequest};
 use mooring_core::clock::{ManualClock, SystemClock};
-use mooring_core::create::CreateRequest;
 use mooring_core::store::{LogStore, StoreError};
 use mooring_protocol::durable_streams::ProducerClaim;
 use mooring_testkit::redis::RedisServer;
 
 use super::replicas::Landed;
+use super::tests::{data, text_stream};
 use super::{keys, RedisOptions, RedisStore};
 use crate::conformance;
-
-fn text_stream() -> CreateRequest {
-    CreateRequest {
-        content_type: Some("text/plain".into()),
-        ..CreateRequest::default()
-    }
-}
-
-fn data(t: &str) -> AppendRequest {
-    AppendRequest {
-        content_type: Some("text/plain".into()),
-        records: vec![vec![Bytes::copy_from_slice(t.as_bytes())]],
-        ..AppendRequest::default()
-    }
-}
 
 fn waiting_for(replicas: u32, timeout_ms: u64) -> RedisOptions {
     RedisOptions {

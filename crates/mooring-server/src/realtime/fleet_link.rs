@@ -70,27 +70,27 @@ impl FleetLink {
             claimed: HashSet::new(),
             orphans: Vec::new(),
         };
-        match link.fleet.members(session, expiry_ms).await {
-            Ok(remote) => {
-                for r in remote {
-                    presence.enter_remote(&r.node, r.member);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(session, error = %e, "reading other nodes' members failed; they show up as they change");
-            }
-        }
+        // Nobody is attached yet: the changes this makes are for no one.
+        link.read_members(presence).await;
         // Runs of nodes that died while nobody here watched this session.
         let dead = async {
-            let alive = link.fleet.alive(expiry_ms).await?;
-            let runs = link.fleet.runs(session).await?;
             let me = link.fleet.node();
-            let dead: BTreeSet<String> = runs
+            let others: BTreeSet<String> = link
+                .fleet
+                .runs(session)
+                .await?
                 .into_iter()
                 .map(|r| r.node)
-                .filter(|n| n != me && !alive.contains(n))
+                .filter(|n| n != me)
                 .collect();
-            Ok::<_, mooring_core::store::StoreError>(dead)
+            // Most sessions have no run of another node: no need to ask who is alive.
+            if others.is_empty() {
+                return Ok(others);
+            }
+            let alive = link.fleet.alive(expiry_ms).await?;
+            Ok::<_, mooring_core::store::StoreError>(
+                others.into_iter().filter(|n| !alive.contains(n)).collect(),
+            )
         };
         match dead.await {
             Ok(dead) => {
@@ -200,12 +200,17 @@ impl FleetLink {
         if !std::mem::take(&mut self.resync) {
             return Vec::new();
         }
-        match self.fleet.members(&session, self.expiry_ms).await {
+        self.read_members(presence).await
+    }
+
+    /// Reads the other nodes' members into `presence`; returns the changes that makes.
+    async fn read_members(&self, presence: &mut PresenceTable) -> Vec<PresenceChange> {
+        match self.fleet.members(&self.session, self.expiry_ms).await {
             Ok(remote) => {
                 presence.replace_remote(remote.into_iter().map(|r| (r.node, r.member)).collect())
             }
             Err(e) => {
-                tracing::warn!(%session, error = %e, "reading other nodes' members failed");
+                tracing::warn!(session = %self.session, error = %e, "reading other nodes' members failed; they show up as they change");
                 Vec::new()
             }
         }
