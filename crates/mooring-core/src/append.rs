@@ -207,6 +207,9 @@ mod tests {
             last_write_ms: 0,
             forks: 0,
             soft_deleted: false,
+            trimmed: 0,
+            kept_from_ms: 0,
+            retain_ms: None,
         }
     }
 

@@ -83,6 +83,9 @@ pub fn new_stream_state(req: &CreateRequest, now_ms: u64) -> StreamState {
         last_write_ms: now_ms,
         forks: 0,
         soft_deleted: false,
+        trimmed: 0,
+        kept_from_ms: 0,
+        retain_ms: None,
     }
 }
 
@@ -106,7 +109,11 @@ pub fn fork_point(
     let tail = source.tail_position();
     let offset = origin.offset.unwrap_or(tail);
     // Serial 0 is the start of every life: it holds nothing that could belong to another.
-    if (offset.epoch != source.epoch && offset.serial != 0) || offset.serial > source.tail {
+    // A fork inherits records up to its offset: one before the retained range has none left.
+    if (offset.epoch != source.epoch && offset.serial != 0)
+        || offset.serial > source.tail
+        || offset.serial < source.trimmed
+    {
         return Err(CreateError::ForkOffsetInvalid {
             given: offset,
             tail,
@@ -190,6 +197,10 @@ pub fn fork_state(
         last_write_ms: now_ms,
         forks: 0,
         soft_deleted: false,
+        // What the source trimmed is not copied: the fork starts where the source's records do.
+        trimmed: source.trimmed,
+        kept_from_ms: source.kept_from_ms,
+        retain_ms: None,
     })
 }
 

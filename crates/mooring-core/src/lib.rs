@@ -22,6 +22,7 @@ pub mod presence;
 pub mod producer;
 pub mod publish;
 pub mod read;
+pub mod retention;
 pub mod runs;
 pub mod session;
 pub mod store;

@@ -27,7 +27,7 @@ pub struct Now<'a> {
 impl Now<'_> {
     fn expired(&self, name: &str, state: &StreamState) -> bool {
         let last = self.access.last_access(name, state.last_write_ms);
-        state.config.expiry.has_expired(self.ms, last)
+        state.config.expiry.has_expired(self.ms, last) || state.retention_lapsed(self.ms)
     }
 }
 
@@ -86,7 +86,7 @@ pub fn create(
                 .next();
             let point = fork_point(&source, origin, next.as_ref())?;
             let state = fork_state(&source, req, &point, now.ms)?;
-            copy_records(txn, &origin.source, name, point.upto)?;
+            copy_records(txn, &origin.source, name, source.trimmed, point.upto)?;
             if let Some(partial) = &point.partial {
                 txn.put_record(name, point.upto + 1, partial)?;
             }
@@ -107,9 +107,10 @@ fn copy_records(
     txn: &mut impl LogTxn,
     source: &str,
     target: &str,
+    after: u64,
     upto: u64,
 ) -> Result<(), StoreError> {
-    let mut after = 0;
+    let mut after = after;
     while after < upto {
         let batch = txn.records(source, after, upto, FORK_COPY_BATCH_BYTES)?;
         let Some(last) = batch.last().map(|r| r.serial) else {
@@ -193,19 +194,29 @@ fn remove_and_release(
     Ok(())
 }
 
-/// Removes every expired stream; returns how many.
+/// Removes every expired stream and trims the records retained ones no longer keep; returns
+/// how many streams it changed.
 pub fn sweep_expired(txn: &mut impl LogTxn, now: Now<'_>) -> Result<usize, StoreError> {
-    let mut removed = 0;
+    let mut changed = 0;
     for (name, _) in txn.expiring_streams()? {
-        // Re-read: an earlier removal in this sweep may have changed the fork counts.
-        if let Some(state) = txn.state(&name)? {
-            if now.expired(&name, &state) {
-                remove_and_release(txn, &name, &state, now)?;
-                removed += 1;
-            }
-        }
+        changed += usize::from(sweep_stream(txn, &name, now)?);
     }
-    Ok(removed)
+    Ok(changed)
+}
+
+/// Removes `name` if it expired, or trims the records its retention no longer keeps; returns
+/// whether it changed anything. The unit of a sweep, for engines that sweep stream by stream.
+pub fn sweep_stream(txn: &mut impl LogTxn, name: &str, now: Now<'_>) -> Result<bool, StoreError> {
+    // Read here, not taken from the index: an earlier removal in the same sweep may have
+    // changed the fork counts.
+    let Some(state) = txn.state(name)? else {
+        return Ok(false);
+    };
+    if now.expired(name, &state) {
+        remove_and_release(txn, name, &state, now)?;
+        return Ok(true);
+    }
+    crate::retention::trim(txn, name, &state, now.ms)
 }
 
 pub fn read(

@@ -10,7 +10,7 @@ use crate::ops::{live_state, live_state_reclaiming, Now};
 use crate::read::ReadError;
 use crate::session::{
     decode_publish_id, encode_publish_id, fold, fold_target, message_key, record_of, FoldError,
-    PublishError, PublishGroup, PublishOutcome, SESSION_CONTENT_TYPE,
+    PublishError, PublishGroup, PublishOutcome, PublishRules, SESSION_CONTENT_TYPE,
 };
 use crate::store::{AuxTable, LogTxn, LogView, StoreError};
 use crate::stream::{StreamInfo, StreamState};
@@ -24,7 +24,7 @@ pub fn publish(
     name: &str,
     groups: &[PublishGroup],
     now: Now<'_>,
-    dedupe_window_ms: u64,
+    rules: PublishRules,
 ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
     let mut state = match live_state_reclaiming(txn, name, now)? {
         Some(state) => state,
@@ -37,9 +37,11 @@ pub fn publish(
         ),
     };
     let before = state.clone();
+    // The namespace's rule as it stands now: a changed rule applies from the next publish.
+    state.retain_ms = rules.retain_ms;
     let mut outcomes = Vec::with_capacity(groups.len());
     for group in groups {
-        let outcome = match stage(txn, name, &state, group, now, dedupe_window_ms)? {
+        let outcome = match stage(txn, name, &state, group, now, rules.dedupe_window_ms)? {
             Ok(staged) => {
                 write(txn, name, &staged, now)?;
                 state.tail += staged.outcome.events.len() as u64;

@@ -38,6 +38,9 @@ pub enum ReadError {
     /// The position belongs to another life of the log: its history is gone.
     #[error("offset belongs to an earlier life of this stream; its history is gone (current position {current})")]
     EpochMismatch { current: Position },
+    /// Retention removed the records after the position.
+    #[error("offset {given} is before the retained records, which start after serial {start}: older records were removed by the retention rule")]
+    BeforeRetained { given: Position, start: Position },
     #[error("offset {given} is beyond the stream's tail {tail}")]
     BeyondTail { given: Position, tail: Position },
     #[error(transparent)]
@@ -57,10 +60,20 @@ pub enum HeadError {
 
 /// The serial a read of `state` from `from` starts after.
 pub fn start_serial(state: &StreamState, from: ReadFrom) -> Result<u64, ReadError> {
+    let before_retained = |given| ReadError::BeforeRetained {
+        given,
+        start: Position {
+            epoch: state.epoch,
+            serial: state.trimmed,
+        },
+    };
     match from {
-        ReadFrom::Start => Ok(0),
+        // The start of what is kept: the first record retention did not remove.
+        ReadFrom::Start => Ok(state.trimmed),
         ReadFrom::Now => Ok(state.tail),
-        // After nothing of another life is the start of this one: nothing was missed.
+        // After nothing of another life is the start of this one: nothing was missed, unless
+        // retention removed records of this one.
+        ReadFrom::After(p) if p.serial == 0 && state.trimmed > 0 => Err(before_retained(p)),
         ReadFrom::After(p) if p.serial == 0 => Ok(0),
         ReadFrom::After(p) if p.epoch != state.epoch => Err(ReadError::EpochMismatch {
             current: state.tail_position(),
@@ -69,6 +82,7 @@ pub fn start_serial(state: &StreamState, from: ReadFrom) -> Result<u64, ReadErro
             given: p,
             tail: state.tail_position(),
         }),
+        ReadFrom::After(p) if p.serial < state.trimmed => Err(before_retained(p)),
         ReadFrom::After(p) => Ok(p.serial),
     }
 }

@@ -19,6 +19,26 @@ pub const SESSION_CONTENT_TYPE: &str = "application/json";
 /// The default window inside which a retried publish id is recognized.
 pub const DEFAULT_DEDUPE_WINDOW_MS: u64 = 120_000;
 
+/// What a session's namespace rules ask of its publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishRules {
+    /// How long a publish id is remembered: a retry within it gets its first serial back.
+    pub dedupe_window_ms: u64,
+    /// How long the session keeps its events ([`StreamState::retain_ms`]); `None`: forever.
+    ///
+    /// [`StreamState::retain_ms`]: crate::stream::StreamState::retain_ms
+    pub retain_ms: Option<u64>,
+}
+
+impl Default for PublishRules {
+    fn default() -> Self {
+        Self {
+            dedupe_window_ms: DEFAULT_DEDUPE_WINDOW_MS,
+            retain_ms: None,
+        }
+    }
+}
+
 /// Events published by one request: validated and written together, or not at all.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PublishGroup {

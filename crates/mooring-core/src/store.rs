@@ -12,7 +12,7 @@ use crate::create::{CreateError, CreateOutcome, CreateRequest};
 use crate::producer::ProducerState;
 use crate::publish::SessionSnapshot;
 use crate::read::{HeadError, ReadBatch, ReadError};
-use crate::session::{PublishError, PublishGroup, PublishOutcome};
+use crate::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
 use crate::stream::{Record, StreamInfo, StreamState};
 use crate::ReadFrom;
 
@@ -113,7 +113,8 @@ pub trait LogView {
     /// The remembered state of producer `id` on `name`.
     fn producer(&mut self, name: &str, id: &str) -> Result<Option<ProducerState>, StoreError>;
 
-    /// Names of every stored stream that has an expiry (for the sweeper).
+    /// Every stored stream the sweeper visits ([`StreamState::swept`]): those with an expiry
+    /// or a retention.
     fn expiring_streams(&mut self) -> Result<Vec<(String, StreamState)>, StoreError>;
 
     /// The value at `key` of side table `table` of `name`.
@@ -147,6 +148,10 @@ pub trait LogTxn: LogView {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StoreError>;
+    /// Removes the records of `name` with serials up to `upto` (retention).
+    fn trim_records(&mut self, name: &str, upto: u64) -> Result<(), StoreError>;
+    /// Removes the entry at `key` of side table `table` of `name`.
+    fn remove_aux(&mut self, name: &str, table: AuxTable, key: &[u8]) -> Result<(), StoreError>;
     /// Removes the records, producer states and side tables of `name`, keeping its state.
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError>;
     /// Removes `name` entirely: state, records, producer states and side tables.
@@ -165,6 +170,8 @@ pub trait LogTxn: LogView {
 ///   answers [`StoreError::Poisoned`].
 /// - **Expiry**: a stream past its expiry answers as if it did not exist, and is reclaimed by
 ///   [`LogStore::sweep_expired`] or its next write.
+/// - **Retention**: a session with a retention loses its records older than it at the sweeps;
+///   reads start after the last record removed.
 #[async_trait]
 pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates `name`, or confirms it exists with the same configuration.
@@ -193,19 +200,19 @@ pub trait LogStore: Send + Sync + std::fmt::Debug + 'static {
     async fn delete(&self, name: &str) -> Result<(), DeleteError>;
 
     /// Publishes event groups into session `name` (created on first use), each group atomically;
-    /// a retried id within `dedupe_window_ms` is acknowledged with its original serial.
+    /// a retried id within the rules' dedupe window is acknowledged with its original serial.
     async fn publish(
         &self,
         name: &str,
         groups: Vec<PublishGroup>,
-        dedupe_window_ms: u64,
+        rules: PublishRules,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError>;
 
     /// The session's materialized messages and its high-water, from one snapshot; `None` if
     /// the session does not exist.
     async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError>;
 
-    /// Removes every expired stream; returns how many.
+    /// Removes every expired stream and trims retained ones; returns how many it changed.
     async fn sweep_expired(&self) -> Result<usize, StoreError>;
 
     /// Subscribes to notices of writes made by other writers of the same data, for the live

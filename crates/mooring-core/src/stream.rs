@@ -82,6 +82,23 @@ pub struct StreamState {
     pub forks: u64,
     /// Deleted while forks remained: answers `410 Gone` and blocks re-creation.
     pub soft_deleted: bool,
+    /// Records up to this serial were removed by retention: reads start after it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub trimmed: u64,
+    /// Once trimmed: about the time of the oldest record kept, so the sweeper can tell from
+    /// the state alone whether a trim is due.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept_from_ms: u64,
+    /// A session's retention, in ms: records older than this are trimmed, and the session
+    /// expires once nothing was written to it for this long. Set by the session's publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_ms: Option<u64>,
+}
+
+/// Fields added after the first stored layout are left out at their defaults, so a state
+/// without them reads as before and one stored earlier reads as new.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StreamState {
@@ -91,6 +108,18 @@ impl StreamState {
             epoch: self.epoch,
             serial: self.tail,
         }
+    }
+
+    /// Whether the sweeper visits this stream: it can expire, or it has records to trim.
+    pub fn swept(&self) -> bool {
+        self.config.expiry != Expiry::Never || self.retain_ms.is_some()
+    }
+
+    /// Whether nothing was written for the retention period: every record is past it, and the
+    /// session goes as a whole.
+    pub fn retention_lapsed(&self, now_ms: u64) -> bool {
+        self.retain_ms
+            .is_some_and(|ms| now_ms >= self.last_write_ms.saturating_add(ms))
     }
 
     /// What readers and `HEAD` see.

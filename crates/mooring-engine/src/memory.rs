@@ -16,11 +16,11 @@ use mooring_core::ops::{self, Now};
 use mooring_core::producer::ProducerState;
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
 use mooring_core::store::{
     AuxEntries, AuxTable, DeleteError, LogStore, LogTxn, LogView, NoticeFeed, StoreError,
 };
-use mooring_core::stream::{Expiry, Record, StreamInfo, StreamState};
+use mooring_core::stream::{Record, StreamInfo, StreamState};
 use mooring_core::{Position, ReadFrom};
 
 #[derive(Debug, Default, Clone)]
@@ -111,7 +111,7 @@ impl LogView for Tables {
         Ok(self
             .states
             .iter()
-            .filter(|(_, s)| s.config.expiry != Expiry::Never)
+            .filter(|(_, s)| s.swept())
             .map(|(n, s)| (n.clone(), s.clone()))
             .collect())
     }
@@ -179,6 +179,20 @@ impl LogTxn for Tables {
         Ok(())
     }
 
+    fn trim_records(&mut self, name: &str, upto: u64) -> Result<(), StoreError> {
+        if let Some(records) = self.records.get_mut(name) {
+            *records = records.split_off(&upto.saturating_add(1));
+        }
+        Ok(())
+    }
+
+    fn remove_aux(&mut self, name: &str, table: AuxTable, key: &[u8]) -> Result<(), StoreError> {
+        if let Some(entries) = self.aux.get_mut(&(name.to_owned(), table)) {
+            entries.remove(key);
+        }
+        Ok(())
+    }
+
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
         self.records.remove(name);
         self.producers.remove(name);
@@ -234,10 +248,10 @@ impl LogStore for MemoryStore {
         &self,
         name: &str,
         groups: Vec<PublishGroup>,
-        dedupe_window_ms: u64,
+        rules: PublishRules,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
         let now = self.now();
-        self.write(|t| publish::publish(t, name, &groups, now, dedupe_window_ms))
+        self.write(|t| publish::publish(t, name, &groups, now, rules))
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {

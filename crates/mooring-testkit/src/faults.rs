@@ -8,7 +8,7 @@ use mooring_core::append::{AppendError, AppendOutcome, AppendRequest};
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::publish::SessionSnapshot;
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
 use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::ReadFrom;
@@ -92,12 +92,12 @@ impl LogStore for FaultyStore {
         &self,
         name: &str,
         groups: Vec<PublishGroup>,
-        dedupe_window_ms: u64,
+        rules: PublishRules,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
         if let Some(error) = self.fault() {
             return Err(error);
         }
-        self.inner.publish(name, groups, dedupe_window_ms).await
+        self.inner.publish(name, groups, rules).await
     }
 
     async fn snapshot(&self, name: &str) -> Result<Option<SessionSnapshot>, ReadError> {

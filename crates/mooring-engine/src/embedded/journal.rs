@@ -16,6 +16,8 @@ const PUT_PRODUCER: u8 = 3;
 const PUT_AUX: u8 = 4;
 const CLEAR_DATA: u8 = 5;
 const REMOVE_STREAM: u8 = 6;
+const TRIM_RECORDS: u8 = 7;
+const REMOVE_AUX: u8 = 8;
 
 /// One change to the tables, borrowing from a journal's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +48,13 @@ pub(super) enum Change<'a> {
     ClearData { name: &'a str },
     /// The stream and everything of it.
     RemoveStream { name: &'a str },
+    /// The stream's records with serials up to `upto` (retention).
+    TrimRecords { name: &'a str, upto: u64 },
+    RemoveAux {
+        name: &'a str,
+        table: u8,
+        key: &'a [u8],
+    },
 }
 
 /// The changes of one batch, appended as they are made.
@@ -112,6 +121,17 @@ impl Journal {
                 out.push(REMOVE_STREAM);
                 put_bytes(out, name.as_bytes())?;
             }
+            Change::TrimRecords { name, upto } => {
+                out.push(TRIM_RECORDS);
+                put_bytes(out, name.as_bytes())?;
+                out.extend_from_slice(&upto.to_le_bytes());
+            }
+            Change::RemoveAux { name, table, key } => {
+                out.push(REMOVE_AUX);
+                put_bytes(out, name.as_bytes())?;
+                out.push(table);
+                put_bytes(out, key)?;
+            }
         }
         Ok(())
     }
@@ -176,6 +196,15 @@ impl<'a> Changes<'a> {
             },
             CLEAR_DATA => Change::ClearData { name: self.text()? },
             REMOVE_STREAM => Change::RemoveStream { name: self.text()? },
+            TRIM_RECORDS => Change::TrimRecords {
+                name: self.text()?,
+                upto: self.number()?,
+            },
+            REMOVE_AUX => Change::RemoveAux {
+                name: self.text()?,
+                table: self.byte()?,
+                key: self.bytes()?,
+            },
             other => return Err(CodecError::UnknownVersion(other)),
         })
     }
@@ -244,6 +273,15 @@ mod tests {
             },
             Change::ClearData { name: "old" },
             Change::RemoveStream { name: "gone" },
+            Change::TrimRecords {
+                name: "chat:1",
+                upto: 5,
+            },
+            Change::RemoveAux {
+                name: "chat:1",
+                table: 1,
+                key: &[0, 0, 0, 0, 0, 0, 0, 2],
+            },
         ]
     }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use mooring_core::producer::ProducerState;
 use mooring_core::store::{AuxEntries, AuxTable, LogTxn, LogView, StoreError};
-use mooring_core::stream::{Expiry, Record, StreamState};
+use mooring_core::stream::{Record, StreamState};
 
 use super::journal::{Change, Journal};
 use super::overlay::{Delta, Found, Layers, StreamDelta};
@@ -110,6 +110,8 @@ impl LogView for Layered<'_> {
         max_bytes: usize,
     ) -> Result<Vec<Record>, StoreError> {
         let (layers, file_visible) = self.layers(name);
+        // A trim in any layer removed the records up to it from every layer below.
+        let after = layers.iter().map(|l| l.trimmed).fold(after, u64::max);
         // Cloning the few layer records in range is cheap (items are shared `Bytes`); it
         // frees `self` for the file's read below.
         let mut above: BTreeMap<u64, Record> = BTreeMap::new();
@@ -158,7 +160,7 @@ impl LogView for Layered<'_> {
         let mut out = Vec::new();
         for name in names {
             if let Some(state) = self.state(&name)? {
-                if state.config.expiry != Expiry::Never {
+                if state.swept() {
                     out.push((name, state));
                 }
             }
@@ -182,20 +184,22 @@ impl LogView for Layered<'_> {
 
     fn aux_all(&mut self, name: &str, table: AuxTable) -> Result<AuxEntries, StoreError> {
         let (layers, file_visible) = self.layers(name);
-        let mut all: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for layer in layers.iter().rev() {
-            all.extend(
-                layer
-                    .aux_of(table.tag())
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
+        // Top layer first: the first layer to set or remove a key decides it.
+        let mut all: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for layer in &layers {
+            for (key, value) in layer.aux_of(table.tag()) {
+                all.entry(key.clone()).or_insert_with(|| value.clone());
+            }
         }
         if file_visible {
             for (key, value) in self.base.aux_all(name, table)? {
-                all.entry(key).or_insert(value);
+                all.entry(key).or_insert(Some(value));
             }
         }
-        Ok(all.into_iter().collect())
+        Ok(all
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect())
     }
 }
 
@@ -205,7 +209,7 @@ impl LogTxn for Layered<'_> {
         self.record(Change::PutState {
             name,
             value: &value,
-            expiring: state.config.expiry != Expiry::Never,
+            expiring: state.swept(),
         })?;
         self.pending.put_state(name, state.clone());
         Ok(())
@@ -255,6 +259,22 @@ impl LogTxn for Layered<'_> {
         Ok(())
     }
 
+    fn trim_records(&mut self, name: &str, upto: u64) -> Result<(), StoreError> {
+        self.record(Change::TrimRecords { name, upto })?;
+        self.pending.trim_records(name, upto);
+        Ok(())
+    }
+
+    fn remove_aux(&mut self, name: &str, table: AuxTable, key: &[u8]) -> Result<(), StoreError> {
+        self.record(Change::RemoveAux {
+            name,
+            table: table.tag(),
+            key,
+        })?;
+        self.pending.remove_aux(name, table.tag(), key);
+        Ok(())
+    }
+
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
         self.record(Change::ClearData { name })?;
         self.pending.clear_data(name);
@@ -277,6 +297,12 @@ pub(super) fn write_delta(
         if stream.cleared {
             tables.write(Change::ClearData { name })?;
         }
+        if stream.trimmed > 0 {
+            tables.write(Change::TrimRecords {
+                name,
+                upto: stream.trimmed,
+            })?;
+        }
         match &stream.state {
             Some(Some(state)) => {
                 let value =
@@ -284,7 +310,7 @@ pub(super) fn write_delta(
                 tables.write(Change::PutState {
                     name,
                     value: &value,
-                    expiring: state.config.expiry != Expiry::Never,
+                    expiring: state.swept(),
                 })?;
             }
             Some(None) => tables.write(Change::RemoveStream { name })?,
@@ -306,11 +332,15 @@ pub(super) fn write_delta(
             })?;
         }
         for ((table, key), value) in &stream.aux {
-            tables.write(Change::PutAux {
-                name,
-                table: *table,
-                key,
-                value,
+            let table = *table;
+            tables.write(match value {
+                Some(value) => Change::PutAux {
+                    name,
+                    table,
+                    key,
+                    value,
+                },
+                None => Change::RemoveAux { name, table, key },
             })?;
         }
     }

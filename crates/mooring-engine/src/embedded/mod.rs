@@ -35,7 +35,7 @@ use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::session::{PublishError, PublishGroup, PublishOutcome};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
 use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::{Position, ReadFrom};
@@ -512,7 +512,7 @@ impl LogStore for EmbeddedStore {
         &self,
         name: &str,
         groups: Vec<PublishGroup>,
-        dedupe_window_ms: u64,
+        rules: PublishRules,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
         let weight = name.len()
             + groups
@@ -523,7 +523,7 @@ impl LogStore for EmbeddedStore {
                 .sum::<usize>();
         let name = name.to_owned();
         self.write(weight, move |t, now| {
-            publish::publish(t, &name, &groups, now, dedupe_window_ms)
+            publish::publish(t, &name, &groups, now, rules)
         })
         .await
     }

@@ -57,9 +57,12 @@ pub(super) struct StreamDelta {
     pub(super) state: Option<Option<StreamState>>,
     /// The layers below hold none of this stream's records, producers or side tables.
     pub(super) cleared: bool,
+    /// Records up to this serial are gone, in this layer and those below (retention).
+    pub(super) trimmed: u64,
     pub(super) records: BTreeMap<u64, Vec<Bytes>>,
     pub(super) producers: HashMap<String, ProducerState>,
-    pub(super) aux: BTreeMap<(u8, Vec<u8>), Vec<u8>>,
+    /// `None`: the entry was removed.
+    pub(super) aux: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
 }
 
 /// What a layer knows about one lookup.
@@ -118,15 +121,20 @@ impl Delta {
         self.bytes += 16 + key.len() + value.len();
         self.entry(name)
             .aux
-            .insert((table, key.to_vec()), value.to_vec());
+            .insert((table, key.to_vec()), Some(value.to_vec()));
+    }
+
+    pub(super) fn remove_aux(&mut self, name: &str, table: u8, key: &[u8]) {
+        self.bytes += 16 + key.len();
+        self.entry(name).aux.insert((table, key.to_vec()), None);
+    }
+
+    pub(super) fn trim_records(&mut self, name: &str, upto: u64) {
+        self.entry(name).trim(upto);
     }
 
     pub(super) fn clear_data(&mut self, name: &str) {
-        let stream = self.entry(name);
-        stream.cleared = true;
-        stream.records.clear();
-        stream.producers.clear();
-        stream.aux.clear();
+        self.entry(name).clear();
     }
 
     pub(super) fn remove_stream(&mut self, name: &str) {
@@ -140,11 +148,9 @@ impl Delta {
         for (name, change) in newer.streams {
             let stream = self.streams.entry(name).or_default();
             if change.cleared {
-                stream.cleared = true;
-                stream.records.clear();
-                stream.producers.clear();
-                stream.aux.clear();
+                stream.clear();
             }
+            stream.trim(change.trimmed);
             if change.state.is_some() {
                 stream.state = change.state;
             }
@@ -161,6 +167,22 @@ impl Delta {
 }
 
 impl StreamDelta {
+    fn clear(&mut self) {
+        self.cleared = true;
+        // Clearing covers any trim before it.
+        self.trimmed = 0;
+        self.records.clear();
+        self.producers.clear();
+        self.aux.clear();
+    }
+
+    fn trim(&mut self, upto: u64) {
+        if upto > self.trimmed {
+            self.trimmed = upto;
+            self.records = self.records.split_off(&(upto + 1));
+        }
+    }
+
     pub(super) fn state(&self) -> Found<StreamState> {
         match &self.state {
             Some(Some(state)) => Found::Here(state.clone()),
@@ -180,14 +202,16 @@ impl StreamDelta {
     pub(super) fn aux(&self, table: u8, key: &[u8]) -> Found<Vec<u8>> {
         // Side-table keys are looked up by value; the map is keyed by owned bytes.
         match self.aux.get(&(table, key.to_vec())) {
-            Some(value) => Found::Here(value.clone()),
+            Some(Some(value)) => Found::Here(value.clone()),
+            Some(None) => Found::Gone,
             None if self.cleared => Found::Gone,
             None => Found::Below,
         }
     }
 
-    /// The side-table entries of `table`, in key order.
-    pub(super) fn aux_of(&self, table: u8) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
+    /// The side-table entries of `table` this layer set (`Some`) or removed (`None`), in key
+    /// order.
+    pub(super) fn aux_of(&self, table: u8) -> impl Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
         self.aux
             .range((table, Vec::new())..)
             .take_while(move |((t, _), _)| *t == table)
@@ -267,9 +291,39 @@ mod tests {
         assert_eq!(
             listed,
             [
-                (b"a".to_vec(), b"1".to_vec()),
-                (b"b".to_vec(), b"2".to_vec())
+                (b"a".to_vec(), Some(b"1".to_vec())),
+                (b"b".to_vec(), Some(b"2".to_vec()))
             ]
+        );
+    }
+
+    #[test]
+    fn trims_and_removals_hide_what_is_below() {
+        let mut older = Delta::default();
+        for serial in 1..=4 {
+            older.put_record("s", serial, items("x"));
+        }
+        older.put_aux("s", 1, b"k", b"v");
+        let mut newer = Delta::default();
+        newer.trim_records("s", 2);
+        newer.remove_aux("s", 1, b"k");
+        assert_eq!(newer.stream("s").expect("stream").aux(1, b"k"), Found::Gone);
+        older.absorb(newer);
+        let s = older.stream("s").expect("stream");
+        assert_eq!(s.trimmed, 2);
+        assert_eq!(
+            s.records_in(0, 10).map(|r| r.serial).collect::<Vec<_>>(),
+            [3, 4]
+        );
+        assert_eq!(s.aux(1, b"k"), Found::Gone);
+
+        let mut removal = Delta::default();
+        removal.remove_stream("s");
+        older.absorb(removal);
+        assert_eq!(
+            older.stream("s").expect("stream").trimmed,
+            0,
+            "a clear covers the trim"
         );
     }
 

@@ -243,6 +243,9 @@ mod tests {
             last_write_ms: 20,
             forks: 1,
             soft_deleted: false,
+            trimmed: 0,
+            kept_from_ms: 0,
+            retain_ms: None,
         }
     }
 
@@ -263,6 +266,23 @@ mod tests {
             "changing this layout needs a new layout version"
         );
         assert_eq!(decode_state(&bytes), Ok(sample_state()));
+    }
+
+    #[test]
+    fn retention_fields_are_optional_in_layout_1() {
+        let mut trimmed = sample_state();
+        trimmed.trimmed = 7;
+        trimmed.kept_from_ms = 30;
+        trimmed.retain_ms = Some(60_000);
+        let bytes = encode_state(&trimmed).expect("encodes");
+        let json = std::str::from_utf8(&bytes[1..]).expect("utf-8");
+        assert!(
+            json.ends_with(
+                r#""soft_deleted":false,"trimmed":7,"kept_from_ms":30,"retain_ms":60000}"#
+            ),
+            "{json}"
+        );
+        assert_eq!(decode_state(&bytes), Ok(trimmed));
     }
 
     #[test]
@@ -318,6 +338,7 @@ mod tests {
             times in (any::<u64>(), any::<u64>()),
             forks in any::<u64>(),
             soft_deleted in any::<bool>(),
+            retention in (any::<u64>(), any::<u64>(), proptest::option::of(any::<u64>())),
         ) -> StreamState {
             StreamState {
                 config: StreamConfig {
@@ -339,6 +360,9 @@ mod tests {
                 last_write_ms: times.1,
                 forks,
                 soft_deleted,
+                trimmed: retention.0,
+                kept_from_ms: retention.1,
+                retain_ms: retention.2,
             }
         }
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mooring_core::append::{AppendError, AppendKind, AppendRequest};
 use mooring_core::clock::ManualClock;
 use mooring_core::create::{CreateError, CreateRequest};
-use mooring_core::read::ReadBatch;
+use mooring_core::read::{ReadBatch, ReadError};
 use mooring_core::store::{DeleteError, LogStore, StoreError};
 use mooring_core::stream::ForkOrigin;
 use mooring_core::{Position, ReadFrom};
@@ -246,7 +246,7 @@ async fn acknowledged_writes_survive_a_restart() {
 
 #[tokio::test]
 async fn session_messages_and_publish_ids_survive_a_restart() {
-    use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
+    use mooring_core::session::{PublishGroup, PublishRules};
     use mooring_protocol::session::{Action, NewEvent};
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
@@ -261,7 +261,7 @@ async fn session_messages_and_publish_ids_survive_a_restart() {
     let publish = |store: EmbeddedStore, e: NewEvent| async move {
         let group = PublishGroup::new(Some("agent".into()), vec![e]);
         let mut out = store
-            .publish("chat", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+            .publish("chat", vec![group], PublishRules::default())
             .await
             .expect("store");
         out.pop().expect("outcome").expect("published").results[0].clone()
@@ -824,4 +824,76 @@ async fn a_failed_checkpoint_poisons_the_store_and_the_log_keeps_what_was_acknow
         acknowledged[..],
         "every acknowledged append is back, from the log"
     );
+}
+
+/// What a trim removed is gone from the file, both after the log is replayed (a crash) and
+/// after a checkpoint (a clean restart), and not only hidden by the state's trim point.
+#[tokio::test]
+async fn a_trim_survives_a_crash_and_a_restart() {
+    use mooring_core::session::{PublishGroup, PublishRules};
+    use mooring_core::store::{AuxTable, LogView};
+    use mooring_protocol::session::{Action, NewEvent};
+    let rules = PublishRules {
+        dedupe_window_ms: 1_000,
+        retain_ms: Some(10_000),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let publish = |store: EmbeddedStore, reference: Option<u64>, id: &'static str| async move {
+        let event = NewEvent {
+            id: Some(id.to_owned()),
+            action: reference.map_or(Action::MessageCreate, |_| Action::MessageAppend),
+            name: None,
+            reference,
+            data: "x".into(),
+            extras: Default::default(),
+        };
+        let group = PublishGroup::new(Some("agent".into()), vec![event]);
+        let mut out = store
+            .publish("chat", vec![group], rules)
+            .await
+            .expect("store");
+        out.pop().expect("outcome").expect("published");
+    };
+    publish(store.clone(), None, "a").await;
+    publish(store.clone(), Some(1), "b").await;
+    publish(store.clone(), None, "c").await;
+    clock.advance(6_000);
+    publish(store.clone(), None, "d").await;
+    clock.advance(6_000);
+    assert_eq!(store.sweep_expired().await, Ok(1));
+
+    // Everything stored of the session, below any trim point.
+    let stored = |store: &EmbeddedStore| {
+        store
+            .read_view(store.now(), |t, _| {
+                let serials: Vec<u64> = t
+                    .records("chat", 0, u64::MAX, usize::MAX)?
+                    .iter()
+                    .map(|r| r.serial)
+                    .collect();
+                let count = |t: &mut Layered<'_>, table| t.aux_all("chat", table).map(|a| a.len());
+                let messages = count(t, AuxTable::Messages)?;
+                let ids = count(t, AuxTable::PublishIds)?;
+                Ok::<_, StoreError>((serials, messages, ids))
+            })
+            .expect("read")
+    };
+    let expected = (vec![4], 1, 1);
+    let image = tempfile::tempdir().expect("tempdir");
+    crash_image(dir.path(), image.path());
+    let recovered = open(image.path(), &clock);
+    assert_eq!(stored(&recovered), expected, "after the log is replayed");
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    let restarted = open(dir.path(), &clock);
+    assert_eq!(stored(&restarted), expected, "after a checkpoint");
+    let epoch = restarted.head("chat").await.expect("head").tail.epoch;
+    assert!(matches!(
+        restarted
+            .read("chat", ReadFrom::After(at(epoch, 1)), usize::MAX)
+            .await,
+        Err(ReadError::BeforeRetained { .. })
+    ));
 }

@@ -253,6 +253,16 @@ impl WriteTables<'_> {
                 let put = self.aux.insert((name, table, key), value).map(drop);
                 check(&mut self.failure, "writing a side table", put)
             }
+            Change::TrimRecords { name, upto } => {
+                let trimmed = self
+                    .records
+                    .retain_in((name, 0)..=(name, upto), |_, _| false);
+                check(&mut self.failure, "trimming records", trimmed)
+            }
+            Change::RemoveAux { name, table, key } => {
+                let removed = self.aux.remove((name, table, key)).map(drop);
+                check(&mut self.failure, "removing a side-table entry", removed)
+            }
             Change::ClearData { name } => self.clear(name),
             Change::RemoveStream { name } => {
                 self.clear(name)?;

@@ -15,7 +15,10 @@
 -- validated in Rust, and record ids only ever grow past the stream's tail.
 local n = tonumber(ARGV[1])
 local token = ARGV[n + 2]
-local known = { set = true, del = true, xadd = true, hset = true, sadd = true, srem = true, ver = true, pub = true }
+local known = {
+  set = true, del = true, xadd = true, xtrim = true, hset = true, hdel = true, sadd = true,
+  srem = true, ver = true, pub = true,
+}
 for i = n + 3, #ARGV, 4 do
   if not known[ARGV[i]] then return redis.error_reply('unknown commit op ' .. ARGV[i]) end
 end
@@ -42,8 +45,13 @@ while i <= #ARGV do
     redis.call('DEL', key)
   elseif op == 'xadd' then
     redis.call('XADD', key, a, 'r', b)
+  elseif op == 'xtrim' then
+    -- Retention: the entries before id a go.
+    redis.call('XTRIM', key, 'MINID', a)
   elseif op == 'hset' then
     redis.call('HSET', key, a, b)
+  elseif op == 'hdel' then
+    redis.call('HDEL', key, a)
   elseif op == 'sadd' then
     redis.call('SADD', key, a)
   elseif op == 'srem' then

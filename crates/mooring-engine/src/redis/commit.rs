@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use fred::types::Value;
 use mooring_core::store::StoreError;
-use mooring_core::stream::{Expiry, StreamState};
+use mooring_core::stream::StreamState;
 
 use super::codec::{encode_producer, encode_record, encode_state};
 use super::view::{Snapshot, Txn, Write};
@@ -72,10 +72,9 @@ impl Call {
     }
 }
 
-fn has_expiry(state: &Option<StreamState>) -> bool {
-    state
-        .as_ref()
-        .is_some_and(|s| s.config.expiry != Expiry::Never)
+/// Whether the sweeper visits the stream: it is in the expiring index.
+fn swept(state: &Option<StreamState>) -> bool {
+    state.as_ref().is_some_and(StreamState::swept)
 }
 
 fn bytes(b: Vec<u8>) -> Value {
@@ -133,6 +132,15 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
                 let key = bytes(key.clone());
                 call.op("hset", keys::aux(name, *table), key, bytes(value.clone()));
             }
+            Write::RemoveAux(_, table, key) => {
+                let key = bytes(key.clone());
+                call.op("hdel", keys::aux(name, *table), key, empty());
+            }
+            Write::Trim(_, upto) => {
+                // Entry ids are `<serial>-0`: MINID keeps the entries from the next serial on.
+                let first_kept = Value::from(format!("{}-0", upto.saturating_add(1)));
+                call.op("xtrim", keys::records(name), first_kept, empty());
+            }
             Write::Clear(_) | Write::Remove(_) => {
                 for key in keys::data(name) {
                     call.op("del", key, empty(), empty());
@@ -147,11 +155,11 @@ pub(super) fn plan(txn: &Txn<'_>, snapshot: &Snapshot, token: &str) -> Result<Ca
         let version = new_version(txn, snapshot, name, token);
         let after = txn.written_state(name);
         let before = txn.original_state(name);
-        let now_expiring = after.map(has_expiry);
+        let now_expiring = after.map(swept);
         // The index is one key outside every stream's slot: touch it only when membership
         // changes, so the usual append stays inside its stream's slot.
         if let Some(now_expiring) = now_expiring {
-            if before.map(has_expiry) != Some(now_expiring) {
+            if before.map(swept) != Some(now_expiring) {
                 let op = if now_expiring { "sadd" } else { "srem" };
                 call.op(op, keys::EXPIRING.to_owned(), Value::from(name), empty());
             }

@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::Client;
+use fred::interfaces::SetsInterface;
 use fred::prelude::{ClientLike, Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::Builder;
@@ -50,7 +51,9 @@ use mooring_core::fleet::Fleet;
 use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
-use mooring_core::session::{message_key, PublishError, PublishGroup, PublishOutcome};
+use mooring_core::session::{
+    message_key, PublishError, PublishGroup, PublishOutcome, PublishRules,
+};
 use mooring_core::store::{AuxTable, DeleteError, LogStore, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::{Position, ReadFrom};
@@ -482,12 +485,12 @@ impl LogStore for RedisStore {
         &self,
         name: &str,
         groups: Vec<PublishGroup>,
-        dedupe_window_ms: u64,
+        rules: PublishRules,
     ) -> Result<Vec<Result<PublishOutcome, PublishError>>, StoreError> {
         let mut plan = Plan::write(name);
         plan.prefetch = publish_reads(name, &groups);
         self.op(plan, |t, now| {
-            publish::publish(t, name, &groups, now, dedupe_window_ms)
+            publish::publish(t, name, &groups, now, rules)
         })
         .await
     }
@@ -502,12 +505,22 @@ impl LogStore for RedisStore {
     }
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        let plan = Plan {
-            stream: None,
-            writes: true,
-            prefetch: vec![Miss::Expiring],
-        };
-        self.op(plan, |t, now| ops::sweep_expired(t, now)).await
+        // Stream by stream: one operation over every swept stream would start again whenever
+        // any of them is written, and a busy session with a retention always is.
+        let names: Vec<String> = self
+            .inner
+            .client
+            .smembers(keys::EXPIRING)
+            .await
+            .map_err(|e| redis_error("reading the expiring index", e))?;
+        let mut changed = 0;
+        for name in &names {
+            let swept = self
+                .op(Plan::write(name), |t, now| ops::sweep_stream(t, name, now))
+                .await?;
+            changed += usize::from(swept);
+        }
+        Ok(changed)
     }
 
     async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use mooring_core::append::AppendRequest;
 use mooring_core::clock::{ManualClock, SystemClock};
 use mooring_core::create::CreateRequest;
-use mooring_core::session::{PublishGroup, DEFAULT_DEDUPE_WINDOW_MS};
+use mooring_core::session::{PublishGroup, PublishRules};
 use mooring_core::store::{LogStore, NoticeFeed, StoreNotice};
 use mooring_core::ReadFrom;
 use mooring_protocol::session::{Action, NewEvent};
@@ -171,7 +171,7 @@ async fn every_key_of_a_session_shares_its_hash_tag_and_delete_leaves_none() {
         ],
     );
     let out = store
-        .publish("chat:{odd}", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+        .publish("chat:{odd}", vec![group], PublishRules::default())
         .await
         .expect("store");
     assert!(out[0].is_ok(), "{out:?}");
@@ -195,6 +195,45 @@ async fn every_key_of_a_session_shares_its_hash_tag_and_delete_leaves_none() {
     );
     store.delete("chat:{odd}").await.expect("delete");
     assert_eq!(server.keys().expect("keys"), vec![node_runs]);
+}
+
+/// A trim removes the stream entries, messages and publish ids from Redis, not only from
+/// what reads are given.
+#[tokio::test]
+async fn a_trim_removes_what_it_trims_from_redis() {
+    let server = RedisServer::start().expect("redis-server");
+    let clock = ManualClock::new(1_800_000_000_000);
+    let store = fresh(&server, clock.clone()).await;
+    let rules = PublishRules {
+        dedupe_window_ms: 1_000,
+        retain_ms: Some(10_000),
+    };
+    let publish = |reference: Option<u64>, id: &str| {
+        let event = NewEvent {
+            id: Some(id.to_owned()),
+            action: reference.map_or(Action::MessageCreate, |_| Action::MessageAppend),
+            name: None,
+            reference,
+            data: "x".into(),
+            extras: Default::default(),
+        };
+        store.publish(
+            "chat",
+            vec![PublishGroup::new(Some("agent".into()), vec![event])],
+            rules,
+        )
+    };
+    for (reference, id) in [(None, "a"), (Some(1), "b"), (None, "c")] {
+        assert!(publish(reference, id).await.expect("store")[0].is_ok());
+    }
+    clock.advance(6_000);
+    assert!(publish(None, "d").await.expect("store")[0].is_ok());
+    clock.advance(6_000);
+    assert_eq!(store.sweep_expired().await, Ok(1));
+    let count = |command: &str, key: &str| server.command(&[command, key]).expect("redis");
+    assert_eq!(count("XLEN", "mooring:{chat}:r"), ":1", "records");
+    assert_eq!(count("HLEN", "mooring:{chat}:a1"), ":1", "messages");
+    assert_eq!(count("HLEN", "mooring:{chat}:a2"), ":1", "publish ids");
 }
 
 #[tokio::test]
@@ -435,7 +474,7 @@ async fn a_commit_wakes_the_other_nodes_not_its_own() {
         extras: Default::default(),
     };
     let group = PublishGroup::new(Some("agent".into()), vec![event]);
-    b.publish("t", vec![group], DEFAULT_DEDUPE_WINDOW_MS)
+    b.publish("t", vec![group], PublishRules::default())
         .await
         .expect("publish");
     let created = StoreNotice::Moved {

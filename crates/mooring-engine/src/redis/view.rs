@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::Bytes;
 use mooring_core::producer::ProducerState;
 use mooring_core::store::{AuxEntries, AuxTable, LogTxn, LogView, StoreError};
-use mooring_core::stream::{Expiry, Record, StreamState};
+use mooring_core::stream::{Record, StreamState};
 
 /// A range read as the operation asked for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,10 +71,13 @@ impl Miss {
 /// One write, in the order the operation made it.
 #[derive(Clone, Debug)]
 pub(super) enum Write {
-    State(String, StreamState),
+    State(String, Box<StreamState>),
     Record(String, u64, Vec<Bytes>),
     Producer(String, String, ProducerState),
     Aux(String, AuxTable, Vec<u8>, Vec<u8>),
+    RemoveAux(String, AuxTable, Vec<u8>),
+    /// Records up to a serial go (retention).
+    Trim(String, u64),
     /// Records, producers and side tables go; the state stays.
     Clear(String),
     /// The stream goes entirely.
@@ -88,6 +91,8 @@ impl Write {
             | Self::Record(n, _, _)
             | Self::Producer(n, _, _)
             | Self::Aux(n, _, _, _)
+            | Self::RemoveAux(n, _, _)
+            | Self::Trim(n, _)
             | Self::Clear(n)
             | Self::Remove(n) => n,
         }
@@ -100,9 +105,12 @@ struct Pending {
     /// Stored data was cleared: reads see only what was written after.
     cleared: bool,
     state: Option<Option<StreamState>>,
+    /// Records up to this serial were trimmed: reads see none of them.
+    trimmed: u64,
     records: BTreeMap<u64, Vec<Bytes>>,
     producers: HashMap<String, ProducerState>,
-    aux: BTreeMap<(u8, Vec<u8>), Vec<u8>>,
+    /// `None`: removed.
+    aux: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
 }
 
 /// One run of an operation over a snapshot.
@@ -199,6 +207,10 @@ impl LogView for Txn<'_> {
         upto: u64,
         max_bytes: usize,
     ) -> Result<Vec<Record>, StoreError> {
+        let after = self
+            .pending
+            .get(name)
+            .map_or(after, |p| after.max(p.trimmed));
         let written = self
             .pending
             .get(name)
@@ -273,7 +285,7 @@ impl LogView for Txn<'_> {
         let mut out = Vec::new();
         for name in names {
             if let Some(state) = self.state(&name)? {
-                if state.config.expiry != Expiry::Never {
+                if state.swept() {
                     out.push((name, state));
                 }
             }
@@ -289,7 +301,7 @@ impl LogView for Txn<'_> {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(p) = self.pending.get(name) {
             if let Some(value) = p.aux.get(&(table.tag(), key.to_vec())) {
-                return Ok(Some(value.clone()));
+                return Ok(value.clone());
             }
             if p.cleared {
                 return Ok(None);
@@ -322,9 +334,13 @@ impl LogView for Txn<'_> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
         if let Some(p) = self.pending.get(name) {
             for ((tag, key), value) in &p.aux {
-                if *tag == table.tag() {
-                    merged.insert(key.clone(), value.clone());
+                if *tag != table.tag() {
+                    continue;
                 }
+                match value {
+                    Some(value) => merged.insert(key.clone(), value.clone()),
+                    None => merged.remove(key),
+                };
             }
         }
         Ok(merged.into_iter().collect())
@@ -335,7 +351,7 @@ impl LogTxn for Txn<'_> {
     fn put_state(&mut self, name: &str, state: &StreamState) -> Result<(), StoreError> {
         self.pending(name).state = Some(Some(state.clone()));
         self.writes
-            .push(Write::State(name.to_owned(), state.clone()));
+            .push(Write::State(name.to_owned(), Box::new(state.clone())));
         Ok(())
     }
 
@@ -367,7 +383,7 @@ impl LogTxn for Txn<'_> {
     ) -> Result<(), StoreError> {
         self.pending(name)
             .aux
-            .insert((table.tag(), key.to_vec()), value.to_vec());
+            .insert((table.tag(), key.to_vec()), Some(value.to_vec()));
         self.writes.push(Write::Aux(
             name.to_owned(),
             table,
@@ -377,9 +393,27 @@ impl LogTxn for Txn<'_> {
         Ok(())
     }
 
+    fn trim_records(&mut self, name: &str, upto: u64) -> Result<(), StoreError> {
+        let p = self.pending(name);
+        p.trimmed = p.trimmed.max(upto);
+        p.records = p.records.split_off(&upto.saturating_add(1));
+        self.writes.push(Write::Trim(name.to_owned(), upto));
+        Ok(())
+    }
+
+    fn remove_aux(&mut self, name: &str, table: AuxTable, key: &[u8]) -> Result<(), StoreError> {
+        self.pending(name)
+            .aux
+            .insert((table.tag(), key.to_vec()), None);
+        self.writes
+            .push(Write::RemoveAux(name.to_owned(), table, key.to_vec()));
+        Ok(())
+    }
+
     fn clear_data(&mut self, name: &str) -> Result<(), StoreError> {
         let p = self.pending(name);
         p.cleared = true;
+        p.trimmed = 0;
         p.records.clear();
         p.producers.clear();
         p.aux.clear();
@@ -390,6 +424,7 @@ impl LogTxn for Txn<'_> {
     fn remove_stream(&mut self, name: &str) -> Result<(), StoreError> {
         let p = self.pending(name);
         p.cleared = true;
+        p.trimmed = 0;
         p.state = Some(None);
         p.records.clear();
         p.producers.clear();

@@ -194,6 +194,12 @@ impl From<ReadError> for DsError {
                     .with(ds::STREAM_NEXT_OFFSET, current)
             }
             ReadError::BeyondTail { .. } => DsError::bad_request("OFFSET_BEYOND_TAIL", message),
+            // The protocol's answer for a read before the retained range; the header says where
+            // the retained records start.
+            ReadError::BeforeRetained { start, .. } => {
+                DsError::new(StatusCode::GONE, "OFFSET_TRIMMED", message)
+                    .with(ds::STREAM_NEXT_OFFSET, start)
+            }
             ReadError::Store(e) => e.into(),
         }
     }

@@ -11,7 +11,7 @@ use mooring_core::fleet::{Fleet, PresenceNotice};
 use mooring_core::presence::{Member, PresenceAction, PresenceChange, PresenceTable};
 use mooring_core::read::ReadError;
 use mooring_core::runs::{Run, RunEffect, RunStatus, RunTable};
-use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome};
+use mooring_core::session::{event_of, PublishError, PublishGroup, PublishOutcome, PublishRules};
 use mooring_core::store::LogStore;
 use mooring_protocol::realtime::ServerFrame;
 use mooring_protocol::session::{Action, Event, NewEvent};
@@ -111,7 +111,8 @@ pub(crate) enum Command {
 #[derive(Clone, Debug)]
 pub(crate) struct ActorSettings {
     pub(crate) rollup_window: Duration,
-    pub(crate) dedupe_window_ms: u64,
+    /// The namespace's dedupe window and retention.
+    pub(crate) publish_rules: PublishRules,
     pub(crate) idle_exit: Duration,
     /// How long a lost connection's members and runs wait for it to come back.
     pub(crate) presence_grace: Duration,
@@ -573,7 +574,7 @@ impl SessionActor {
         let writing = Instant::now();
         let result = self
             .store
-            .publish(&self.name, flush.groups, self.settings.dedupe_window_ms)
+            .publish(&self.name, flush.groups, self.settings.publish_rules)
             .await;
         metrics::histogram!(crate::metrics::SESSION_WRITE).record(writing.elapsed().as_secs_f64());
         let mut outcomes = match result {
@@ -753,6 +754,15 @@ impl SessionActor {
                 ) => {
                     self.end_life();
                     self.epoch = current.epoch;
+                    continue;
+                }
+                // Retention removed events this task never broadcast (nothing woke it while
+                // they were written and trimmed): its subscribers cannot be given them, so
+                // they re-sync, and broadcasting goes on from the retained records.
+                Err(ReadError::BeforeRetained { start, .. }) => {
+                    self.end_life();
+                    self.epoch = start.epoch;
+                    self.high_water = start.serial;
                     continue;
                 }
                 Err(ReadError::NotFound | ReadError::Gone) => {

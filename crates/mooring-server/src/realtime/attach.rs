@@ -289,9 +289,9 @@ async fn replay(
         mode: AttachMode::Replay,
         serial: high_water,
     };
-    if !ctx.send(&attached).await {
-        return Ok(None);
-    }
+    // `attached` goes once the first page is read: a replay from before the retained records
+    // is answered with the view instead.
+    let mut announced = false;
     let mut position = after;
     while position < high_water {
         let from = ReadFrom::After(Position {
@@ -305,12 +305,26 @@ async fn replay(
             .await
         {
             Ok(batch) if batch.start.epoch == epoch => batch,
-            Ok(_) | Err(ReadError::EpochMismatch { .. } | ReadError::BeyondTail { .. }) => {
-                return Err(LifeEnded)
+            Err(ReadError::BeforeRetained { .. }) if !announced => {
+                return Ok(send_view(ctx, session, AttachMode::HistoryLost).await);
             }
+            // Trimmed while replaying: what was announced cannot be kept, so the client
+            // re-syncs as from a life that ended.
+            Ok(_)
+            | Err(
+                ReadError::EpochMismatch { .. }
+                | ReadError::BeyondTail { .. }
+                | ReadError::BeforeRetained { .. },
+            ) => return Err(LifeEnded),
             Err(ReadError::NotFound | ReadError::Gone) => return Err(LifeEnded),
             Err(ReadError::Store(_)) => return Ok(None),
         };
+        if !announced {
+            if !ctx.send(&attached).await {
+                return Ok(None);
+            }
+            announced = true;
+        }
         if batch.records.is_empty() {
             break;
         }
@@ -326,6 +340,9 @@ async fn replay(
         if batch.records.last().is_some_and(|r| r.serial >= high_water) {
             break;
         }
+    }
+    if !announced && !ctx.send(&attached).await {
+        return Ok(None);
     }
     Ok(Some(high_water))
 }

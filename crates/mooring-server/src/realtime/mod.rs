@@ -18,6 +18,8 @@ pub mod sessions;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mooring_core::session::PublishRules;
+
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +56,10 @@ pub struct RealtimeConfig {
     pub namespace_rollup: HashMap<String, Duration>,
     /// How long a publish id is remembered.
     pub dedupe_window: Duration,
+    /// How long sessions keep their events, in namespaces without their own; `None`: forever.
+    pub retention: Option<Duration>,
+    /// Retention by namespace (`None`: that namespace keeps everything).
+    pub namespace_retention: HashMap<String, Option<Duration>>,
     /// Sessions one connection may attach at once.
     pub max_attachments: usize,
     /// Largest frame a client may send.
@@ -99,6 +105,8 @@ impl Default for RealtimeConfig {
             rollup_window: Duration::from_millis(40),
             namespace_rollup: HashMap::new(),
             dedupe_window: Duration::from_secs(120),
+            retention: None,
+            namespace_retention: HashMap::new(),
             max_attachments: 256,
             max_frame_bytes: 1 << 20,
             max_event_bytes: 64 << 10,
@@ -120,6 +128,10 @@ impl Default for RealtimeConfig {
     }
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl RealtimeConfig {
     /// A peer silent this long is dead.
     pub fn dead_after(&self) -> Duration {
@@ -132,6 +144,22 @@ impl RealtimeConfig {
             .get(namespace)
             .copied()
             .unwrap_or(self.stall_after)
+    }
+
+    /// The retention of `namespace`; `None`: it keeps everything.
+    pub fn retention(&self, namespace: &str) -> Option<Duration> {
+        self.namespace_retention
+            .get(namespace)
+            .copied()
+            .unwrap_or(self.retention)
+    }
+
+    /// What the namespace's rules ask of a publish into one of its sessions.
+    pub fn publish_rules(&self, namespace: &str) -> PublishRules {
+        PublishRules {
+            dedupe_window_ms: millis(self.dedupe_window),
+            retain_ms: self.retention(namespace).map(millis),
+        }
     }
 
     /// The rollup window of `namespace`, capped at [`MAX_ROLLUP_WINDOW`].

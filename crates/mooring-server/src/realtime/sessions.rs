@@ -260,7 +260,7 @@ impl Sessions {
         self.inner.tasks.spawn(async move {
             let settings = ActorSettings {
                 rollup_window: inner.config.rollup_window(namespace(&name)),
-                dedupe_window_ms: inner.config.dedupe_window.as_millis() as u64,
+                publish_rules: inner.config.publish_rules(namespace(&name)),
                 idle_exit: inner.config.session_idle_exit,
                 presence_grace: inner.config.presence_grace,
                 stall_after: inner.config.stall_after(namespace(&name)),

@@ -84,6 +84,7 @@ impl RestError {
             ReadError::EpochMismatch { .. } | ReadError::BeyondTail { .. } => {
                 Self::invalid(e.to_string())
             }
+            ReadError::BeforeRetained { .. } => Self::new(ErrorCode::HistoryLost, e.to_string()),
             ReadError::Store(e) => e.into(),
         }
     }

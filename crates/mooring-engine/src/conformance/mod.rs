@@ -13,7 +13,7 @@ use mooring_core::clock::ManualClock;
 use mooring_core::create::{CreateError, CreateOutcome, CreateRequest};
 use mooring_core::producer::ProducerError;
 use mooring_core::read::{HeadError, ReadError};
-use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, DEFAULT_DEDUPE_WINDOW_MS};
+use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
 use mooring_core::store::{DeleteError, LogStore};
 use mooring_core::stream::{Expiry, ForkOrigin, StreamInfo};
 use mooring_core::{Position, ReadFrom};
@@ -21,6 +21,8 @@ use mooring_protocol::durable_streams::ProducerClaim;
 use mooring_protocol::session::{Action, NewEvent};
 
 use crate::memory::MemoryStore;
+
+mod retention;
 
 /// A start time far from zero, so expiry arithmetic is exercised with realistic values.
 const T0: u64 = 1_800_000_000_000;
@@ -55,6 +57,8 @@ where
     ttl_slides_with_reads_and_writes(&store, &clock).await;
     let (store, clock) = fresh().await;
     expires_at_is_absolute_and_swept(&store, &clock).await;
+    let (store, clock) = fresh().await;
+    retention::retention_trims_old_events_and_their_view(&store, &clock).await;
     batches_are_atomic_and_contiguous(&fresh().await.0).await;
     sessions_fold_appends_into_messages(&fresh().await.0).await;
     publish_ids_dedupe_within_the_window(&fresh().await.0).await;
@@ -631,7 +635,7 @@ fn group(events: Vec<NewEvent>) -> PublishGroup {
 
 async fn publish_one(store: &impl LogStore, name: &str, events: Vec<NewEvent>) -> PublishOutcome {
     let mut out = store
-        .publish(name, vec![group(events)], DEFAULT_DEDUPE_WINDOW_MS)
+        .publish(name, vec![group(events)], PublishRules::default())
         .await
         .expect("store");
     out.pop().expect("one outcome").expect("published")
@@ -704,7 +708,7 @@ async fn refused_groups_write_nothing(store: &impl LogStore) {
         new_event(Action::MessageAppend, Some(9), "w"),
     ]);
     let out = store
-        .publish("rg", vec![bad, good], DEFAULT_DEDUPE_WINDOW_MS)
+        .publish("rg", vec![bad, good], PublishRules::default())
         .await
         .expect("store");
     assert!(matches!(
@@ -726,7 +730,7 @@ async fn refused_groups_write_nothing(store: &impl LogStore) {
         .publish(
             "bytes",
             vec![group(vec![new_event(Action::Event, None, "e")])],
-            1,
+            PublishRules::default(),
         )
         .await
         .expect("store");
@@ -752,7 +756,7 @@ async fn coalesced_appends_become_one_event(store: &impl LogStore) {
     ]);
     rolled.coalesce = true;
     let out = store
-        .publish("co", vec![rolled], DEFAULT_DEDUPE_WINDOW_MS)
+        .publish("co", vec![rolled], PublishRules::default())
         .await
         .expect("store");
     let out = out[0].as_ref().expect("published");
