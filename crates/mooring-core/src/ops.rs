@@ -204,6 +204,12 @@ pub fn sweep_expired(txn: &mut impl LogTxn, now: Now<'_>) -> Result<usize, Store
     Ok(changed)
 }
 
+/// Whether a sweep has work on `name`: it expired, or a trim is due. From the state alone, so
+/// an engine can read many states at once and sweep only these.
+pub fn sweep_due(name: &str, state: &StreamState, now: Now<'_>) -> bool {
+    now.expired(name, state) || crate::retention::trim_due(state, now.ms)
+}
+
 /// Removes `name` if it expired, or trims the records its retention no longer keeps; returns
 /// whether it changed anything. The unit of a sweep, for engines that sweep stream by stream.
 pub fn sweep_stream(txn: &mut impl LogTxn, name: &str, now: Now<'_>) -> Result<bool, StoreError> {

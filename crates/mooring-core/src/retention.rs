@@ -33,20 +33,10 @@ pub(crate) fn trim(
     let Some(retain_ms) = state.retain_ms else {
         return Ok(false);
     };
-    if state.trimmed >= state.tail || state.soft_deleted {
+    if !trim_due(state, now_ms) {
         return Ok(false);
     }
-    // Decided from the state alone, so a sweep costs one state read per session until a trim
-    // is due; before the first trim the creation stands for the oldest record.
-    let oldest_ms = if state.trimmed == 0 {
-        state.created_ms
-    } else {
-        state.kept_from_ms
-    };
     let cutoff = now_ms.saturating_sub(retain_ms);
-    if oldest_ms.saturating_add(slack_ms(retain_ms)) >= cutoff {
-        return Ok(false);
-    }
     let records = txn.records(name, state.trimmed, state.tail, SCAN_BYTES)?;
     let Some(point) = trim_point(&records, cutoff) else {
         return Ok(false);
@@ -69,6 +59,24 @@ pub(crate) fn trim(
     state.kept_from_ms = point.kept_from_ms;
     txn.put_state(name, &state)?;
     Ok(true)
+}
+
+/// Whether the oldest record kept is past the retention by a step: decided from the state
+/// alone, so a sweep costs one state read per session until a trim is due. Before the first
+/// trim, the creation stands for the oldest record.
+pub fn trim_due(state: &StreamState, now_ms: u64) -> bool {
+    let Some(retain_ms) = state.retain_ms else {
+        return false;
+    };
+    if state.trimmed >= state.tail || state.soft_deleted {
+        return false;
+    }
+    let oldest_ms = if state.trimmed == 0 {
+        state.created_ms
+    } else {
+        state.kept_from_ms
+    };
+    oldest_ms.saturating_add(slack_ms(retain_ms)) < now_ms.saturating_sub(retain_ms)
 }
 
 /// Where a trim ends.

@@ -128,6 +128,7 @@ impl StreamState {
             config: self.config.clone(),
             tail: self.tail_position(),
             closed: self.closed,
+            trimmed: self.trimmed,
         }
     }
 }
@@ -138,6 +139,8 @@ pub struct StreamInfo {
     pub config: StreamConfig,
     pub tail: Position,
     pub closed: bool,
+    /// Records up to this serial were removed by retention.
+    pub trimmed: u64,
 }
 
 /// One record of a log: one append. Bytes-mode records hold one item (the body); JSON-mode

@@ -9,8 +9,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use mooring_protocol::realtime::{AttachFrom, ClientFrame, ServerFrame, PROTOCOL_VERSION};
-use mooring_protocol::session::NewEvent;
+use mooring_protocol::realtime::{
+    AttachFrom, AttachMode, ClientFrame, ServerFrame, PROTOCOL_VERSION,
+};
+use mooring_protocol::session::{Event, NewEvent};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -34,6 +36,16 @@ pub enum WsError {
         doing: String,
         frame: Box<ServerFrame>,
     },
+}
+
+/// What an attach answered: its `attached` frame, and the catch-up events before `live`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attachment {
+    pub epoch: u64,
+    pub mode: AttachMode,
+    /// The high-water live events follow.
+    pub serial: u64,
+    pub events: Vec<Event>,
 }
 
 /// What a read returned.
@@ -190,6 +202,44 @@ impl RealtimeClient {
             from,
         })
         .await
+    }
+
+    /// Attaches to `session` from `from` and reads the catch-up: the `attached` frame, then
+    /// each event up to `live` (an event of another life than the attach named is an error).
+    pub async fn attach_and_catch_up(
+        &mut self,
+        session: &str,
+        from: Option<AttachFrom>,
+        timeout: Duration,
+    ) -> Result<Attachment, WsError> {
+        self.attach(session, from).await?;
+        let unexpected = |doing: &str, frame: ServerFrame| WsError::Unexpected {
+            doing: doing.to_owned(),
+            frame: Box::new(frame),
+        };
+        let mut attachment = match self.recv_frame(timeout).await? {
+            ServerFrame::Attached {
+                epoch,
+                mode,
+                serial,
+                ..
+            } => Attachment {
+                epoch,
+                mode,
+                serial,
+                events: Vec::new(),
+            },
+            other => return Err(unexpected("waiting for attached", other)),
+        };
+        loop {
+            match self.recv_frame(timeout).await? {
+                ServerFrame::Event { epoch, event, .. } if epoch == attachment.epoch => {
+                    attachment.events.push(event);
+                }
+                ServerFrame::Live { .. } => return Ok(attachment),
+                other => return Err(unexpected("reading the catch-up", other)),
+            }
+        }
     }
 
     /// Sends `publish` without waiting; returns its `req`.

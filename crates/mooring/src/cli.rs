@@ -1,5 +1,6 @@
 //! Command-line arguments, parsed by clap (with `MOORING_*` environment fallbacks).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -147,6 +148,18 @@ pub(crate) struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) dedupe_window_secs: u64,
 
+    /// How long sessions keep their events, in seconds: older events are trimmed, and a session
+    /// nothing was written to for this long expires. 0 keeps everything. At least the dedupe
+    /// window; not on Redis Cluster.
+    #[arg(long, env = "MOORING_RETENTION_SECS", default_value_t = 0)]
+    pub(crate) retention_secs: u64,
+
+    /// Retention of one namespace, as NAMESPACE=SECS (repeatable; 0 keeps everything), e.g.
+    /// support=604800.
+    #[arg(long = "namespace-retention", env = "MOORING_NAMESPACE_RETENTION",
+          value_delimiter = ',', value_parser = parse_namespace_secs)]
+    pub(crate) namespace_retention: Vec<(String, u64)>,
+
     /// Heartbeat interval of realtime connections, in milliseconds; a peer silent for 2.5
     /// heartbeats is dead.
     #[arg(long, env = "MOORING_HEARTBEAT_MS", default_value_t = 10_000,
@@ -257,18 +270,30 @@ pub(crate) enum LogFormat {
     Json,
 }
 
-fn parse_namespace_ms(text: &str) -> Result<(String, u64), String> {
-    let (namespace, ms) = text
+/// `NAMESPACE=N`, with N a whole number of `unit` (named `unit_tag` in the expected form).
+fn parse_namespace_number(text: &str, unit_tag: &str, unit: &str) -> Result<(String, u64), String> {
+    let (namespace, n) = text
         .split_once('=')
-        .ok_or_else(|| format!("expected NAMESPACE=MS, got {text:?}"))?;
-    let ms: u64 = ms
+        .ok_or_else(|| format!("expected NAMESPACE={unit_tag}, got {text:?}"))?;
+    let n: u64 = n
         .parse()
-        .map_err(|_| format!("{ms:?} is not a whole number of milliseconds"))?;
+        .map_err(|_| format!("{n:?} is not a whole number of {unit}"))?;
     if namespace.is_empty() {
         return Err("the namespace must not be empty".into());
     }
-    Ok((namespace.to_owned(), ms))
+    Ok((namespace.to_owned(), n))
 }
+
+fn parse_namespace_ms(text: &str) -> Result<(String, u64), String> {
+    parse_namespace_number(text, "MS", "milliseconds")
+}
+
+fn parse_namespace_secs(text: &str) -> Result<(String, u64), String> {
+    parse_namespace_number(text, "SECS", "seconds")
+}
+
+/// Retention rules: the default (`None`: keep everything), and by namespace.
+pub(crate) type Retention = (Option<Duration>, HashMap<String, Option<Duration>>);
 
 fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {
     let (namespace, ms) = parse_namespace_ms(text)?;
@@ -281,6 +306,40 @@ fn parse_namespace_rollup(text: &str) -> Result<(String, u64), String> {
 }
 
 impl ServeArgs {
+    /// The retention rules, checked against the dedupe window and the engine.
+    pub(crate) fn retention(&self) -> Result<Retention, String> {
+        let rules = std::iter::once(("every namespace".to_owned(), self.retention_secs)).chain(
+            self.namespace_retention
+                .iter()
+                .map(|(ns, secs)| (format!("namespace {ns:?}"), *secs)),
+        );
+        for (scope, secs) in rules.filter(|(_, secs)| *secs > 0) {
+            if secs < self.dedupe_window_secs {
+                return Err(format!(
+                    "the retention of {scope} is {secs} s, shorter than the dedupe window ({} s): \
+                     a retried publish must be recognized while its event is kept; raise the \
+                     retention or lower --dedupe-window-secs",
+                    self.dedupe_window_secs
+                ));
+            }
+            if matches!(&self.engine, EngineKind::Redis(url) if url.starts_with("redis-cluster://"))
+            {
+                return Err(format!(
+                    "the retention of {scope} needs the sweeper's index of sessions, a key \
+                     outside the sessions' slots, which Redis Cluster cannot write with them: use \
+                     a single Redis primary for retention (docs/deploy.md)"
+                ));
+            }
+        }
+        let rule = |secs: u64| (secs > 0).then(|| Duration::from_secs(secs));
+        let by_namespace = self
+            .namespace_retention
+            .iter()
+            .map(|(ns, secs)| (ns.clone(), rule(*secs)))
+            .collect();
+        Ok((rule(self.retention_secs), by_namespace))
+    }
+
     pub(crate) fn long_poll_timeout(&self) -> Duration {
         Duration::from_millis(self.long_poll_timeout_ms)
     }
@@ -305,7 +364,9 @@ mod engine_tests {
 }
 
 #[cfg(test)]
-mod redis_wait_tests {
+mod serve_args_tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use super::{Cli, Command, ServeArgs};
@@ -316,6 +377,40 @@ mod redis_wait_tests {
             Command::Serve(args) => Ok(args),
             Command::Token(_) => unreachable!("parsed serve"),
         }
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_never_shorter_than_the_dedupe_window() {
+        let default = serve(&[]).expect("defaults").retention().expect("valid");
+        assert_eq!(default, (None, Default::default()));
+        let set = serve(&[
+            "--retention-secs",
+            "86400",
+            "--namespace-retention",
+            "audit=0,support=604800",
+        ])
+        .expect("parses")
+        .retention()
+        .expect("valid");
+        assert_eq!(set.0, Some(Duration::from_secs(86_400)));
+        assert_eq!(set.1["audit"], None, "0 keeps everything");
+        assert_eq!(set.1["support"], Some(Duration::from_secs(604_800)));
+        let short = serve(&["--namespace-retention", "chat=60"]).expect("parses");
+        let refused = short
+            .retention()
+            .expect_err("shorter than the 120 s window");
+        assert!(refused.contains("namespace \"chat\"") && refused.contains("--dedupe-window-secs"));
+        let shorter_window = serve(&["--retention-secs", "60", "--dedupe-window-secs", "30"]);
+        assert!(shorter_window.expect("parses").retention().is_ok());
+        let cluster = serve(&[
+            "--engine",
+            "redis-cluster://127.0.0.1:7000",
+            "--retention-secs",
+            "3600",
+        ]);
+        let refused = cluster.expect("parses").retention().expect_err("cluster");
+        assert!(refused.contains("Redis Cluster"), "{refused}");
+        assert!(serve(&["--namespace-retention", "chat=soon"]).is_err());
     }
 
     #[test]

@@ -158,6 +158,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let auth = auth(&args)?;
     check_exposure(&auth, args.listen, args.insecure)?;
+    let (retention, namespace_retention) = args.retention().map_err(anyhow::Error::msg)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&args, clock.clone()).await?;
     let listener = listen(args.listen).with_context(|| format!("listening on {}", args.listen))?;
@@ -172,6 +173,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .map(|(ns, ms)| (ns.clone(), Duration::from_millis(*ms)))
             .collect(),
         dedupe_window: Duration::from_secs(args.dedupe_window_secs),
+        retention,
+        namespace_retention,
         presence_grace: Duration::from_millis(args.presence_grace_ms),
         node_expiry: Duration::from_millis(args.node_expiry_ms),
         max_publishes_per_sec: args.max_publishes_per_sec,

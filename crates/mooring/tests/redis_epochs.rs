@@ -116,42 +116,24 @@ impl Reader {
     /// Attaches from the position held and reads up to `live`.
     async fn attach(&mut self) -> anyhow::Result<AttachMode> {
         let from = ws::from_position(self.epoch, self.serial);
-        self.client.attach(&self.session, from).await?;
-        let mode = match self.client.recv_frame(PROMPT).await? {
-            ServerFrame::Attached {
-                epoch,
-                mode,
-                serial,
-                ..
-            } => {
-                if mode != AttachMode::Replay {
-                    // A view replaces what the client holds.
-                    self.messages.clear();
-                }
-                if mode == AttachMode::HistoryLost {
-                    self.told_lost += 1;
-                }
-                self.epoch = epoch;
-                self.serial = serial;
-                mode
-            }
-            other => bail!("{}: expected attached, got {other:?}", self.label),
-        };
-        loop {
-            match self.client.recv_frame(PROMPT).await? {
-                ServerFrame::Event { epoch, event, .. } => {
-                    ensure!(
-                        epoch == self.epoch,
-                        "{}: an event of another life",
-                        self.label
-                    );
-                    let text = event.data.as_str().unwrap_or_default().to_owned();
-                    self.messages.push((event.serial, text));
-                }
-                ServerFrame::Live { .. } => return Ok(mode),
-                other => bail!("{}: during catch-up, {other:?}", self.label),
-            }
+        let attached = self
+            .client
+            .attach_and_catch_up(&self.session, from, PROMPT)
+            .await
+            .with_context(|| self.label)?;
+        if attached.mode != AttachMode::Replay {
+            // A view replaces what the client holds.
+            self.messages.clear();
         }
+        if attached.mode == AttachMode::HistoryLost {
+            self.told_lost += 1;
+        }
+        (self.epoch, self.serial) = (attached.epoch, attached.serial);
+        for event in attached.events {
+            let text = event.data.as_str().unwrap_or_default().to_owned();
+            self.messages.push((event.serial, text));
+        }
+        Ok(attached.mode)
     }
 
     /// Reads live frames until the reader holds message `serial` of life `epoch`; a

@@ -22,7 +22,7 @@ use mooring_protocol::session::{Action, NewEvent};
 
 use crate::memory::MemoryStore;
 
-mod retention;
+pub(crate) mod retention;
 
 /// A start time far from zero, so expiry arithmetic is exercised with realistic values.
 const T0: u64 = 1_800_000_000_000;

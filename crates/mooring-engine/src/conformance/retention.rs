@@ -10,7 +10,7 @@ use mooring_protocol::session::{Action, NewEvent};
 
 use super::{at, fork_of, group, new_event, ALL};
 
-const RULES: PublishRules = PublishRules {
+pub(crate) const RULES: PublishRules = PublishRules {
     dedupe_window_ms: 1_000,
     retain_ms: Some(10_000),
 };
@@ -39,6 +39,32 @@ fn create(text: &str) -> NewEvent {
 async fn serials(store: &impl LogStore, name: &str, from: ReadFrom) -> Result<Vec<u64>, ReadError> {
     let batch = store.read(name, from, ALL).await?;
     Ok(batch.records.iter().map(|r| r.serial).collect())
+}
+
+/// Writes session `chat` under [`RULES`]: a message, an append to it and a second message,
+/// then six seconds later a third, then lets six more seconds pass, so the next sweep trims
+/// serials 1 to 3 and keeps 4 (each event has a publish id). For the engines' own tests of
+/// what a trim leaves in storage.
+pub(crate) async fn aged_session(store: &impl LogStore, clock: &ManualClock) {
+    let with_id = |mut event: NewEvent, id: &str| {
+        event.id = Some(id.to_owned());
+        event
+    };
+    let first = [
+        with_id(create("a"), "a"),
+        with_id(append(1, "b"), "b"),
+        with_id(create("c"), "c"),
+    ];
+    for event in first {
+        publish(store, "chat", event, RULES)
+            .await
+            .expect("published");
+    }
+    clock.advance(6_000);
+    publish(store, "chat", with_id(create("d"), "d"), RULES)
+        .await
+        .expect("published");
+    clock.advance(6_000);
 }
 
 /// Records older than the retention go at a sweep, with the messages nothing newer changed

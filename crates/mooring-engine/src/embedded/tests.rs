@@ -830,38 +830,11 @@ async fn a_failed_checkpoint_poisons_the_store_and_the_log_keeps_what_was_acknow
 /// after a checkpoint (a clean restart), and not only hidden by the state's trim point.
 #[tokio::test]
 async fn a_trim_survives_a_crash_and_a_restart() {
-    use mooring_core::session::{PublishGroup, PublishRules};
     use mooring_core::store::{AuxTable, LogView};
-    use mooring_protocol::session::{Action, NewEvent};
-    let rules = PublishRules {
-        dedupe_window_ms: 1_000,
-        retain_ms: Some(10_000),
-    };
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = clock();
     let store = open(dir.path(), &clock);
-    let publish = |store: EmbeddedStore, reference: Option<u64>, id: &'static str| async move {
-        let event = NewEvent {
-            id: Some(id.to_owned()),
-            action: reference.map_or(Action::MessageCreate, |_| Action::MessageAppend),
-            name: None,
-            reference,
-            data: "x".into(),
-            extras: Default::default(),
-        };
-        let group = PublishGroup::new(Some("agent".into()), vec![event]);
-        let mut out = store
-            .publish("chat", vec![group], rules)
-            .await
-            .expect("store");
-        out.pop().expect("outcome").expect("published");
-    };
-    publish(store.clone(), None, "a").await;
-    publish(store.clone(), Some(1), "b").await;
-    publish(store.clone(), None, "c").await;
-    clock.advance(6_000);
-    publish(store.clone(), None, "d").await;
-    clock.advance(6_000);
+    conformance::retention::aged_session(&store, &clock).await;
     assert_eq!(store.sweep_expired().await, Ok(1));
 
     // Everything stored of the session, below any trim point.

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::SetsInterface;
+use fred::interfaces::{KeysInterface, SetsInterface};
 use fred::prelude::{ClientLike, Config, ReconnectPolicy};
 use fred::types::scripts::Script;
 use fred::types::Builder;
@@ -66,6 +66,8 @@ use view::{Miss, Snapshot, Txn};
 
 /// Attempts of one operation before it gives up on streams that keep changing under it.
 const MAX_ATTEMPTS: usize = 64;
+/// States a sweep reads per command.
+const SWEEP_CHUNK: usize = 512;
 /// Speculative runs of one attempt; each fetches at least one new read, so this bounds reads
 /// of very large forks, not ordinary operations (which need two or three).
 const MAX_RUNS: usize = 4096;
@@ -204,6 +206,31 @@ impl RedisStore {
     }
 
     /// This handle's part of its commit tokens, which the notices of its commits carry.
+    /// The streams of `names` a sweep has work on, from their states read in one command; the
+    /// others cost nothing more. (Only a single primary has swept streams: a Cluster refuses
+    /// them, so the command never spans slots.)
+    async fn sweep_due<'n>(&self, names: &'n [String]) -> Result<Vec<&'n String>, StoreError> {
+        let keys: Vec<String> = names.iter().map(|n| keys::state(n)).collect();
+        let states: Vec<Option<bytes::Bytes>> = self
+            .inner
+            .client
+            .mget(keys)
+            .await
+            .map_err(|e| redis_error("reading the swept streams' states", e))?;
+        let now = Now {
+            ms: self.inner.clock.now_ms(),
+            access: &self.inner.access,
+        };
+        let mut due = Vec::new();
+        for (name, bytes) in names.iter().zip(states) {
+            let Some(bytes) = bytes else { continue };
+            if ops::sweep_due(name, &codec::decode_state(&bytes)?, now) {
+                due.push(name);
+            }
+        }
+        Ok(due)
+    }
+
     fn writer(&self) -> String {
         writer(self.inner.instance)
     }
@@ -514,11 +541,13 @@ impl LogStore for RedisStore {
             .await
             .map_err(|e| redis_error("reading the expiring index", e))?;
         let mut changed = 0;
-        for name in &names {
-            let swept = self
-                .op(Plan::write(name), |t, now| ops::sweep_stream(t, name, now))
-                .await?;
-            changed += usize::from(swept);
+        for chunk in names.chunks(SWEEP_CHUNK) {
+            for name in self.sweep_due(chunk).await? {
+                let swept = self
+                    .op(Plan::write(name), |t, now| ops::sweep_stream(t, name, now))
+                    .await?;
+                changed += usize::from(swept);
+            }
         }
         Ok(changed)
     }

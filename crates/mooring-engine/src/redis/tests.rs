@@ -204,31 +204,7 @@ async fn a_trim_removes_what_it_trims_from_redis() {
     let server = RedisServer::start().expect("redis-server");
     let clock = ManualClock::new(1_800_000_000_000);
     let store = fresh(&server, clock.clone()).await;
-    let rules = PublishRules {
-        dedupe_window_ms: 1_000,
-        retain_ms: Some(10_000),
-    };
-    let publish = |reference: Option<u64>, id: &str| {
-        let event = NewEvent {
-            id: Some(id.to_owned()),
-            action: reference.map_or(Action::MessageCreate, |_| Action::MessageAppend),
-            name: None,
-            reference,
-            data: "x".into(),
-            extras: Default::default(),
-        };
-        store.publish(
-            "chat",
-            vec![PublishGroup::new(Some("agent".into()), vec![event])],
-            rules,
-        )
-    };
-    for (reference, id) in [(None, "a"), (Some(1), "b"), (None, "c")] {
-        assert!(publish(reference, id).await.expect("store")[0].is_ok());
-    }
-    clock.advance(6_000);
-    assert!(publish(None, "d").await.expect("store")[0].is_ok());
-    clock.advance(6_000);
+    conformance::retention::aged_session(&store, &clock).await;
     assert_eq!(store.sweep_expired().await, Ok(1));
     let count = |command: &str, key: &str| server.command(&[command, key]).expect("redis");
     assert_eq!(count("XLEN", "mooring:{chat}:r"), ":1", "records");

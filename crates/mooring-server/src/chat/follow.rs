@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use mooring_core::read::ReadError;
 use mooring_core::session::event_of;
 use mooring_protocol::session::Event;
 use mooring_protocol::{Position, ReadFrom};
@@ -39,7 +40,8 @@ impl Follower {
         }
     }
 
-    /// The next event and whether it is live; `None` when the node shuts down.
+    /// The next event and whether it is live; `None` when the node shuts down, or retention
+    /// removed the events after the position.
     pub(crate) async fn next(&mut self) -> Option<(Event, bool)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -62,6 +64,12 @@ impl Follower {
                         self.pending.push_back(event_of(record));
                     }
                     continue;
+                }
+                // Retention removed events this follow has not given: what it was asked for
+                // cannot be told whole, so it ends rather than skip them.
+                Err(ReadError::BeforeRetained { .. }) => {
+                    tracing::info!(session = %self.name, after = self.position, "the events to follow were trimmed by retention");
+                    return None;
                 }
                 // Nothing new (or no session yet): wait for the next write.
                 _ => self.caught_up = true,

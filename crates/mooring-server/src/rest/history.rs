@@ -1,7 +1,10 @@
 //! `GET /v1/sessions/{name}/history`: pages of events in either direction, by serial or time.
 //!
 //! Serials are contiguous, so a backward page is a forward read of a computed range; event times
-//! never decrease along the log, so a time bound is found by binary search on serials.
+//! never decrease along the log, so a time bound is found by binary search on serials. Pages
+//! cover the events retention kept: a page from the start begins after the trimmed ones, and a
+//! page after a trimmed serial is refused (`history_lost`) rather than begun later, which would
+//! be a gap.
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -83,15 +86,15 @@ async fn time_of(app: &AppState, name: &str, epoch: u64, serial: u64) -> Result<
     Ok(events.first().map_or(0, |e| e.ts))
 }
 
-/// The first serial in `1..=tail` whose time is at least `ms` (`tail + 1` if none).
+/// The first serial in `trimmed+1..=tail` whose time is at least `ms` (`tail + 1` if none).
 async fn first_at_or_after(
     app: &AppState,
     name: &str,
     epoch: u64,
-    tail: u64,
+    (trimmed, tail): (u64, u64),
     ms: u64,
 ) -> Result<u64, RestError> {
-    let (mut lo, mut hi) = (1, tail + 1);
+    let (mut lo, mut hi) = (trimmed + 1, tail + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if time_of(app, name, epoch, mid).await? >= ms {
@@ -115,7 +118,8 @@ pub(crate) async fn history(
         mooring_core::read::HeadError::Store(e) => e.into(),
         _ => RestError::not_found(&name),
     })?;
-    let (epoch, tail) = (info.tail.epoch, info.tail.serial);
+    let (epoch, tail, trimmed) = (info.tail.epoch, info.tail.serial, info.trimmed);
+    let kept = (trimmed, tail);
     let events = match q.direction {
         Direction::Forward => {
             if q.before.is_some() || q.until.is_some() {
@@ -126,8 +130,8 @@ pub(crate) async fn history(
                     return Err(RestError::invalid("give after or since, not both"))
                 }
                 (Some(after), None) => after.min(tail),
-                (None, Some(ms)) => first_at_or_after(&app, &name, epoch, tail, ms).await? - 1,
-                (None, None) => 0,
+                (None, Some(ms)) => first_at_or_after(&app, &name, epoch, kept, ms).await? - 1,
+                (None, None) => trimmed,
             };
             events_between(&app, &name, epoch, after, tail, limit).await?
         }
@@ -141,11 +145,12 @@ pub(crate) async fn history(
                 }
                 (Some(before), None) => before.saturating_sub(1).min(tail),
                 (None, Some(ms)) => {
-                    first_at_or_after(&app, &name, epoch, tail, ms.saturating_add(1)).await? - 1
+                    first_at_or_after(&app, &name, epoch, kept, ms.saturating_add(1)).await? - 1
                 }
                 (None, None) => tail,
             };
-            let after = upto.saturating_sub(limit);
+            // Backward pages end where the kept events begin.
+            let after = upto.saturating_sub(limit).max(trimmed);
             let mut page = events_between(&app, &name, epoch, after, upto, limit).await?;
             page.reverse();
             page
@@ -156,7 +161,7 @@ pub(crate) async fn history(
             "?direction=forward&after={}&limit={limit}",
             last.serial
         )),
-        (Direction::Backward, Some(last)) if last.serial > 1 => Some(format!(
+        (Direction::Backward, Some(last)) if last.serial > trimmed + 1 => Some(format!(
             "?direction=backward&before={}&limit={limit}",
             last.serial
         )),
@@ -166,6 +171,7 @@ pub(crate) async fn history(
         "session": name,
         "epoch": epoch,
         "high_water": tail,
+        "trimmed": trimmed,
         "events": events,
         "next": next,
     });

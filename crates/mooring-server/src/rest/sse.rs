@@ -3,7 +3,8 @@
 //! With `Last-Event-ID: S` (or `?after=S`) the stream replays every event after serial S, then
 //! follows live; each event carries `id: <serial>`, so a browser's automatic reconnect resumes
 //! exactly. Without a position it starts with the materialized view (one whole message per
-//! event, sent without ids), then an `event: live` whose id is the view's high-water.
+//! event, sent without ids), then an `event: live` whose id is the view's high-water. A
+//! position before the events retention kept gets `event: history_lost`, then the view.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mooring_core::read::ReadError;
 use mooring_core::session::event_of;
 use mooring_protocol::session::Event;
 use mooring_protocol::{Position, ReadFrom};
@@ -106,7 +108,21 @@ async fn pump(
             epoch,
             serial: position,
         });
-        if let Ok(batch) = app.store.read(&name, from, PAGE_BYTES).await {
+        let read = app.store.read(&name, from, PAGE_BYTES).await;
+        if let Err(ReadError::BeforeRetained { .. }) = read {
+            // The events after the position were trimmed: say so, then start over from the
+            // view as a stream without a position does.
+            let lost = "event: history_lost\ndata: {\"code\":\"history_lost\",\"message\":\"the events after this position were removed by the retention rule; the view follows\"}\n\n";
+            if tx.send(Bytes::from_static(lost.as_bytes())).await.is_err() {
+                return;
+            }
+            match send_view(&app, &name, &tx).await {
+                Some(serial) => position = serial,
+                None => return,
+            }
+            continue;
+        }
+        if let Ok(batch) = read {
             for record in &batch.records {
                 if tx.send(frame(&event_of(record), true)).await.is_err() {
                     return;
