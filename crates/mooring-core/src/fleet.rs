@@ -12,9 +12,16 @@
 //! comes back through takes it over, and when the owner dies, a run nobody took over within
 //! the grace ends `agent_lost`, published by the nodes that survive (under one event id, so
 //! once).
+//!
+//! And agent dispatch: a user input written through one node is announced to the others, so a
+//! worker connected to any node can answer it. A node offers an input to its worker only once
+//! it holds the input's claim in the store, and a `run.start` naming an input held by another
+//! live node is refused, so each input is still answered by one agent.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use mooring_protocol::session::Event;
 
 use crate::presence::{Member, PresenceAction};
 use crate::store::StoreError;
@@ -42,6 +49,26 @@ pub struct RunOwner {
     pub node: String,
     /// The agent's client id ("" if it had none).
     pub client_id: String,
+}
+
+/// A user input written through `node`, as the nodes with workers hear of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputNotice {
+    pub node: String,
+    pub session: String,
+    pub epoch: u64,
+    pub input: Event,
+}
+
+/// What a node's attempt to hold an input for its workers found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputClaim {
+    /// This node holds it: it may offer it to one of its workers.
+    Won,
+    /// Another live node holds it.
+    HeldBy(String),
+    /// A run answering it was started (through the node named).
+    Started(String),
 }
 
 /// What a beat learned.
@@ -102,4 +129,40 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
     /// The sessions in which dead `node` owned runs, forgotten as they are read: the nodes
     /// that survive look at each.
     async fn orphaned_sessions(&self, node: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Tells the other nodes of a user input that waits for a worker. Best effort: the notice
+    /// may be lost, so the node that has the input announces it again while it waits.
+    async fn announce_input(&self, notice: &InputNotice) -> Result<(), StoreError>;
+
+    /// Takes input `serial` of `session` for this node's workers, unless another node holds
+    /// it (one of `dead`, nodes the caller found dead, does not count) or a run answering it
+    /// started; held for `ttl_ms`.
+    async fn claim_input(
+        &self,
+        session: &str,
+        serial: u64,
+        dead: &[String],
+        ttl_ms: u64,
+    ) -> Result<InputClaim, StoreError>;
+
+    /// Gives back an input this node holds and did not start, for the other nodes to take.
+    async fn release_input(&self, session: &str, serial: u64) -> Result<(), StoreError>;
+
+    /// Who holds input `serial` of `session`: `None` if nobody (never [`InputClaim::Won`]).
+    async fn input_state(
+        &self,
+        session: &str,
+        serial: u64,
+    ) -> Result<Option<InputClaim>, StoreError>;
+
+    /// A run answering input `serial` is about to be written through this node: `Err(node)`
+    /// if another node holds the input (one of `dead` does not count); otherwise no node can
+    /// take it from then on.
+    async fn start_input(
+        &self,
+        session: &str,
+        serial: u64,
+        dead: &[String],
+        ttl_ms: u64,
+    ) -> Result<Result<(), String>, StoreError>;
 }

@@ -47,7 +47,7 @@ pub enum DeleteError {
 
 /// What another writer of the same data did: a wake-up for a stream it wrote (never the data
 /// itself), or a presence change of a member connected through another node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum StoreNotice {
     /// Another writer committed a write to `name` (an append, a publish, a create, a close or
     /// a removal); `tail` is the stream's last serial after it (0 once removed).
@@ -58,6 +58,9 @@ pub enum StoreNotice {
     /// A member connected through another node entered, changed or left. Unlike a wake-up it
     /// carries the change; like one it may be lost, and then `Lost` follows.
     Presence(crate::fleet::PresenceNotice),
+    /// A user input written through another node waits for a worker. Like a wake-up it may be
+    /// lost; the node that has it announces it again while it waits.
+    Input(Box<crate::fleet::InputNotice>),
 }
 
 /// Notices of writes made by other writers (other nodes on a shared store).

@@ -8,7 +8,8 @@
 //! every hot session and waiting reader is woken at once.
 //!
 //! Presence changes of other nodes' members go to the session's task, if one runs here; after
-//! `Lost`, every task records its own members again and reads the others' afresh.
+//! `Lost`, every task records its own members again and reads the others' afresh. User inputs
+//! written through other nodes go to agent dispatch.
 //!
 //! [`LogStore::notices`]: mooring_core::store::LogStore::notices
 
@@ -39,6 +40,10 @@ pub(crate) async fn relay(
             Some(StoreNotice::Presence(notice)) => {
                 metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "presence").increment(1);
                 sessions.remote_presence(notice);
+            }
+            Some(StoreNotice::Input(notice)) => {
+                metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "input").increment(1);
+                sessions.dispatcher().remote_input(*notice);
             }
             Some(StoreNotice::Lost) => {
                 metrics::counter!(crate::metrics::STORE_NOTICES, "kind" => "lost").increment(1);

@@ -5,7 +5,8 @@
 //! counts its members as lost connections, and the sessions where the dead node owned runs
 //! are started here if they are not hot, so those runs end even if nobody watches. If this
 //! node itself was silent past the expiry (a pause, a partition from the store), the others
-//! may have dropped its members, so every session task records them again.
+//! may have dropped its members, so every session task records them again. Agent dispatch
+//! announces its waiting inputs again once per expiry.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,10 +23,18 @@ pub(crate) async fn beat(shared: Arc<dyn Fleet>, sessions: Sessions, shutdown: C
     let mut ticks = tokio::time::interval(expiry / 5);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut alive: BTreeSet<String> = BTreeSet::new();
+    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = shutdown.cancelled() => return,
+        }
+        beats += 1;
+        if beats % 5 == 0 {
+            // Once per expiry: inputs written here that still wait are announced again, off
+            // the beat's path (each asks the store about its claim).
+            let dispatcher = sessions.dispatcher().clone();
+            tokio::spawn(async move { dispatcher.announce_waiting().await });
         }
         let beat = match shared.beat(expiry_ms).await {
             Ok(beat) => beat,

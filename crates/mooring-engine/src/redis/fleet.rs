@@ -13,10 +13,12 @@
 
 use async_trait::async_trait;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, PubsubInterface, SetsInterface};
 use fred::types::scripts::Script;
 use fred::types::Value;
-use mooring_core::fleet::{Beat, Fleet, PresenceNotice, RemoteMember, RunOwner};
+use mooring_core::fleet::{
+    Beat, Fleet, InputClaim, InputNotice, PresenceNotice, RemoteMember, RunOwner,
+};
 use mooring_core::presence::{Member, PresenceAction};
 use mooring_core::store::StoreError;
 
@@ -25,6 +27,7 @@ use super::{keys, redis_error};
 const ANNOUNCE: &str = include_str!("presence.lua");
 const BEAT: &str = include_str!("beat.lua");
 const CLAIM: &str = include_str!("claim.lua");
+const INPUT: &str = include_str!("input.lua");
 
 /// The presence of one node on a Redis it shares with others.
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub(super) struct RedisFleet {
     announce: Script,
     beat: Script,
     claim: Script,
+    input: Script,
 }
 
 /// A member's field in its session's hash: its client id and instance, as a JSON array, which
@@ -52,8 +56,8 @@ impl RedisFleet {
     /// Loads the scripts through `client`; `node` is this node's id.
     pub(super) async fn new(client: Client, node: String) -> Result<Self, StoreError> {
         let (announce, beat) = (Script::from_lua(ANNOUNCE), Script::from_lua(BEAT));
-        let claim = Script::from_lua(CLAIM);
-        for script in [&announce, &beat, &claim] {
+        let (claim, input) = (Script::from_lua(CLAIM), Script::from_lua(INPUT));
+        for script in [&announce, &beat, &claim, &input] {
             script
                 .load(&client)
                 .await
@@ -65,7 +69,28 @@ impl RedisFleet {
             announce,
             beat,
             claim,
+            input,
         })
+    }
+
+    /// Runs `input.lua` for input `serial` of `session`; answers its verdict and node.
+    async fn input_op(
+        &self,
+        op: &str,
+        (session, serial): (&str, u64),
+        dead: &[String],
+        ttl_ms: u64,
+    ) -> Result<(String, String), StoreError> {
+        let mut args: Vec<Value> = vec![
+            op.into(),
+            self.node.as_str().into(),
+            Value::from(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+        ];
+        args.extend(dead.iter().map(|n| Value::from(n.as_str())));
+        self.input
+            .evalsha_with_reload(&self.client, vec![keys::input_claim(session, serial)], args)
+            .await
+            .map_err(|e| redis_error("claiming an input for dispatch", e))
     }
 
     async fn change(
@@ -291,6 +316,70 @@ impl Fleet for RedisFleet {
             .map_err(|e| redis_error("forgetting a dead node's sessions", e))?;
         Ok(sessions)
     }
+
+    async fn announce_input(&self, notice: &InputNotice) -> Result<(), StoreError> {
+        let message = serde_json::to_string(notice)
+            .map_err(|e| StoreError::Io(format!("encoding an input notice: {e}")))?;
+        let _: i64 = self
+            .client
+            .publish(keys::INPUTS, message)
+            .await
+            .map_err(|e| redis_error("announcing an input", e))?;
+        Ok(())
+    }
+
+    async fn claim_input(
+        &self,
+        session: &str,
+        serial: u64,
+        dead: &[String],
+        ttl_ms: u64,
+    ) -> Result<InputClaim, StoreError> {
+        let (verdict, node) = self
+            .input_op("claim", (session, serial), dead, ttl_ms)
+            .await?;
+        Ok(match verdict.as_str() {
+            "ok" => InputClaim::Won,
+            "held" => InputClaim::HeldBy(node),
+            _ => InputClaim::Started(node),
+        })
+    }
+
+    async fn release_input(&self, session: &str, serial: u64) -> Result<(), StoreError> {
+        self.input_op("release", (session, serial), &[], 0).await?;
+        Ok(())
+    }
+
+    async fn input_state(
+        &self,
+        session: &str,
+        serial: u64,
+    ) -> Result<Option<InputClaim>, StoreError> {
+        let (state, node) = self.input_op("peek", (session, serial), &[], 0).await?;
+        Ok(match state.as_str() {
+            "held" => Some(InputClaim::HeldBy(node)),
+            "started" => Some(InputClaim::Started(node)),
+            _ => None,
+        })
+    }
+
+    async fn start_input(
+        &self,
+        session: &str,
+        serial: u64,
+        dead: &[String],
+        ttl_ms: u64,
+    ) -> Result<Result<(), String>, StoreError> {
+        let (verdict, node) = self
+            .input_op("start", (session, serial), dead, ttl_ms)
+            .await?;
+        Ok(if verdict == "held" { Err(node) } else { Ok(()) })
+    }
+}
+
+/// The notice in a message on [`keys::INPUTS`]; `None` if unreadable.
+pub(super) fn decode_input(message: &str) -> Option<InputNotice> {
+    serde_json::from_str(message).ok()
 }
 
 /// The notice in a message on [`keys::PRESENCE`]; `None` if unreadable.

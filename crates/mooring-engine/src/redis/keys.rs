@@ -77,6 +77,14 @@ pub(super) fn runs(name: &str) -> String {
     key(name, "o")
 }
 
+/// Who holds input `serial` of the session for dispatch (a string with an expiry).
+pub(super) fn input_claim(name: &str, serial: u64) -> String {
+    key(name, &format!("d:{serial}"))
+}
+
+/// The pub/sub channel on which nodes announce user inputs waiting for a worker.
+pub(super) const INPUTS: &str = "mooring:inputs";
+
 /// The sessions in which `node` owns runs (a set), for the nodes that survive it. A key of
 /// its own slot: nothing else is written with it.
 pub(super) fn node_runs(node: &str) -> String {
@@ -111,6 +119,8 @@ mod tests {
         assert_eq!(aux("x", AuxTable::PublishIds), "mooring:{x}:a2");
         assert_eq!(members("x"), "mooring:{x}:m");
         assert_eq!(runs("x"), "mooring:{x}:o");
+        assert_eq!(input_claim("x", 7), "mooring:{x}:d:7");
+        assert_eq!(INPUTS, "mooring:inputs");
         assert_eq!(node_runs("00ff"), "mooring:node:00ff:runs");
         assert_eq!(NOTICES, "mooring:moved");
         assert_eq!(PRESENCE, "mooring:presence");

@@ -32,7 +32,7 @@ pub(super) const MESSAGE_BUFFER: usize = 4096;
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What a node follows: other nodes' commits, and their presence changes.
-const CHANNELS: [&str; 2] = [keys::NOTICES, keys::PRESENCE];
+const CHANNELS: [&str; 3] = [keys::NOTICES, keys::PRESENCE, keys::INPUTS];
 
 /// The message a commit with `token` publishes for stream `name`, whose last serial is `tail`.
 pub(super) fn message(token: &str, tail: u64, name: &str) -> String {
@@ -71,6 +71,19 @@ fn decode(message: &Message, own: &str) -> Option<StoreNotice> {
             None => {
                 tracing::warn!(message = ?text, "unreadable presence notice from another node");
                 Some(StoreNotice::Lost)
+            }
+        };
+    }
+    if &*message.channel == keys::INPUTS {
+        let text = message.value.as_str();
+        return match text.as_deref().and_then(super::fleet::decode_input) {
+            Some(notice) if notice.node == own => None,
+            Some(notice) => Some(StoreNotice::Input(Box::new(notice))),
+            // Inputs are announced again while they wait: one unreadable (a newer node's)
+            // costs nothing else.
+            None => {
+                tracing::warn!(message = ?text, "unreadable input notice from another node");
+                None
             }
         };
     }

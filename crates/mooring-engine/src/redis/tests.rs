@@ -212,6 +212,70 @@ async fn a_trim_removes_what_it_trims_from_redis() {
     assert_eq!(count("HLEN", "mooring:{chat}:a2"), ":1", "publish ids");
 }
 
+/// An input's claim: one node holds it at a time, the claim of a node found dead counts for
+/// nothing, a started input cannot be taken (even from a dead node), and only the holder
+/// gives it back.
+#[tokio::test]
+async fn one_live_node_holds_an_input_at_a_time() {
+    use mooring_core::fleet::InputClaim;
+    let server = RedisServer::start().expect("redis-server");
+    let clock = ManualClock::new(1_800_000_000_000);
+    let a = fresh(&server, clock.clone())
+        .await
+        .fleet()
+        .expect("a fleet");
+    let b = RedisStore::connect(&server.url(), Arc::new(clock))
+        .await
+        .expect("connect")
+        .fleet()
+        .expect("a fleet");
+    let none: &[String] = &[];
+    let ttl = 60_000;
+    assert_eq!(
+        a.claim_input("chat:1", 4, none, ttl).await,
+        Ok(InputClaim::Won)
+    );
+    assert_eq!(
+        a.claim_input("chat:1", 4, none, ttl).await,
+        Ok(InputClaim::Won),
+        "again"
+    );
+    assert_eq!(
+        b.claim_input("chat:1", 4, none, ttl).await,
+        Ok(InputClaim::HeldBy(a.node().to_owned()))
+    );
+    assert_eq!(
+        b.start_input("chat:1", 4, none, ttl).await,
+        Ok(Err(a.node().to_owned()))
+    );
+    b.release_input("chat:1", 4)
+        .await
+        .expect("not b's to give back");
+    assert_eq!(
+        b.input_state("chat:1", 4).await,
+        Ok(Some(InputClaim::HeldBy(a.node().to_owned())))
+    );
+    // b found `a` dead: its claim counts for nothing.
+    let a_dead = [a.node().to_owned()];
+    assert_eq!(
+        b.claim_input("chat:1", 4, &a_dead, ttl).await,
+        Ok(InputClaim::Won)
+    );
+    a.release_input("chat:1", 4).await.expect("release");
+    assert_eq!(
+        a.input_state("chat:1", 4).await,
+        Ok(Some(InputClaim::HeldBy(b.node().to_owned()))),
+        "a no longer holds it, so its release changes nothing"
+    );
+    b.release_input("chat:1", 4).await.expect("release");
+    assert_eq!(a.input_state("chat:1", 4).await, Ok(None));
+    assert_eq!(a.start_input("chat:1", 4, none, ttl).await, Ok(Ok(())));
+    assert_eq!(
+        b.claim_input("chat:1", 4, &a_dead, ttl).await,
+        Ok(InputClaim::Started(a.node().to_owned()))
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_at_start_not_a_hang() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -63,6 +63,7 @@ impl Sessions {
             config.dispatch_hold,
             config.max_waiting_inputs,
             clock.clone(),
+            store.fleet().map(|fleet| (fleet, config.node_expiry)),
         );
         Self {
             inner: Arc::new(Inner {
@@ -111,6 +112,17 @@ impl Sessions {
         connection_id: Option<String>,
     ) -> oneshot::Receiver<Result<PublishOutcome, PublishError>> {
         let (reply, rx) = oneshot::channel();
+        // With several nodes: a run answering an input another node holds is refused here,
+        // before its session task sees it.
+        if let Err(e) = self
+            .inner
+            .dispatcher
+            .start_inputs(name, &group.events)
+            .await
+        {
+            let _ = reply.send(Err(e));
+            return rx;
+        }
         let command = Command::Publish {
             group,
             reply,

@@ -5,8 +5,10 @@
 //! worker wait, bounded in count, bytes and time.
 //!
 //! The state is in this node's memory (`table`), behind one lock held only for bookkeeping:
-//! frames are queued to workers after it is released.
+//! frames are queued to workers after it is released. With several nodes on one store, the
+//! nodes share inputs and claims through it (`shared`).
 
+mod shared;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -17,12 +19,14 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use mooring_core::auth::SessionPattern;
 use mooring_core::clock::Clock;
+use mooring_core::fleet::{Fleet, InputClaim, InputNotice};
 use mooring_core::session::PublishError;
 use mooring_protocol::realtime::{ServerFrame, INPUT_NAME};
 use mooring_protocol::session::{Action, Event, NewEvent};
 
 use super::outbound::{Outbound, QueueError, SlowSignal};
-use table::{DispatchTable, Dropped, HoldLimits, Offer};
+use shared::Shared;
+use table::{DispatchTable, Dropped, HoldLimits, InputKey, Offer, Waiting};
 
 /// How long an input waits for a worker by default.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(600);
@@ -44,6 +48,9 @@ pub(crate) struct WorkerLink {
 pub struct Dispatcher {
     table: Arc<Mutex<DispatchTable<WorkerLink>>>,
     clock: Arc<dyn Clock>,
+    /// With several nodes on one store (its fleet, and the node expiry): the claims and
+    /// announcements shared with them.
+    shared: Option<Arc<Shared>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -66,16 +73,27 @@ fn run_fields(data: &serde_json::Value) -> (Option<&str>, Option<u64>) {
 }
 
 impl Dispatcher {
-    /// A dispatcher whose waiting inputs are held for `hold`, at most `max_waiting` of them.
-    pub fn new(hold: Duration, max_waiting: usize, clock: Arc<dyn Clock>) -> Self {
+    /// A dispatcher whose waiting inputs are held for `hold`, at most `max_waiting` of them;
+    /// with `fleet`, it shares inputs with the other nodes of the store.
+    pub fn new(
+        hold: Duration,
+        max_waiting: usize,
+        clock: Arc<dyn Clock>,
+        fleet: Option<(Arc<dyn Fleet>, Duration)>,
+    ) -> Self {
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
         let limits = HoldLimits {
-            hold_ms: hold.as_millis() as u64,
+            hold_ms,
             max_inputs: max_waiting,
             max_bytes: DEFAULT_MAX_WAITING_BYTES,
         };
         Self {
             table: Arc::new(Mutex::new(DispatchTable::new(limits))),
             clock,
+            shared: fleet.map(|(fleet, node_expiry)| {
+                let expiry_ms = u64::try_from(node_expiry.as_millis()).unwrap_or(u64::MAX);
+                Arc::new(Shared::new(fleet, hold_ms, expiry_ms))
+            }),
         }
     }
 
@@ -142,6 +160,7 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let mut offers = Vec::new();
         let mut dropped = Dropped::default();
+        let mut waiting = Vec::new();
         {
             let mut table = self.lock();
             for event in events.iter().filter(|e| relevant(e)) {
@@ -152,7 +171,18 @@ impl Dispatcher {
                         continue;
                     }
                     (Action::RunEnd, Some(run_id)) => table.ended(session, run_id, now),
-                    (Action::MessageCreate, _) => table.input(session, epoch, event.clone(), now),
+                    (Action::MessageCreate, _) => {
+                        let offered = table.input(session, epoch, event.clone(), now);
+                        let key = (session.to_owned(), event.serial);
+                        if table.is_waiting(&key) {
+                            waiting.push(Waiting {
+                                key,
+                                epoch,
+                                event: event.clone(),
+                            });
+                        }
+                        offered
+                    }
                     _ => continue,
                 };
                 offers.extend(more);
@@ -161,7 +191,81 @@ impl Dispatcher {
             }
             metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
         }
-        deliver(offers, dropped);
+        self.deliver(offers, dropped);
+        // Nobody here could take them: perhaps a worker of another node can.
+        if let Some(shared) = &self.shared {
+            for input in waiting {
+                let shared = shared.clone();
+                tokio::spawn(async move { shared.announce(&input).await });
+            }
+            self.give_back_returned();
+        }
+    }
+
+    /// An input written through another node: offered here if a worker of this node can
+    /// answer it (and this node wins its claim).
+    pub(crate) fn remote_input(&self, notice: InputNotice) {
+        let now = self.clock.now_ms();
+        let (offers, dropped) = self
+            .change(|table| table.remote_input(&notice.session, notice.epoch, notice.input, now));
+        self.deliver(offers, dropped);
+    }
+
+    /// Announces again the inputs written through this node that still wait for a worker and
+    /// that no live node holds (an announcement may have been lost, or a worker registered on
+    /// another node since); forgets those a run answers.
+    pub(crate) async fn announce_waiting(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        // One round at a time: a slow store must not pile rounds up.
+        let Some(_round) = shared.announcing() else {
+            return;
+        };
+        let waiting = self.lock().local_waiting();
+        for input in waiting {
+            match shared.still_waits(&input).await {
+                Some(true) => shared.announce(&input).await,
+                Some(false) => {}
+                None => {
+                    let now = self.clock.now_ms();
+                    let (offers, dropped) =
+                        self.change(|table| table.taken_elsewhere(&input.key, now));
+                    self.deliver(offers, dropped);
+                }
+            }
+        }
+    }
+
+    /// Checks each `run.start` naming an input against the store's claims before it is
+    /// written (several nodes only): refused if another live node holds the input.
+    pub(crate) async fn start_inputs(
+        &self,
+        session: &str,
+        events: &[NewEvent],
+    ) -> Result<(), PublishError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let starts = events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| event.action == Action::RunStart)
+            .filter_map(|(index, event)| Some((index, run_fields(&event.data).1?)));
+        for (index, input) in starts {
+            let verdict = shared
+                .start(session, input)
+                .await
+                .map_err(PublishError::Store)?;
+            if let Err(node) = verdict {
+                return Err(PublishError::InputTaken {
+                    index,
+                    input,
+                    holder: format!("dispatched through node {node}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Makes `connection` a worker for `patterns` (none: stops it being one).
@@ -176,7 +280,7 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let (offers, dropped) = self
             .change(|table| table.register(connection, client_id, patterns, capacity, link, now));
-        deliver(offers, dropped);
+        self.deliver(offers, dropped);
     }
 
     /// `connection` gives the input at `serial` of `session` back.
@@ -184,28 +288,95 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         let key = (session.to_owned(), serial);
         let (offers, dropped) = self.change(|table| table.release(connection, &key, now));
-        deliver(offers, dropped);
+        self.deliver(offers, dropped);
     }
 
     /// `connection` ended: the inputs it held go to other workers.
     pub(crate) fn connection_ended(&self, connection: &str) {
         let now = self.clock.now_ms();
         let (offers, dropped) = self.change(|table| table.connection_ended(connection, now));
-        deliver(offers, dropped);
+        self.deliver(offers, dropped);
     }
 
-    /// Changes the table under its lock, and sets the waiting gauge to what it holds after.
+    /// Changes the table under its lock, and sets the waiting gauge to what it holds after;
+    /// with several nodes, gives back the claims of inputs that wait again.
     fn change<T>(&self, change: impl FnOnce(&mut DispatchTable<WorkerLink>) -> T) -> T {
-        let mut table = self.lock();
-        let result = change(&mut table);
-        metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
+        let result = {
+            let mut table = self.lock();
+            let result = change(&mut table);
+            metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
+            result
+        };
+        self.give_back_returned();
         result
+    }
+
+    /// Inputs this node held that wait again: their claims go back and the other nodes hear
+    /// of them.
+    fn give_back_returned(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let returned = self.lock().returned();
+        for input in returned {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.give_back(&input).await });
+        }
+    }
+
+    /// Sends each offer to its worker; with several nodes, only once this node holds the
+    /// input's claim.
+    fn deliver(&self, offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
+        report_drops(&dropped);
+        let Some(shared) = &self.shared else {
+            offers.into_iter().for_each(send);
+            return;
+        };
+        for offer in offers {
+            let (this, shared) = (self.clone(), shared.clone());
+            tokio::spawn(async move {
+                let key: InputKey = (offer.session.clone(), offer.input.serial);
+                let claim = shared.claim(&key.0, key.1).await;
+                tracing::debug!(session = %key.0, input = key.1, ?claim, "claimed an input to offer");
+                match claim {
+                    Ok(InputClaim::Won) => send(offer),
+                    Ok(InputClaim::HeldBy(_) | InputClaim::Started(_)) => {
+                        let now = this.clock.now_ms();
+                        let (offers, dropped) =
+                            this.change(|table| table.taken_elsewhere(&key, now));
+                        this.deliver(offers, dropped);
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %key.0, input = key.1, error = %e, "claiming an input failed; it waits for the next change");
+                        this.change(|table| table.put_back(&key));
+                    }
+                }
+            });
+        }
     }
 }
 
-/// Sends each offer to its worker; a worker whose queue is full is closed as a slow consumer,
+/// Queues an offer to its worker; a worker whose queue is full is closed as a slow consumer,
 /// and its inputs go to others when its connection ends.
-fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
+fn send(offer: Offer<WorkerLink>) {
+    let attempt = if offer.attempt == 1 { "first" } else { "again" };
+    metrics::counter!(crate::metrics::DISPATCHED, "attempt" => attempt).increment(1);
+    let frame = ServerFrame::Dispatch {
+        session: offer.session,
+        epoch: offer.epoch,
+        input: offer.input,
+        attempt: offer.attempt,
+    };
+    let Ok(text) = serde_json::to_string(&frame) else {
+        return;
+    };
+    if offer.link.outbound.try_queue(Utf8Bytes::from(text)) == Err(QueueError::Full) {
+        offer.link.slow.raise();
+    }
+}
+
+/// Logs and counts inputs dropped from dispatch.
+fn report_drops(dropped: &Dropped) {
     report_dropped(
         dropped.expired,
         "expired",
@@ -216,22 +387,6 @@ fn deliver(offers: Vec<Offer<WorkerLink>>, dropped: Dropped) {
         "evicted",
         "too many inputs waited for a worker; the oldest were dropped from dispatch",
     );
-    for offer in offers {
-        let attempt = if offer.attempt == 1 { "first" } else { "again" };
-        metrics::counter!(crate::metrics::DISPATCHED, "attempt" => attempt).increment(1);
-        let frame = ServerFrame::Dispatch {
-            session: offer.session,
-            epoch: offer.epoch,
-            input: offer.input,
-            attempt: offer.attempt,
-        };
-        let Ok(text) = serde_json::to_string(&frame) else {
-            continue;
-        };
-        if offer.link.outbound.try_queue(Utf8Bytes::from(text)) == Err(QueueError::Full) {
-            offer.link.slow.raise();
-        }
-    }
 }
 
 /// Logs and counts `inputs` dropped from dispatch for one reason, `why` (the metric's label).

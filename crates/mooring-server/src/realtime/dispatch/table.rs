@@ -35,6 +35,20 @@ struct Input {
     attempts: u32,
     /// Workers (connections) that released it: it is not offered to them again.
     declined: Vec<String>,
+    /// With several nodes: this node holds the input's claim in the store (it was offered
+    /// here), so it must give the claim back if the input waits again.
+    held_here: bool,
+    /// Written through this node (not heard of from another): this node announces it to the
+    /// others while it waits.
+    local: bool,
+}
+
+/// A waiting input, as the other nodes are told of it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Waiting {
+    pub(crate) key: InputKey,
+    pub(crate) epoch: u64,
+    pub(crate) event: Event,
 }
 
 #[derive(Debug)]
@@ -129,6 +143,36 @@ impl<L: Clone> DispatchTable<L> {
         event: Event,
         now_ms: u64,
     ) -> (Vec<Offer<L>>, Dropped) {
+        self.admit(session, epoch, event, now_ms, true)
+    }
+
+    /// An input written through another node: taken in only if a worker here could answer it
+    /// (the node that has it announces it again while it waits, for workers that come later).
+    pub(crate) fn remote_input(
+        &mut self,
+        session: &str,
+        epoch: u64,
+        event: Event,
+        now_ms: u64,
+    ) -> (Vec<Offer<L>>, Dropped) {
+        let matched = self
+            .workers
+            .values()
+            .any(|w| w.patterns.iter().any(|p| p.matches(session)));
+        if !matched {
+            return (Vec::new(), Dropped::default());
+        }
+        self.admit(session, epoch, event, now_ms, false)
+    }
+
+    fn admit(
+        &mut self,
+        session: &str,
+        epoch: u64,
+        event: Event,
+        now_ms: u64,
+        local: bool,
+    ) -> (Vec<Offer<L>>, Dropped) {
         let key = (session.to_owned(), event.serial);
         if self.waiting.contains_key(&key)
             || self.assigned.contains_key(&key)
@@ -146,6 +190,8 @@ impl<L: Clone> DispatchTable<L> {
             waiting_since_ms: now_ms,
             attempts: 0,
             declined: Vec::new(),
+            held_here: false,
+            local,
         };
         let mut offers = Vec::new();
         match self.give(key, input) {
@@ -301,6 +347,60 @@ impl<L: Clone> DispatchTable<L> {
         self.pump(now_ms)
     }
 
+    /// Whether `key` waits for a worker here.
+    pub(crate) fn is_waiting(&self, key: &InputKey) -> bool {
+        self.waiting.contains_key(key)
+    }
+
+    /// Waiting inputs whose claim this node holds, which it must give back for the other
+    /// nodes to take; it no longer counts as holding them.
+    pub(crate) fn returned(&mut self) -> Vec<Waiting> {
+        let mut out = Vec::new();
+        for (key, input) in &mut self.waiting {
+            if std::mem::take(&mut input.held_here) {
+                out.push(Waiting {
+                    key: key.clone(),
+                    epoch: input.epoch,
+                    event: input.event.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Waiting inputs written through this node.
+    pub(crate) fn local_waiting(&self) -> Vec<Waiting> {
+        self.waiting
+            .iter()
+            .filter(|(_, input)| input.local)
+            .map(|(key, input)| Waiting {
+                key: key.clone(),
+                epoch: input.epoch,
+                event: input.event.clone(),
+            })
+            .collect()
+    }
+
+    /// Another node holds `key`, or a run answers it: it is not this node's to offer.
+    pub(crate) fn taken_elsewhere(
+        &mut self,
+        key: &InputKey,
+        now_ms: u64,
+    ) -> (Vec<Offer<L>>, Dropped) {
+        self.forget_input(key);
+        self.pump(now_ms)
+    }
+
+    /// The claim of an offered input could not be checked: it waits again (not declined), for
+    /// the next change to offer it.
+    pub(crate) fn put_back(&mut self, key: &InputKey) {
+        if let Some((mut input, holder)) = self.assigned.remove(key) {
+            self.unassign(&holder);
+            input.held_here = false;
+            self.wait(key.clone(), input);
+        }
+    }
+
     /// Removes an input from waiting or assigned (it was answered).
     fn forget_input(&mut self, key: &InputKey) {
         if let Some(input) = self.waiting.remove(key) {
@@ -396,6 +496,7 @@ impl<L: Clone> DispatchTable<L> {
         worker.assigned += 1;
         worker.last_given = self.turns;
         input.attempts += 1;
+        input.held_here = true;
         let offer = Offer {
             link: worker.link.clone(),
             session: key.0.clone(),

@@ -211,3 +211,51 @@ fn a_narrower_registration_gives_back_what_it_no_longer_matches() {
     let offers = register(&mut t, "w1", "support:*", None);
     assert_eq!(offers, vec![("w2", "chat:1".to_owned(), 1, 2)]);
 }
+
+/// With several nodes: an input heard of from another node is taken in only for a matching
+/// worker here, and only inputs written here are announced again while they wait.
+#[test]
+fn inputs_of_other_nodes_come_in_only_for_a_matching_worker() {
+    let mut t = table();
+    register(&mut t, "support", "support:*", None);
+    assert!(t.remote_input("chat:1", 0, input(1), 0).0.is_empty());
+    assert_eq!(t.waiting(), 0, "no worker here could answer it");
+    register(&mut t, "busy", "chat:*", Some(0));
+    assert!(t.remote_input("chat:1", 0, input(1), 0).0.is_empty());
+    assert_eq!(t.waiting(), 1, "a matching worker, with no room yet");
+    t.input("chat:2", 0, input(5), 0);
+    let local: Vec<InputKey> = t.local_waiting().into_iter().map(|w| w.key).collect();
+    assert_eq!(local, [key("chat:2", 5)], "only the input written here");
+}
+
+/// An input offered here holds this node's claim: handed on between this node's workers it
+/// keeps it; waiting again, it is returned once; taken elsewhere, it is forgotten and the
+/// worker's room goes to the next input.
+#[test]
+fn a_claimed_input_that_waits_again_is_returned_once() {
+    let mut t = table();
+    register(&mut t, "w1", "chat:*", Some(1));
+    let offered = sent(t.input("chat:1", 0, input(1), 0).0);
+    assert_eq!(offered[0].0, "w1");
+    assert!(t.returned().is_empty(), "offered, not waiting");
+    t.connection_ended("w1", 0);
+    let returned: Vec<InputKey> = t.returned().into_iter().map(|w| w.key).collect();
+    assert_eq!(returned, [key("chat:1", 1)]);
+    assert!(t.returned().is_empty(), "returned once");
+
+    let offered = register(&mut t, "w2", "chat:*", Some(1));
+    assert_eq!(offered, vec![("w2", "chat:1".to_owned(), 1, 2)]);
+    assert!(t.input("chat:1", 0, input(2), 0).0.is_empty(), "w2 is full");
+    let next = sent(t.taken_elsewhere(&key("chat:1", 1), 0).0);
+    assert_eq!(
+        next,
+        vec![("w2", "chat:1".to_owned(), 2, 1)],
+        "its room goes on"
+    );
+    t.put_back(&key("chat:1", 2));
+    assert!(t.is_waiting(&key("chat:1", 2)));
+    assert!(
+        t.returned().is_empty(),
+        "a claim that failed to be checked is not held"
+    );
+}
