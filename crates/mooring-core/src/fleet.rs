@@ -155,14 +155,27 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
         serial: u64,
     ) -> Result<Option<InputClaim>, StoreError>;
 
-    /// A run answering input `serial` is about to be written through this node: `Err(node)`
-    /// if another node holds the input (one of `dead` does not count); otherwise no node can
-    /// take it from then on.
+    /// A run of `client_id` answering input `serial` is about to be written through this node.
+    /// Refused (`Err` with the node) if another node holds the input (one of `dead` does not
+    /// count) or a run of another client answers it; otherwise no other node can take it, and
+    /// the answer is the claim before (`""` if none), for [`Fleet::restore_input`].
     async fn start_input(
         &self,
         session: &str,
         serial: u64,
+        client_id: &str,
         dead: &[String],
         ttl_ms: u64,
-    ) -> Result<Result<(), String>, StoreError>;
+    ) -> Result<Result<String, String>, StoreError>;
+
+    /// The run of `client_id` that [`Fleet::start_input`] let through was not written after
+    /// all: the input's claim goes back to `before`, unless it changed since.
+    async fn restore_input(
+        &self,
+        session: &str,
+        serial: u64,
+        client_id: &str,
+        before: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError>;
 }

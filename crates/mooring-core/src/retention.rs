@@ -38,7 +38,7 @@ pub(crate) fn trim(
     }
     let cutoff = now_ms.saturating_sub(retain_ms);
     let records = txn.records(name, state.trimmed, state.tail, SCAN_BYTES)?;
-    let Some(point) = trim_point(&records, cutoff) else {
+    let Some(point) = trim_point(&records, cutoff, now_ms) else {
         return Ok(false);
     };
     txn.trim_records(name, point.upto)?;
@@ -89,18 +89,19 @@ struct TrimPoint {
 }
 
 /// The time an event was written, if the record carries one (records appended through the
-/// Durable Streams surface do not).
-fn stamp(record: &Record) -> Option<u64> {
-    Some(event_of(record).ts).filter(|ts| *ts > 0)
+/// Durable Streams surface do not). A time after `now_ms` is not believed (a Durable Streams
+/// client can write an event-shaped message): it would hold trims back for good.
+fn stamp(record: &Record, now_ms: u64) -> Option<u64> {
+    Some(event_of(record).ts).filter(|ts| *ts > 0 && *ts <= now_ms)
 }
 
 /// Where a trim of `records` (in serial order) ends: at the last stamped record older than
 /// `cutoff`, with the unstamped records before it. Unstamped records after it stay until a
 /// later stamped record shows that they are old enough.
-fn trim_point(records: &[Record], cutoff: u64) -> Option<TrimPoint> {
+fn trim_point(records: &[Record], cutoff: u64, now_ms: u64) -> Option<TrimPoint> {
     let mut point: Option<TrimPoint> = None;
     for record in records {
-        match stamp(record) {
+        match stamp(record, now_ms) {
             Some(ts) if ts < cutoff => {
                 point = Some(TrimPoint {
                     upto: record.serial,
@@ -139,8 +140,10 @@ mod tests {
         }
     }
 
+    const NOW: u64 = 1_000;
+
     fn upto(records: &[Record], cutoff: u64) -> Option<u64> {
-        trim_point(records, cutoff).map(|p| p.upto)
+        trim_point(records, cutoff, NOW).map(|p| p.upto)
     }
 
     #[test]
@@ -152,7 +155,7 @@ mod tests {
             stamped(7, 25),
         ];
         assert_eq!(
-            trim_point(&records, 25),
+            trim_point(&records, 25, NOW),
             Some(TrimPoint {
                 upto: 5,
                 kept_from_ms: 30
@@ -160,7 +163,7 @@ mod tests {
         );
         assert_eq!(upto(&records, 10), None);
         assert_eq!(
-            trim_point(&records, 100),
+            trim_point(&records, 100, NOW),
             Some(TrimPoint {
                 upto: 7,
                 kept_from_ms: 25
@@ -175,6 +178,12 @@ mod tests {
         assert_eq!(upto(&records, 15), Some(1));
         assert_eq!(upto(&records, 21), Some(3), "4 may be new");
         assert_eq!(upto(&[unstamped(1), unstamped(2)], u64::MAX), None);
+        let future = [stamped(1, 10), stamped(2, NOW + 1), stamped(3, 20)];
+        assert_eq!(
+            upto(&future, 30),
+            Some(3),
+            "a time from the future is no stamp"
+        );
     }
 
     #[test]

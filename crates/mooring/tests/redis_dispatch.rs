@@ -170,17 +170,39 @@ async fn an_input_goes_to_a_worker_on_another_node_once_and_on_when_it_dies() ->
         "not handed on after agent-{first_label} died: {handed:?}"
     );
 
-    // The dead worker's agent comes back through a fourth node and tries to answer anyway.
-    let mut stale = RealtimeClient::connect(&d.base_url(), &format!("agent-{first_label}")).await?;
+    // The dead worker's agent comes back through a fourth node and tries to answer anyway;
+    // then through the node of the worker that holds it now (refused there by that node's own
+    // table, after the store let it through: the store must forget that it did).
+    let stale_id = format!("agent-{first_label}");
+    let mut stale = RealtimeClient::connect(&d.base_url(), &stale_id).await?;
     let refused = start_run(&mut stale, session, "r-stale", input).await?;
     ensure!(
         refused.as_deref() == Some("InputTaken"),
         "a stale worker started a run: {refused:?}"
     );
-    ensure!(start_run(&mut second, session, "r-1", input)
+    let holder_node = if first_label == "b" { c } else { b };
+    let mut stale_there = RealtimeClient::connect(&holder_node.base_url(), &stale_id).await?;
+    let refused = start_run(&mut stale_there, session, "r-stale-2", input).await?;
+    ensure!(
+        refused.as_deref() == Some("InputTaken"),
+        "a stale worker started a run through the holder's node: {refused:?}"
+    );
+
+    // The holder dies too, before starting: the input goes to a worker on the fourth node.
+    let mut third = worker(d, "agent-d").await?;
+    second.drop_connection();
+    let handed = dispatched(&mut third, PROMPT).await;
+    ensure!(
+        handed == Some((session.to_owned(), input)),
+        "not handed on after the second worker died: {handed:?}"
+    );
+    ensure!(start_run(&mut third, session, "r-1", input)
         .await?
         .is_none());
-    end_run(&mut second, session, "r-1").await?;
+    // Once a run answers it, another agent's run is refused through any node.
+    let late = start_run(&mut stale, session, "r-late", input).await?;
+    ensure!(late.as_deref() == Some("InputTaken"), "{late:?}");
+    end_run(&mut third, session, "r-1").await?;
     ensure!(
         starts(a, session).await? == BTreeMap::from([(input, 1)]),
         "exactly one run answers the input"

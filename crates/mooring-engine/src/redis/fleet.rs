@@ -73,11 +73,12 @@ impl RedisFleet {
         })
     }
 
-    /// Runs `input.lua` for input `serial` of `session`; answers its verdict and node.
+    /// Runs `input.lua` for input `serial` of `session`; answers its verdict and detail.
     async fn input_op(
         &self,
         op: &str,
         (session, serial): (&str, u64),
+        (client, before): (&str, &str),
         dead: &[String],
         ttl_ms: u64,
     ) -> Result<(String, String), StoreError> {
@@ -85,6 +86,8 @@ impl RedisFleet {
             op.into(),
             self.node.as_str().into(),
             Value::from(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+            client.into(),
+            before.into(),
         ];
         args.extend(dead.iter().map(|n| Value::from(n.as_str())));
         self.input
@@ -336,7 +339,7 @@ impl Fleet for RedisFleet {
         ttl_ms: u64,
     ) -> Result<InputClaim, StoreError> {
         let (verdict, node) = self
-            .input_op("claim", (session, serial), dead, ttl_ms)
+            .input_op("claim", (session, serial), ("", ""), dead, ttl_ms)
             .await?;
         Ok(match verdict.as_str() {
             "ok" => InputClaim::Won,
@@ -346,7 +349,8 @@ impl Fleet for RedisFleet {
     }
 
     async fn release_input(&self, session: &str, serial: u64) -> Result<(), StoreError> {
-        self.input_op("release", (session, serial), &[], 0).await?;
+        self.input_op("release", (session, serial), ("", ""), &[], 0)
+            .await?;
         Ok(())
     }
 
@@ -355,7 +359,9 @@ impl Fleet for RedisFleet {
         session: &str,
         serial: u64,
     ) -> Result<Option<InputClaim>, StoreError> {
-        let (state, node) = self.input_op("peek", (session, serial), &[], 0).await?;
+        let (state, node) = self
+            .input_op("peek", (session, serial), ("", ""), &[], 0)
+            .await?;
         Ok(match state.as_str() {
             "held" => Some(InputClaim::HeldBy(node)),
             "started" => Some(InputClaim::Started(node)),
@@ -367,13 +373,37 @@ impl Fleet for RedisFleet {
         &self,
         session: &str,
         serial: u64,
+        client_id: &str,
         dead: &[String],
         ttl_ms: u64,
-    ) -> Result<Result<(), String>, StoreError> {
-        let (verdict, node) = self
-            .input_op("start", (session, serial), dead, ttl_ms)
+    ) -> Result<Result<String, String>, StoreError> {
+        let (verdict, detail) = self
+            .input_op("start", (session, serial), (client_id, ""), dead, ttl_ms)
             .await?;
-        Ok(if verdict == "held" { Err(node) } else { Ok(()) })
+        Ok(if verdict == "ok" {
+            Ok(detail)
+        } else {
+            Err(detail)
+        })
+    }
+
+    async fn restore_input(
+        &self,
+        session: &str,
+        serial: u64,
+        client_id: &str,
+        before: &str,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.input_op(
+            "restore",
+            (session, serial),
+            (client_id, before),
+            &[],
+            ttl_ms,
+        )
+        .await?;
+        Ok(())
     }
 }
 

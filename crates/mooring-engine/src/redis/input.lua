@@ -1,19 +1,22 @@
 -- Agent dispatch across nodes: who holds one user input.
 -- KEYS[1]: the input's claim, next to its session's keys: 'held <node>' while a node offers
--- it to its workers, 'started <node>' once a run answering it is being written.
--- ARGV: op ('claim', 'start', 'release' or 'peek'), this node, the claim's lifetime in ms, then
--- the nodes the caller found dead, whose claims count for nothing (liveness is read by the
--- caller: the nodes' set is in another slot, and a node it does not know of may be new).
--- Answers {verdict, node}: 'ok', 'held' (by another live node) or 'started' (a run answers it);
--- 'peek' answers the claim as it is ('free', 'held' or 'started', and the node).
-local op, me, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- it to its workers, 'started <node> <client>' once a run of that client answers it.
+-- ARGV: op ('claim', 'start', 'restore', 'release' or 'peek'), this node, the claim's lifetime
+-- in ms, the client ('start', 'restore'), the claim before a start ('restore'), then the nodes
+-- the caller found dead, whose 'held' claims count for nothing (liveness is read by the caller:
+-- the nodes' set is in another slot, and a node the caller does not know of may be new).
+-- Answers {verdict, detail}: 'ok' or 'free' (nobody holds it), 'held' (another node holds it;
+-- detail: the node) or 'started' (a run answers it; detail: the node it came through). A
+-- 'start' that succeeds answers the claim before it, for 'restore' to put back if the run is
+-- refused after all.
+local op, me, ttl, client, before = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local current = redis.call('GET', KEYS[1])
-local state, holder
+local state, holder, starter
 if current then
-  state, holder = string.match(current, '^(%a+) (.*)$')
+  state, holder, starter = string.match(current, '^(%a+) (%S+) ?(.*)$')
 end
 local function dead(node)
-  for i = 4, #ARGV do
+  for i = 6, #ARGV do
     if ARGV[i] == node then return true end
   end
   return false
@@ -24,20 +27,32 @@ if op == 'peek' then
 end
 if op == 'release' then
   if state == 'held' and holder == me then redis.call('DEL', KEYS[1]) end
-  return {'ok', me}
+  return {'ok', ''}
+end
+if op == 'restore' then
+  if current == 'started ' .. me .. ' ' .. client then
+    if before == '' then
+      redis.call('DEL', KEYS[1])
+    else
+      redis.call('SET', KEYS[1], before, 'PX', ttl)
+    end
+  end
+  return {'ok', ''}
 end
 if op ~= 'claim' and op ~= 'start' then
   return redis.error_reply('unknown input op ' .. op)
 end
 if state == 'started' then
-  -- Another run answering an answered input (a retry) is for the nodes' own tables to judge.
-  if op == 'start' then return {'ok', holder} end
+  -- The agent that answers it may start again (a resend, or another run of its own).
+  if op == 'start' and starter == client then return {'ok', current} end
   return {'started', holder}
 end
 if state == 'held' and holder ~= me and not dead(holder) then
   return {'held', holder}
 end
-local mark = 'held'
-if op == 'start' then mark = 'started' end
-redis.call('SET', KEYS[1], mark .. ' ' .. me, 'PX', ttl)
-return {'ok', me}
+if op == 'claim' then
+  redis.call('SET', KEYS[1], 'held ' .. me, 'PX', ttl)
+  return {'ok', ''}
+end
+redis.call('SET', KEYS[1], 'started ' .. me .. ' ' .. client, 'PX', ttl)
+return {'ok', current or ''}

@@ -224,8 +224,12 @@ impl RedisStore {
         let mut due = Vec::new();
         for (name, bytes) in names.iter().zip(states) {
             let Some(bytes) = bytes else { continue };
-            if ops::sweep_due(name, &codec::decode_state(&bytes)?, now) {
-                due.push(name);
+            match codec::decode_state(&bytes) {
+                Ok(state) if ops::sweep_due(name, &state, now) => due.push(name),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(stream = %name, error = %e, "a swept stream's state is unreadable; skipped")
+                }
             }
         }
         Ok(due)
@@ -543,10 +547,18 @@ impl LogStore for RedisStore {
         let mut changed = 0;
         for chunk in names.chunks(SWEEP_CHUNK) {
             for name in self.sweep_due(chunk).await? {
-                let swept = self
+                // One stream that cannot be swept now (busy past the attempts, unreadable)
+                // must not hold up the others.
+                match self
                     .op(Plan::write(name), |t, now| ops::sweep_stream(t, name, now))
-                    .await?;
-                changed += usize::from(swept);
+                    .await
+                {
+                    Ok(swept) => changed += usize::from(swept),
+                    Err(e @ StoreError::ShuttingDown) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(stream = %name, error = %e, "sweeping a stream failed; it is tried again at the next sweep")
+                    }
+                }
             }
         }
         Ok(changed)

@@ -245,7 +245,7 @@ async fn one_live_node_holds_an_input_at_a_time() {
         Ok(InputClaim::HeldBy(a.node().to_owned()))
     );
     assert_eq!(
-        b.start_input("chat:1", 4, none, ttl).await,
+        b.start_input("chat:1", 4, "agent-b", none, ttl).await,
         Ok(Err(a.node().to_owned()))
     );
     b.release_input("chat:1", 4)
@@ -269,10 +269,35 @@ async fn one_live_node_holds_an_input_at_a_time() {
     );
     b.release_input("chat:1", 4).await.expect("release");
     assert_eq!(a.input_state("chat:1", 4).await, Ok(None));
-    assert_eq!(a.start_input("chat:1", 4, none, ttl).await, Ok(Ok(())));
+    // Started by agent-a: nobody can take it, and only agent-a may start runs for it, even
+    // through a node found dead.
+    let started = a.start_input("chat:1", 4, "agent-a", none, ttl).await;
+    assert_eq!(started, Ok(Ok(String::new())), "the claim before: none");
     assert_eq!(
         b.claim_input("chat:1", 4, &a_dead, ttl).await,
         Ok(InputClaim::Started(a.node().to_owned()))
+    );
+    assert_eq!(
+        b.start_input("chat:1", 4, "agent-b", &a_dead, ttl).await,
+        Ok(Err(a.node().to_owned()))
+    );
+    let again = b.start_input("chat:1", 4, "agent-a", none, ttl).await;
+    assert!(matches!(again, Ok(Ok(_))), "agent-a again: {again:?}");
+    // A start refused after all goes back to the claim before it.
+    assert_eq!(
+        b.claim_input("chat:1", 5, none, ttl).await,
+        Ok(InputClaim::Won)
+    );
+    let before = a
+        .start_input("chat:1", 5, "agent-a", &[b.node().to_owned()], ttl)
+        .await;
+    assert_eq!(before, Ok(Ok(format!("held {}", b.node()))));
+    a.restore_input("chat:1", 5, "agent-a", &format!("held {}", b.node()), ttl)
+        .await
+        .expect("restore");
+    assert_eq!(
+        a.input_state("chat:1", 5).await,
+        Ok(Some(InputClaim::HeldBy(b.node().to_owned())))
     );
 }
 

@@ -776,10 +776,22 @@ impl SessionActor {
                     return;
                 }
             };
+            // Runs started and ended through other nodes move this node's dispatch too: its
+            // copies of answered inputs go, and its workers' room comes back.
+            let mut runs = Vec::new();
             for record in &batch.records {
                 if record.serial <= upto {
-                    self.broadcast(event_of(record));
+                    let event = event_of(record);
+                    if matches!(event.action, Action::RunStart | Action::RunEnd) {
+                        runs.push(event.clone());
+                    }
+                    self.broadcast(event);
                 }
+            }
+            if !runs.is_empty() {
+                self.settings
+                    .dispatcher
+                    .observe_elsewhere(&self.name, &runs);
             }
         }
     }

@@ -114,15 +114,15 @@ impl Sessions {
         let (reply, rx) = oneshot::channel();
         // With several nodes: a run answering an input another node holds is refused here,
         // before its session task sees it.
-        if let Err(e) = self
-            .inner
-            .dispatcher
-            .start_inputs(name, &group.events)
-            .await
-        {
-            let _ = reply.send(Err(e));
-            return rx;
-        }
+        let dispatcher = self.inner.dispatcher.clone();
+        let marks = match dispatcher.start_inputs(name, &group).await {
+            Ok(marks) => marks,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return rx;
+            }
+        };
+        let client = group.client_id.clone();
         let command = Command::Publish {
             group,
             reply,
@@ -131,7 +131,26 @@ impl Sessions {
         if let Err(Command::Publish { reply, .. }) = self.send(name, command).await {
             let _ = reply.send(Err(PublishError::Store(StoreError::ShuttingDown)));
         }
-        rx
+        if marks.is_empty() {
+            return rx;
+        }
+        // A run refused after all must not keep its input marked started: put the claims back
+        // before the caller hears. (Not after a storage error: the run may be in the log, and
+        // its agent's retry passes the mark anyway.)
+        let (relay, answer) = oneshot::channel();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let Ok(result) = rx.await else {
+                return;
+            };
+            if matches!(&result, Err(e) if !matches!(e, PublishError::Store(_))) {
+                dispatcher
+                    .unstart_inputs(&name, client.as_deref(), &marks)
+                    .await;
+            }
+            let _ = relay.send(result);
+        });
+        answer
     }
 
     /// Registers a live feed; returns the session's epoch, the serial the feed starts after,

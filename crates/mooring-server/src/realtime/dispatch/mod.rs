@@ -20,13 +20,13 @@ use axum::extract::ws::Utf8Bytes;
 use mooring_core::auth::SessionPattern;
 use mooring_core::clock::Clock;
 use mooring_core::fleet::{Fleet, InputClaim, InputNotice};
-use mooring_core::session::PublishError;
+use mooring_core::session::{PublishError, PublishGroup};
 use mooring_protocol::realtime::{ServerFrame, INPUT_NAME};
 use mooring_protocol::session::{Action, Event, NewEvent};
 
 use super::outbound::{Outbound, QueueError, SlowSignal};
 use shared::Shared;
-use table::{DispatchTable, Dropped, HoldLimits, InputKey, Offer, Waiting};
+use table::{ClaimWon, DispatchTable, Dropped, HoldLimits, InputKey, Offer, Waiting};
 
 /// How long an input waits for a worker by default.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(600);
@@ -202,6 +202,38 @@ impl Dispatcher {
         }
     }
 
+    /// Runs of `session` started or ended through another node (read from the store): an
+    /// input they answer is no longer offered here, and a worker's run that ends frees room.
+    pub(crate) fn observe_elsewhere(&self, session: &str, events: &[Event]) {
+        let now = self.clock.now_ms();
+        let (offers, dropped) = self.change(|table| {
+            let mut offers = Vec::new();
+            let mut dropped = Dropped::default();
+            for event in events {
+                let (run_id, input) = run_fields(&event.data);
+                let Some(run_id) = run_id else { continue };
+                match event.action {
+                    // Not recorded as running here: only its end through this node's own
+                    // table would remove it.
+                    Action::RunStart => {
+                        if let Some(input) = input {
+                            table.answered_elsewhere(&(session.to_owned(), input));
+                        }
+                    }
+                    Action::RunEnd => {
+                        let (more, lost) = table.ended(session, run_id, now);
+                        offers.extend(more);
+                        dropped.expired += lost.expired;
+                        dropped.evicted += lost.evicted;
+                    }
+                    _ => {}
+                }
+            }
+            (offers, dropped)
+        });
+        self.deliver(offers, dropped);
+    }
+
     /// An input written through another node: offered here if a worker of this node can
     /// answer it (and this node wins its claim).
     pub(crate) fn remote_input(&self, notice: InputNotice) {
@@ -238,34 +270,57 @@ impl Dispatcher {
     }
 
     /// Checks each `run.start` naming an input against the store's claims before it is
-    /// written (several nodes only): refused if another live node holds the input.
+    /// written (several nodes only): refused if another live node holds the input, or a run of
+    /// another client answers it. Answers the claims it changed, each with what it was, for
+    /// [`Self::unstart_inputs`] if the publish is refused after all.
     pub(crate) async fn start_inputs(
         &self,
         session: &str,
-        events: &[NewEvent],
-    ) -> Result<(), PublishError> {
+        group: &PublishGroup,
+    ) -> Result<Vec<(u64, String)>, PublishError> {
+        let mut marks = Vec::new();
         let Some(shared) = &self.shared else {
-            return Ok(());
+            return Ok(marks);
         };
-        let starts = events
+        let client = group.client_id.as_deref().unwrap_or_default();
+        let starts = group
+            .events
             .iter()
             .enumerate()
             .filter(|(_, event)| event.action == Action::RunStart)
             .filter_map(|(index, event)| Some((index, run_fields(&event.data).1?)));
         for (index, input) in starts {
-            let verdict = shared
-                .start(session, input)
-                .await
-                .map_err(PublishError::Store)?;
-            if let Err(node) = verdict {
-                return Err(PublishError::InputTaken {
-                    index,
-                    input,
-                    holder: format!("dispatched through node {node}"),
-                });
+            match shared.start(session, input, client).await {
+                Ok(Ok(before)) => marks.push((input, before)),
+                Ok(Err(node)) => {
+                    shared.unstart(session, client, &marks).await;
+                    return Err(PublishError::InputTaken {
+                        index,
+                        input,
+                        holder: format!("dispatched through node {node}"),
+                    });
+                }
+                Err(e) => {
+                    shared.unstart(session, client, &marks).await;
+                    return Err(PublishError::Store(e));
+                }
             }
         }
-        Ok(())
+        Ok(marks)
+    }
+
+    /// The publish whose inputs [`Self::start_inputs`] marked started was refused or failed:
+    /// the claims go back, so the inputs can still be answered.
+    pub(crate) async fn unstart_inputs(
+        &self,
+        session: &str,
+        group_client: Option<&str>,
+        marks: &[(u64, String)],
+    ) {
+        if let Some(shared) = &self.shared {
+            let client = group_client.unwrap_or_default();
+            shared.unstart(session, client, marks).await;
+        }
     }
 
     /// Makes `connection` a worker for `patterns` (none: stops it being one).
@@ -339,7 +394,18 @@ impl Dispatcher {
                 let claim = shared.claim(&key.0, key.1).await;
                 tracing::debug!(session = %key.0, input = key.1, ?claim, "claimed an input to offer");
                 match claim {
-                    Ok(InputClaim::Won) => send(offer),
+                    Ok(InputClaim::Won) => {
+                        let now = this.lock().claim_won(&key, &offer.connection);
+                        match now {
+                            ClaimWon::Send => send(offer),
+                            ClaimWon::Stale => this.give_back_returned(),
+                            ClaimWon::Unneeded => {
+                                if let Err(e) = shared.fleet.release_input(&key.0, key.1).await {
+                                    tracing::warn!(session = %key.0, input = key.1, error = %e, "giving back an input's claim failed");
+                                }
+                            }
+                        }
+                    }
                     Ok(InputClaim::HeldBy(_) | InputClaim::Started(_)) => {
                         let now = this.clock.now_ms();
                         let (offers, dropped) =
@@ -347,7 +413,7 @@ impl Dispatcher {
                         this.deliver(offers, dropped);
                     }
                     Err(e) => {
-                        tracing::warn!(session = %key.0, input = key.1, error = %e, "claiming an input failed; it waits for the next change");
+                        tracing::warn!(session = %key.0, input = key.1, error = %e, "claiming an input failed; it is given back and announced again");
                         this.change(|table| table.put_back(&key));
                     }
                 }

@@ -78,18 +78,42 @@ impl Shared {
         }
     }
 
-    /// Marks input `serial` started through this node; `Err(node)` if live `node` holds it.
+    /// Marks input `serial` started by a run of `client` through this node: the claim before
+    /// (to put back if the run is not written), or `Err(node)` if live `node` holds it or a
+    /// run of another client answers it.
     pub(super) async fn start(
         &self,
         session: &str,
         serial: u64,
-    ) -> Result<Result<(), String>, StoreError> {
+        client: &str,
+    ) -> Result<Result<String, String>, StoreError> {
         let ttl = self.claim_ttl_ms;
-        match self.fleet.start_input(session, serial, &[], ttl).await? {
+        match self
+            .fleet
+            .start_input(session, serial, client, &[], ttl)
+            .await?
+        {
             Err(node) if self.is_dead(&node).await? => {
-                self.fleet.start_input(session, serial, &[node], ttl).await
+                let dead = [node];
+                self.fleet
+                    .start_input(session, serial, client, &dead, ttl)
+                    .await
             }
             other => Ok(other),
+        }
+    }
+
+    /// The runs that [`Self::start`] let through were not written: their inputs' claims go
+    /// back to what they were.
+    pub(super) async fn unstart(&self, session: &str, client: &str, marks: &[(u64, String)]) {
+        for (serial, before) in marks {
+            let restored = self
+                .fleet
+                .restore_input(session, *serial, client, before, self.claim_ttl_ms)
+                .await;
+            if let Err(e) = restored {
+                tracing::warn!(%session, input = serial, error = %e, "putting an input's claim back failed; it can be offered again once the claim expires");
+            }
         }
     }
 

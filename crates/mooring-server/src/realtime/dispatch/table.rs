@@ -67,10 +67,22 @@ struct Worker<L> {
 #[derive(Debug)]
 pub(crate) struct Offer<L> {
     pub(crate) link: L,
+    /// The worker's connection.
+    pub(crate) connection: String,
     pub(crate) session: String,
     pub(crate) epoch: u64,
     pub(crate) input: Event,
     pub(crate) attempt: u32,
+}
+
+/// What to do with an offer whose claim was won.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClaimWon {
+    Send,
+    /// Not this offer's any more; the table has it.
+    Stale,
+    /// The input is gone from the table: the claim can go.
+    Unneeded,
 }
 
 /// What became of inputs nobody took in time (for logs and metrics).
@@ -391,14 +403,39 @@ impl<L: Clone> DispatchTable<L> {
         self.pump(now_ms)
     }
 
+    /// A run started through another node answers `key`: this node's copy goes.
+    pub(crate) fn answered_elsewhere(&mut self, key: &InputKey) {
+        self.forget_input(key);
+    }
+
     /// The claim of an offered input could not be checked: it waits again (not declined), for
-    /// the next change to offer it.
+    /// the next change to offer it. The claim may have landed, so it counts as held here, to
+    /// be given back.
     pub(crate) fn put_back(&mut self, key: &InputKey) {
         if let Some((mut input, holder)) = self.assigned.remove(key) {
             self.unassign(&holder);
-            input.held_here = false;
+            input.held_here = true;
             self.wait(key.clone(), input);
         }
+    }
+
+    /// This node won the claim of `key`, offered to `connection`: whether the offer still
+    /// stands (send it). If the input went back to waiting meanwhile, it now counts as held
+    /// here, to be given back; if it is gone (answered, dropped), the claim is not needed.
+    pub(crate) fn claim_won(&mut self, key: &InputKey, connection: &str) -> ClaimWon {
+        if let Some((input, holder)) = self.assigned.get_mut(key) {
+            input.held_here = true;
+            if holder == connection {
+                return ClaimWon::Send;
+            }
+            // Handed on while the claim was on its way: the newer offer sends it.
+            return ClaimWon::Stale;
+        }
+        if let Some(input) = self.waiting.get_mut(key) {
+            input.held_here = true;
+            return ClaimWon::Stale;
+        }
+        ClaimWon::Unneeded
     }
 
     /// Removes an input from waiting or assigned (it was answered).
@@ -496,9 +533,9 @@ impl<L: Clone> DispatchTable<L> {
         worker.assigned += 1;
         worker.last_given = self.turns;
         input.attempts += 1;
-        input.held_here = true;
         let offer = Offer {
             link: worker.link.clone(),
+            connection: connection.clone(),
             session: key.0.clone(),
             epoch: input.epoch,
             input: input.event.clone(),

@@ -237,6 +237,11 @@ fn a_claimed_input_that_waits_again_is_returned_once() {
     register(&mut t, "w1", "chat:*", Some(1));
     let offered = sent(t.input("chat:1", 0, input(1), 0).0);
     assert_eq!(offered[0].0, "w1");
+    assert!(t.returned().is_empty(), "no claim won yet");
+    assert_eq!(
+        t.claim_won(&key("chat:1", 1), "w1"),
+        super::table::ClaimWon::Send
+    );
     assert!(t.returned().is_empty(), "offered, not waiting");
     t.connection_ended("w1", 0);
     let returned: Vec<InputKey> = t.returned().into_iter().map(|w| w.key).collect();
@@ -254,8 +259,29 @@ fn a_claimed_input_that_waits_again_is_returned_once() {
     );
     t.put_back(&key("chat:1", 2));
     assert!(t.is_waiting(&key("chat:1", 2)));
-    assert!(
-        t.returned().is_empty(),
-        "a claim that failed to be checked is not held"
+    let returned: Vec<InputKey> = t.returned().into_iter().map(|w| w.key).collect();
+    assert_eq!(
+        returned,
+        [key("chat:1", 2)],
+        "a claim that may have landed is given back"
     );
+}
+
+/// A claim won for an offer that no longer stands is not lost: if the input waits again it
+/// counts as held here (to be given back), and if it is gone the claim is not needed.
+#[test]
+fn a_claim_won_late_is_given_back_not_kept() {
+    use super::table::ClaimWon;
+    let mut t = table();
+    register(&mut t, "w1", "chat:*", Some(1));
+    t.input("chat:1", 0, input(1), 0);
+    assert_eq!(t.claim_won(&key("chat:1", 1), "w1"), ClaimWon::Send);
+    t.input("chat:1", 0, input(2), 0);
+    t.connection_ended("w1", 0);
+    t.returned();
+    // w1 died before the claim of its second offer came back.
+    assert_eq!(t.claim_won(&key("chat:1", 2), "w1"), ClaimWon::Stale);
+    let returned: Vec<InputKey> = t.returned().into_iter().map(|w| w.key).collect();
+    assert!(returned.contains(&key("chat:1", 2)), "{returned:?}");
+    assert_eq!(t.claim_won(&key("chat:9", 9), "w1"), ClaimWon::Unneeded);
 }
