@@ -36,7 +36,7 @@ use mooring_core::ops::{self, Now};
 use mooring_core::publish::{self, SessionSnapshot};
 use mooring_core::read::{HeadError, ReadBatch, ReadError};
 use mooring_core::session::{PublishError, PublishGroup, PublishOutcome, PublishRules};
-use mooring_core::store::{DeleteError, LogStore, NoticeFeed, StoreError};
+use mooring_core::store::{DeleteError, LogStore, LogView, NoticeFeed, StoreError};
 use mooring_core::stream::StreamInfo;
 use mooring_core::{Position, ReadFrom};
 use redb::backends::FileBackend;
@@ -534,7 +534,30 @@ impl LogStore for EmbeddedStore {
     }
 
     async fn sweep_expired(&self) -> Result<usize, StoreError> {
-        self.write(0, |t, now| ops::sweep_expired(t, now)).await
+        // The due streams are found by a reader, off the writer's path, and each is swept in a
+        // batch of its own: sessions with a retention are all in the sweeper's index, and
+        // reading every state inside one batch would hold every write back meanwhile. A
+        // poisoned store says so even when nothing is due, as every write does.
+        if let Some(why) = self.inner.writer.poisoned() {
+            return Err(StoreError::Poisoned(why.to_owned()));
+        }
+        let due: Vec<String> = self.read_view(self.now(), |t, now| {
+            let swept = t.expiring_streams()?.into_iter();
+            Ok::<_, StoreError>(
+                swept
+                    .filter(|(name, state)| ops::sweep_due(name, state, now))
+                    .map(|(name, _)| name)
+                    .collect(),
+            )
+        })?;
+        let mut changed = 0;
+        for name in due {
+            let swept = self
+                .write(0, move |t, now| ops::sweep_stream(t, &name, now))
+                .await?;
+            changed += usize::from(swept);
+        }
+        Ok(changed)
     }
 
     async fn notices(&self) -> Result<Option<Box<dyn NoticeFeed>>, StoreError> {
