@@ -130,6 +130,13 @@ pub trait Fleet: Send + Sync + std::fmt::Debug {
     /// that survive look at each.
     async fn orphaned_sessions(&self, node: &str) -> Result<Vec<String>, StoreError>;
 
+    /// Records whether this node has workers, so the others announce inputs only while some
+    /// node does.
+    async fn set_has_workers(&self, has_workers: bool) -> Result<(), StoreError>;
+
+    /// The nodes that said they have workers (alive or not; the caller knows who is).
+    async fn nodes_with_workers(&self) -> Result<Vec<String>, StoreError>;
+
     /// Tells the other nodes of a user input that waits for a worker. Best effort: the notice
     /// may be lost, so the node that has the input announces it again while it waits.
     async fn announce_input(&self, notice: &InputNotice) -> Result<(), StoreError>;

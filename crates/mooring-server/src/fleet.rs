@@ -6,7 +6,8 @@
 //! are started here if they are not hot, so those runs end even if nobody watches. If this
 //! node itself was silent past the expiry (a pause, a partition from the store), the others
 //! may have dropped its members, so every session task records them again. Agent dispatch
-//! announces its waiting inputs again once per expiry.
+//! learns at each beat whether another node has workers, and announces its waiting inputs
+//! again once per expiry while one does.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub(crate) async fn beat(shared: Arc<dyn Fleet>, sessions: Sessions, shutdown: C
                 "this node was silent past the node expiry; recording its members again"
             );
         }
+        sessions.dispatcher().refresh_workers(&beat.alive).await;
         let now: BTreeSet<String> = beat.alive.into_iter().collect();
         for node in alive.difference(&now) {
             metrics::counter!(crate::metrics::NODES_LOST).increment(1);

@@ -320,6 +320,28 @@ impl Fleet for RedisFleet {
         Ok(sessions)
     }
 
+    async fn set_has_workers(&self, has_workers: bool) -> Result<(), StoreError> {
+        let what = |e| redis_error("recording whether this node has workers", e);
+        let _: i64 = if has_workers {
+            self.client
+                .sadd(keys::WORKER_NODES, self.node.as_str())
+                .await
+        } else {
+            self.client
+                .srem(keys::WORKER_NODES, self.node.as_str())
+                .await
+        }
+        .map_err(what)?;
+        Ok(())
+    }
+
+    async fn nodes_with_workers(&self) -> Result<Vec<String>, StoreError> {
+        self.client
+            .smembers(keys::WORKER_NODES)
+            .await
+            .map_err(|e| redis_error("reading which nodes have workers", e))
+    }
+
     async fn announce_input(&self, notice: &InputNotice) -> Result<(), StoreError> {
         let message = serde_json::to_string(notice)
             .map_err(|e| StoreError::Io(format!("encoding an input notice: {e}")))?;

@@ -82,6 +82,9 @@ pub(super) fn input_claim(name: &str, serial: u64) -> String {
     key(name, &format!("d:{serial}"))
 }
 
+/// The nodes that have workers (a set), so that inputs are announced only while some do.
+pub(super) const WORKER_NODES: &str = "mooring:workers";
+
 /// The pub/sub channel on which nodes announce user inputs waiting for a worker.
 pub(super) const INPUTS: &str = "mooring:inputs";
 
@@ -121,6 +124,7 @@ mod tests {
         assert_eq!(runs("x"), "mooring:{x}:o");
         assert_eq!(input_claim("x", 7), "mooring:{x}:d:7");
         assert_eq!(INPUTS, "mooring:inputs");
+        assert_eq!(WORKER_NODES, "mooring:workers");
         assert_eq!(node_runs("00ff"), "mooring:node:00ff:runs");
         assert_eq!(NOTICES, "mooring:moved");
         assert_eq!(PRESENCE, "mooring:presence");

@@ -243,6 +243,15 @@ impl Dispatcher {
         self.deliver(offers, dropped);
     }
 
+    /// At each beat, with the other nodes alive: tells the store whether this node has
+    /// workers, and learns whether another node has.
+    pub(crate) async fn refresh_workers(&self, alive: &[String]) {
+        if let Some(shared) = &self.shared {
+            let has_workers = self.lock().has_workers();
+            shared.refresh_workers(has_workers, alive).await;
+        }
+    }
+
     /// Announces again the inputs written through this node that still wait for a worker and
     /// that no live node holds (an announcement may have been lost, or a worker registered on
     /// another node since); forgets those a run answers.
@@ -250,7 +259,11 @@ impl Dispatcher {
         let Some(shared) = &self.shared else {
             return;
         };
-        // One round at a time: a slow store must not pile rounds up.
+        // One round at a time: a slow store must not pile rounds up. Nothing to do while no
+        // other node has workers.
+        if !shared.worth_announcing() {
+            return;
+        }
         let Some(_round) = shared.announcing() else {
             return;
         };

@@ -31,6 +31,11 @@ pub(super) struct Shared {
     pub(super) claim_ttl_ms: u64,
     /// A round of announcing waiting inputs again is under way.
     announcing: AtomicBool,
+    /// Another live node has workers: only then are inputs announced (an app that does not
+    /// use dispatch pays nothing for it). Until the first beat says, assume so.
+    others_have_workers: AtomicBool,
+    /// What this node last recorded of its own workers.
+    recorded_workers: std::sync::Mutex<Option<bool>>,
 }
 
 /// A round of announcements; the next may start once it is dropped.
@@ -49,6 +54,38 @@ impl Shared {
             node_expiry_ms,
             claim_ttl_ms: hold_ms.saturating_mul(2).max(60_000),
             announcing: AtomicBool::new(false),
+            others_have_workers: AtomicBool::new(true),
+            recorded_workers: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether announcing inputs can reach a worker.
+    pub(super) fn worth_announcing(&self) -> bool {
+        self.others_have_workers.load(Ordering::Acquire)
+    }
+
+    /// At each beat: records whether this node has workers (when that changed), and learns
+    /// whether another of the live nodes `alive` has.
+    pub(super) async fn refresh_workers(&self, has_workers: bool, alive: &[String]) {
+        let recorded = self.recorded_workers.lock().map(|r| *r).unwrap_or(None);
+        if recorded != Some(has_workers) {
+            match self.fleet.set_has_workers(has_workers).await {
+                Ok(()) => {
+                    if let Ok(mut r) = self.recorded_workers.lock() {
+                        *r = Some(has_workers);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording whether this node has workers failed")
+                }
+            }
+        }
+        match self.fleet.nodes_with_workers().await {
+            Ok(nodes) => {
+                let others = nodes.iter().any(|n| alive.contains(n));
+                self.others_have_workers.store(others, Ordering::Release);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading which nodes have workers failed"),
         }
     }
 
@@ -117,8 +154,11 @@ impl Shared {
         }
     }
 
-    /// Tells the other nodes of `waiting`.
+    /// Tells the other nodes of `waiting`, if one of them has workers.
     pub(super) async fn announce(&self, waiting: &Waiting) {
+        if !self.worth_announcing() {
+            return;
+        }
         let notice = InputNotice {
             node: self.fleet.node().to_owned(),
             session: waiting.key.0.clone(),

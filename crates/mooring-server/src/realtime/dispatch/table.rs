@@ -359,6 +359,11 @@ impl<L: Clone> DispatchTable<L> {
         self.pump(now_ms)
     }
 
+    /// Whether any connection is a worker here.
+    pub(crate) fn has_workers(&self) -> bool {
+        !self.workers.is_empty()
+    }
+
     /// Whether `key` waits for a worker here.
     pub(crate) fn is_waiting(&self, key: &InputKey) -> bool {
         self.waiting.contains_key(key)
