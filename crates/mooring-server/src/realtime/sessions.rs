@@ -114,8 +114,7 @@ impl Sessions {
         let (reply, rx) = oneshot::channel();
         // With several nodes: a run answering an input another node holds is refused here,
         // before its session task sees it.
-        let dispatcher = self.inner.dispatcher.clone();
-        let marks = match dispatcher.start_inputs(name, &group).await {
+        let marks = match self.inner.dispatcher.start_inputs(name, &group).await {
             Ok(marks) => marks,
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -138,7 +137,7 @@ impl Sessions {
         // before the caller hears. (Not after a storage error: the run may be in the log, and
         // its agent's retry passes the mark anyway.)
         let (relay, answer) = oneshot::channel();
-        let name = name.to_owned();
+        let (dispatcher, name) = (self.inner.dispatcher.clone(), name.to_owned());
         tokio::spawn(async move {
             let Ok(result) = rx.await else {
                 return;

@@ -186,8 +186,7 @@ impl Dispatcher {
                     _ => continue,
                 };
                 offers.extend(more);
-                dropped.expired += lost.expired;
-                dropped.evicted += lost.evicted;
+                dropped.add(lost);
             }
             metrics::gauge!(crate::metrics::DISPATCH_WAITING).set(table.waiting() as f64);
         }
@@ -223,8 +222,7 @@ impl Dispatcher {
                     Action::RunEnd => {
                         let (more, lost) = table.ended(session, run_id, now);
                         offers.extend(more);
-                        dropped.expired += lost.expired;
-                        dropped.evicted += lost.evicted;
+                        dropped.add(lost);
                     }
                     _ => {}
                 }
@@ -267,9 +265,17 @@ impl Dispatcher {
         let Some(_round) = shared.announcing() else {
             return;
         };
+        // Who beats is asked once a round, not once an input.
+        let alive = match shared.alive().await {
+            Ok(alive) => alive,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading which nodes are alive failed; waiting inputs are announced at the next round");
+                return;
+            }
+        };
         let waiting = self.lock().local_waiting();
         for input in waiting {
-            match shared.still_waits(&input).await {
+            match shared.still_waits(&input, &alive).await {
                 Some(true) => shared.announce(&input).await,
                 Some(false) => {}
                 None => {

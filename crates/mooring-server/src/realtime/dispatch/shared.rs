@@ -100,8 +100,12 @@ impl Shared {
 
     /// Whether `node` (another node's id) has stopped beating.
     async fn is_dead(&self, node: &str) -> Result<bool, StoreError> {
-        let alive = self.fleet.alive(self.node_expiry_ms).await?;
-        Ok(!alive.iter().any(|n| n == node))
+        Ok(!self.alive().await?.iter().any(|n| n == node))
+    }
+
+    /// The other nodes that beat now.
+    pub(super) async fn alive(&self) -> Result<Vec<String>, StoreError> {
+        self.fleet.alive(self.node_expiry_ms).await
     }
 
     /// Takes input `serial` of `session` for this node, passing over a holder found dead.
@@ -179,9 +183,10 @@ impl Shared {
         self.announce(waiting).await;
     }
 
-    /// Whether `waiting` (written through this node) still needs announcing: `Some(true)` if
-    /// nobody live holds it, `Some(false)` if a live node does, `None` if a run answers it.
-    pub(super) async fn still_waits(&self, waiting: &Waiting) -> Option<bool> {
+    /// Whether `waiting` (written through this node) still needs announcing, with the other
+    /// nodes `alive` now: `Some(true)` if nobody live holds it, `Some(false)` if a live node
+    /// does, `None` if a run answers it.
+    pub(super) async fn still_waits(&self, waiting: &Waiting, alive: &[String]) -> Option<bool> {
         let (session, serial) = (&waiting.key.0, waiting.key.1);
         let state = match self.fleet.input_state(session, serial).await {
             Ok(state) => state,
@@ -194,7 +199,7 @@ impl Shared {
             None => Some(true),
             Some(InputClaim::Started(_)) => None,
             Some(InputClaim::HeldBy(node)) if node == self.fleet.node() => Some(false),
-            Some(InputClaim::HeldBy(node)) => Some(self.is_dead(&node).await.unwrap_or(false)),
+            Some(InputClaim::HeldBy(node)) => Some(!alive.contains(&node)),
             Some(InputClaim::Won) => Some(false),
         }
     }

@@ -43,6 +43,17 @@ struct Input {
     local: bool,
 }
 
+impl Input {
+    /// This input, waiting at `key`, as the other nodes are told of it.
+    fn announced_as(&self, key: &InputKey) -> Waiting {
+        Waiting {
+            key: key.clone(),
+            epoch: self.epoch,
+            event: self.event.clone(),
+        }
+    }
+}
+
 /// A waiting input, as the other nodes are told of it.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Waiting {
@@ -90,6 +101,13 @@ pub(crate) enum ClaimWon {
 pub(crate) struct Dropped {
     pub(crate) expired: usize,
     pub(crate) evicted: usize,
+}
+
+impl Dropped {
+    pub(crate) fn add(&mut self, other: Dropped) {
+        self.expired += other.expired;
+        self.evicted += other.evicted;
+    }
 }
 
 /// A run that answers an input, or any run of a worker (it counts against its capacity).
@@ -375,11 +393,7 @@ impl<L: Clone> DispatchTable<L> {
         let mut out = Vec::new();
         for (key, input) in &mut self.waiting {
             if std::mem::take(&mut input.held_here) {
-                out.push(Waiting {
-                    key: key.clone(),
-                    epoch: input.epoch,
-                    event: input.event.clone(),
-                });
+                out.push(input.announced_as(key));
             }
         }
         out
@@ -390,11 +404,7 @@ impl<L: Clone> DispatchTable<L> {
         self.waiting
             .iter()
             .filter(|(_, input)| input.local)
-            .map(|(key, input)| Waiting {
-                key: key.clone(),
-                epoch: input.epoch,
-                event: input.event.clone(),
-            })
+            .map(|(key, input)| input.announced_as(key))
             .collect()
     }
 
