@@ -316,14 +316,7 @@ pub(super) fn write_delta(
             Some(None) => tables.write(Change::RemoveStream { name })?,
             None => {}
         }
-        for (serial, items) in &stream.records {
-            let value = encode_record(items).map_err(|e| corrupt("encoding a record", e))?;
-            tables.write(Change::PutRecord {
-                name,
-                serial: *serial,
-                value: &value,
-            })?;
-        }
+        tables.put_records(name, &stream.records)?;
         for (id, state) in &stream.producers {
             tables.write(Change::PutProducer {
                 name,

@@ -10,15 +10,19 @@
 //! Reads never wait for the writer's sync: they see the file through the changes already
 //! durable in the log.
 
+mod blocks;
 mod checkpoint;
 mod journal;
 mod layered;
 mod overlay;
 mod tables;
 mod txn;
+mod upgrade;
 mod wal;
 mod writer;
 
+#[cfg(test)]
+mod block_tests;
 #[cfg(test)]
 mod tests;
 
@@ -48,8 +52,8 @@ use journal::Journal;
 use layered::Layered;
 use overlay::Layers;
 use tables::{
-    APPLIED_LSN_KEY, AUX, EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS, RECORDS,
-    STATES,
+    APPLIED_LSN_KEY, AUX, EXPIRING, FORMAT_VERSION, FORMAT_VERSION_KEY, META, PRODUCERS,
+    RECORD_BLOCKS, STATES,
 };
 use txn::{redb_error, ReadTables, WriteTables};
 use wal::{LogDisk, RealDisk, Recovered, Wal};
@@ -392,9 +396,14 @@ fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         match found {
             Some(FORMAT_VERSION) => {}
             // Format 1 had no log; from now on one may hold batches the file does not.
-            Some(1) | None => {
+            // Formats 1 and 2 kept one entry per record; their records become blocks.
+            Some(1 | 2) | None => {
                 meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
                     .map_err(|e| redb_error("writing the format version", e))?;
+                if found.is_some() {
+                    let moved = upgrade::convert_legacy_records(&txn)?;
+                    tracing::info!(records = moved, path = %path.display(), "converted the records to storage format {FORMAT_VERSION}");
+                }
             }
             Some(newer) if newer > FORMAT_VERSION => {
                 return Err(StoreError::Corrupt(format!(
@@ -412,7 +421,8 @@ fn prepare(db: &Database, path: &Path) -> Result<(), StoreError> {
         }
         let create = "creating the tables";
         txn.open_table(STATES).map_err(|e| redb_error(create, e))?;
-        txn.open_table(RECORDS).map_err(|e| redb_error(create, e))?;
+        txn.open_table(RECORD_BLOCKS)
+            .map_err(|e| redb_error(create, e))?;
         txn.open_table(PRODUCERS)
             .map_err(|e| redb_error(create, e))?;
         txn.open_table(EXPIRING)

@@ -11,7 +11,8 @@ use redb::TableDefinition;
 
 /// The storage format this build writes and the newest it reads. Format 2 added the
 /// write-ahead log: a format-1 build would ignore it and lose the batches only it holds.
-pub(super) const FORMAT_VERSION: u64 = 2;
+/// Format 3 keeps records in blocks ([`RECORD_BLOCKS`]); older files are converted at open.
+pub(super) const FORMAT_VERSION: u64 = 3;
 
 /// Key of the format version in [`META`].
 pub(super) const FORMAT_VERSION_KEY: &str = "format_version";
@@ -25,9 +26,16 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 /// Stream name -> [`encode_state`].
 pub(super) const STATES: TableDefinition<&str, &[u8]> = TableDefinition::new("stream_states");
 
-/// (stream name, serial) -> [`encode_record`]. The key order keeps a stream's records
-/// contiguous and in serial order, so a read is one range scan.
-pub(super) const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+/// (stream name, serial of the block's last record) -> a block of records (`blocks`). The
+/// key order keeps a stream's blocks contiguous and in serial order, so a read is one range
+/// scan.
+pub(super) const RECORD_BLOCKS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("record_blocks");
+
+/// Formats 1 and 2: (stream name, serial) -> [`encode_record`], one entry per record. Read
+/// only to convert a file to format 3.
+pub(super) const LEGACY_RECORDS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("records");
 
 /// (stream name, producer id) -> [`encode_producer`].
 pub(super) const PRODUCERS: TableDefinition<(&str, &str), &[u8]> =

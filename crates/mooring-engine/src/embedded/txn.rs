@@ -5,17 +5,21 @@
 //! the [`Change`]s of a checkpoint or of a log replay. It remembers the first failure of a redb
 //! call, because after one the transaction can no longer be trusted.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
+
+use bytes::Bytes;
 
 use mooring_core::producer::ProducerState;
 use mooring_core::store::{AuxEntries, AuxTable, LogView, StoreError};
 use mooring_core::stream::{Record, StreamState};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
+use super::blocks::{entries, BlockBuilder};
 use super::journal::Change;
 use super::tables::{
-    decode_producer, decode_record, decode_state, CodecError, AUX, EXPIRING, PRODUCERS, RECORDS,
-    STATES,
+    decode_producer, decode_record, decode_state, CodecError, AUX, EXPIRING, PRODUCERS,
+    RECORD_BLOCKS, STATES,
 };
 
 type StateKey = &'static str;
@@ -70,7 +74,9 @@ impl ReadTables {
         let open = "opening a table for reading";
         Ok(Self {
             states: txn.open_table(STATES).map_err(|e| redb_error(open, e))?,
-            records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
+            records: txn
+                .open_table(RECORD_BLOCKS)
+                .map_err(|e| redb_error(open, e))?,
             producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
             aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
@@ -84,7 +90,9 @@ impl<'txn> WriteTables<'txn> {
         let open = "opening a table for writing";
         Ok(Self {
             states: txn.open_table(STATES).map_err(|e| redb_error(open, e))?,
-            records: txn.open_table(RECORDS).map_err(|e| redb_error(open, e))?,
+            records: txn
+                .open_table(RECORD_BLOCKS)
+                .map_err(|e| redb_error(open, e))?,
             producers: txn.open_table(PRODUCERS).map_err(|e| redb_error(open, e))?,
             expiring: txn.open_table(EXPIRING).map_err(|e| redb_error(open, e))?,
             aux: txn.open_table(AUX).map_err(|e| redb_error(open, e))?,
@@ -165,20 +173,34 @@ where
         if after >= upto {
             return Ok(out);
         }
-        let range = self.records.range((name, after + 1)..=(name, upto));
+        // A block is keyed by its last serial: the first one holding a serial above `after`
+        // is the first at or after `(name, after + 1)`; later blocks may hold serials past
+        // `upto`, so the scan stops on the records, not on the keys.
+        let range = self.records.range((name, after + 1)..=(name, u64::MAX));
         let range = check(&mut self.failure, "reading records", range)?;
         let mut bytes = 0;
         for entry in range {
-            if !out.is_empty() && bytes >= max_bytes {
-                break;
-            }
             let (key, value) = check(&mut self.failure, "reading records", entry)?;
-            let serial = key.value().1;
-            let items = decode_record(value.value())
-                .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
-            let record = Record { serial, items };
-            bytes += record.byte_len();
-            out.push(record);
+            let block_last = key.value().1;
+            for entry in entries(value.value()) {
+                let (serial, record) = entry.map_err(|e| {
+                    corrupt(
+                        format_args!("record block {block_last} of stream {name:?}"),
+                        e,
+                    )
+                })?;
+                if serial <= after {
+                    continue;
+                }
+                if serial > upto || (!out.is_empty() && bytes >= max_bytes) {
+                    return Ok(out);
+                }
+                let items = decode_record(record)
+                    .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
+                let record = Record { serial, items };
+                bytes += record.byte_len();
+                out.push(record);
+            }
         }
         Ok(out)
     }
@@ -237,8 +259,12 @@ impl WriteTables<'_> {
                 serial,
                 value,
             } => {
-                let put = self.records.insert((name, serial), value).map(drop);
-                check(&mut self.failure, "writing a record", put)
+                // A replayed record: a block of its own (checkpoints write full blocks).
+                let mut block = BlockBuilder::default();
+                block
+                    .push_encoded(serial, value)
+                    .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
+                self.put_blocks(name, &mut block)
             }
             Change::PutProducer { name, id, value } => {
                 let put = self.producers.insert((name, id), value).map(drop);
@@ -253,12 +279,7 @@ impl WriteTables<'_> {
                 let put = self.aux.insert((name, table, key), value).map(drop);
                 check(&mut self.failure, "writing a side table", put)
             }
-            Change::TrimRecords { name, upto } => {
-                let trimmed = self
-                    .records
-                    .retain_in((name, 0)..=(name, upto), |_, _| false);
-                check(&mut self.failure, "trimming records", trimmed)
-            }
+            Change::TrimRecords { name, upto } => self.trim(name, upto),
             Change::RemoveAux { name, table, key } => {
                 let removed = self.aux.remove((name, table, key)).map(drop);
                 check(&mut self.failure, "removing a side-table entry", removed)
@@ -272,6 +293,81 @@ impl WriteTables<'_> {
                 check(&mut self.failure, "writing the expiry index", unindexed)
             }
         }
+    }
+
+    /// Writes a stream's records (serials above any the file holds) as full blocks.
+    pub(super) fn put_records(
+        &mut self,
+        name: &str,
+        records: &BTreeMap<u64, Vec<Bytes>>,
+    ) -> Result<(), StoreError> {
+        let mut block = BlockBuilder::default();
+        for (serial, items) in records {
+            block
+                .push(*serial, items)
+                .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
+            if block.full() {
+                self.put_blocks(name, &mut block)?;
+            }
+        }
+        self.put_blocks(name, &mut block)
+    }
+
+    /// Writes the block being built, if it holds a record.
+    fn put_blocks(&mut self, name: &str, block: &mut BlockBuilder) -> Result<(), StoreError> {
+        let Some((last, bytes)) = block.take() else {
+            return Ok(());
+        };
+        let put = self
+            .records
+            .insert((name, last), bytes.as_slice())
+            .map(drop);
+        check(&mut self.failure, "writing records", put)
+    }
+
+    /// Removes every record up to `upto`: the blocks that end there or before, and those
+    /// records from the block that holds `upto + 1`, if it begins before.
+    fn trim(&mut self, name: &str, upto: u64) -> Result<(), StoreError> {
+        let what = "trimming records";
+        let trimmed = self
+            .records
+            .retain_in((name, 0)..=(name, upto), |_, _| false);
+        check(&mut self.failure, what, trimmed)?;
+        let straddling = {
+            let mut range = check(
+                &mut self.failure,
+                what,
+                self.records.range((name, upto)..=(name, u64::MAX)),
+            )?;
+            match range.next() {
+                None => None,
+                Some(entry) => {
+                    let (key, value) = check(&mut self.failure, what, entry)?;
+                    let last = key.value().1;
+                    let mut kept = BlockBuilder::default();
+                    let mut dropped = false;
+                    for entry in entries(value.value()) {
+                        let (serial, record) = entry.map_err(|e| {
+                            corrupt(format_args!("record block {last} of stream {name:?}"), e)
+                        })?;
+                        if serial <= upto {
+                            dropped = true;
+                        } else {
+                            kept.push_encoded(serial, record).map_err(|e| {
+                                corrupt(format_args!("record {serial} of stream {name:?}"), e)
+                            })?;
+                        }
+                    }
+                    dropped.then_some((last, kept))
+                }
+            }
+        };
+        let Some((last, mut kept)) = straddling else {
+            return Ok(());
+        };
+        let removed = self.records.remove((name, last)).map(drop);
+        check(&mut self.failure, what, removed)?;
+        self.put_blocks(name, &mut kept)
     }
 
     fn clear(&mut self, name: &str) -> Result<(), StoreError> {

@@ -1,0 +1,52 @@
+//! Conversions of files written by older storage formats, run once when such a file opens.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use mooring_core::store::StoreError;
+
+use super::blocks::BlockBuilder;
+use super::tables::{LEGACY_RECORDS, RECORD_BLOCKS};
+use super::txn::redb_error;
+
+/// Moves the records of formats 1 and 2 (one entry each) into blocks, and drops the old table.
+/// Runs inside the opening transaction, so a crash part-way leaves the file as it was. Record
+/// values move unchanged: a damaged one stays as damaged as it was and is reported when read.
+/// Returns how many records moved.
+pub(super) fn convert_legacy_records(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let what = "converting records to storage format 3";
+    let fail = |e: redb::Error| redb_error(what, e);
+    let mut moved = 0;
+    {
+        let legacy = txn.open_table(LEGACY_RECORDS).map_err(|e| fail(e.into()))?;
+        let mut blocks = txn.open_table(RECORD_BLOCKS).map_err(|e| fail(e.into()))?;
+        let mut stream: Option<String> = None;
+        let mut block = BlockBuilder::default();
+        let mut flush = |name: &Option<String>, block: &mut BlockBuilder| match (name, block.take())
+        {
+            (Some(name), Some((last, bytes))) => blocks
+                .insert((name.as_str(), last), bytes.as_slice())
+                .map(drop)
+                .map_err(|e| fail(e.into())),
+            _ => Ok(()),
+        };
+        for entry in legacy.iter().map_err(|e| fail(e.into()))? {
+            let (key, value) = entry.map_err(|e| fail(e.into()))?;
+            let (name, serial) = key.value();
+            if stream.as_deref() != Some(name) {
+                flush(&stream, &mut block)?;
+                stream = Some(name.to_owned());
+            }
+            block.push_encoded(serial, value.value()).map_err(|e| {
+                StoreError::Corrupt(format!("{what}: record {serial} of stream {name:?}: {e}"))
+            })?;
+            if block.full() {
+                flush(&stream, &mut block)?;
+            }
+            moved += 1;
+        }
+        flush(&stream, &mut block)?;
+    }
+    txn.delete_table(LEGACY_RECORDS)
+        .map_err(|e| fail(e.into()))?;
+    Ok(moved)
+}
