@@ -40,6 +40,26 @@ impl Position {
         Self { epoch, serial: 0 }
     }
 
+    /// The offset text form without the formatting machinery (it is written into a header of
+    /// every append's answer); `None` if a half exceeds 16 digits, which `Display` still
+    /// writes in full.
+    pub fn offset_bytes(&self) -> Option<[u8; 2 * HALF_WIDTH + 1]> {
+        if self.epoch > MAX_HALF || self.serial > MAX_HALF {
+            return None;
+        }
+        let mut out = [b'0'; 2 * HALF_WIDTH + 1];
+        out[HALF_WIDTH] = b'_';
+        for (half, value) in [(0, self.epoch), (HALF_WIDTH + 1, self.serial)] {
+            let mut rest = value;
+            for digit in out[half..half + HALF_WIDTH].iter_mut().rev() {
+                // `rest % 10` is below 10, so the cast cannot truncate.
+                *digit = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+        }
+        Some(out)
+    }
+
     /// Parses the offset text form. Sentinels (`-1`, `now`) are not positions: see [`ReadFrom`].
     pub fn parse(text: &str) -> Result<Self, PositionParseError> {
         let (epoch, serial) = text.split_once('_').ok_or(PositionParseError::Shape)?;
@@ -147,7 +167,32 @@ mod tests {
         assert!(ReadFrom::parse("NOW").is_err());
     }
 
+    #[test]
+    fn offset_bytes_are_the_text_form_up_to_sixteen_digits() {
+        let edge = Position {
+            epoch: MAX_HALF,
+            serial: 0,
+        };
+        assert_eq!(
+            edge.offset_bytes().as_ref().map(|b| &b[..]),
+            Some(edge.to_string().as_bytes())
+        );
+        let over = Position {
+            epoch: 1,
+            serial: MAX_HALF + 1,
+        };
+        assert_eq!(over.offset_bytes(), None, "too long for the fixed form");
+    }
+
     proptest! {
+        #[test]
+        fn offset_bytes_match_the_text_form(epoch in 0..=MAX_HALF, serial in 0..=MAX_HALF) {
+            let p = Position { epoch, serial };
+            let bytes = p.offset_bytes().expect("16 digits each");
+            let text = p.to_string();
+            prop_assert_eq!(&bytes[..], text.as_bytes());
+        }
+
         #[test]
         fn round_trips(epoch in 0..=MAX_HALF, serial in 0..=MAX_HALF) {
             let p = Position { epoch, serial };

@@ -17,7 +17,13 @@ pub(super) fn set(headers: &mut HeaderMap, name: &'static str, value: impl AsRef
 }
 
 pub(super) fn next_offset(headers: &mut HeaderMap, next: Position) {
-    set(headers, ds::STREAM_NEXT_OFFSET, next.to_string());
+    let value = match next.offset_bytes() {
+        Some(bytes) => HeaderValue::from_bytes(&bytes),
+        None => HeaderValue::from_str(&next.to_string()),
+    };
+    if let Ok(v) = value {
+        headers.insert(HeaderName::from_static(ds::STREAM_NEXT_OFFSET), v);
+    }
 }
 
 pub(super) fn closed(headers: &mut HeaderMap) {
