@@ -91,6 +91,16 @@ impl Connection {
         self.send(Method::POST, path, content_type, body).await
     }
 
+    /// `POST path` with a body, for other HTTP APIs (a Pusher server's events).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Answer> {
+        self.send(Method::POST, path, content_type, body).await
+    }
+
     async fn send(
         &mut self,
         method: Method,
