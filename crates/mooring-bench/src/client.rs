@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,6 +24,9 @@ pub struct Answer {
     pub status: StatusCode,
     /// The response body.
     pub body: Bytes,
+    /// Whether the server said it closes the connection after this answer (`Connection:
+    /// close`): the next request needs a new connection.
+    pub closes: bool,
 }
 
 impl Answer {
@@ -125,13 +128,21 @@ impl Connection {
             .await
             .context("sending the request")?;
         let status = response.status();
+        let closes = response
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = response
             .into_body()
             .collect()
             .await
             .context("reading the response body")?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            closes,
+        })
     }
 }
 

@@ -1,12 +1,13 @@
 //! Fan-out against a Pusher server (Sockudo): the scenario of [`crate::fan_out`] with the
 //! subscribers on one public channel and the publisher on the signed HTTP API.
 //!
-//! A Pusher server takes publishes over HTTP only, so the publisher is one keep-alive
-//! connection posting to `/apps/{id}/batch_events`: the ticker queues each event (its data is
-//! its sequence number and send time) and the sender posts whatever is queued, up to
-//! [`BATCH`] events a request, one request at a time. One connection keeps the events in
-//! order, so a sampled subscriber's gaps and duplicates mean what they mean for Mooring;
-//! batching lets the rate outrun the round trip of a request. The send time is taken at the
+//! A Pusher server takes publishes over HTTP only, so the publisher posts to
+//! `/apps/{id}/batch_events`: the ticker queues each event (its data is its sequence number and
+//! send time) and the sender posts whatever is queued, up to [`BATCH`] events a request, one
+//! request at a time. One request at a time keeps the events in order, so a sampled
+//! subscriber's gaps and duplicates mean what they mean for Mooring; batching lets the rate
+//! outrun the round trip of a request. The connection is kept alive unless the server closes
+//! it (Sockudo 5.2 answers every API request with `Connection: close`), then reopened. The send time is taken at the
 //! tick, so latency includes any wait in the queue, as Mooring's includes its socket's.
 
 use std::sync::Arc;
@@ -52,16 +53,17 @@ struct BatchEvent<'a> {
 pub async fn run(config: Config) -> anyhow::Result<Report> {
     let c = &config.fan_out;
     let progress = fan_out::start(c)?;
-    let mut publisher = Connection::open(&config.http).await?;
+    let mut publisher = Publisher {
+        http: config.http.clone(),
+        credentials: config.credentials.clone(),
+        connection: None,
+    };
     // A first event before anyone subscribes: wrong credentials or a server that is not a
     // Pusher server show now, not after thousands of connections.
-    post(
-        &mut publisher,
-        &config.credentials,
-        &batch_body(&c.session, "start", &[])?,
-    )
-    .await
-    .context("the first publish")?;
+    publisher
+        .post(&batch_body(&c.session, "start", &[])?)
+        .await
+        .context("the first publish")?;
 
     let endpoint = c.endpoint.clone();
     let key = config.credentials.key.clone();
@@ -87,7 +89,6 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut all_failures = Failures::default();
     all_failures.absorb(failures);
     let ready = fan_out::take_back(subscribers, &mut all_failures).await;
-    let credentials = config.credentials.clone();
     let channel = c.session.clone();
     let rate = c.rate;
     fan_out::measure(
@@ -97,7 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         ready,
         all_failures,
         Arc::new(PusherWire),
-        move |clock| publish(publisher, credentials, channel, rate, clock),
+        move |clock| publish(publisher, channel, rate, clock),
     )
     .await
 }
@@ -106,14 +107,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 /// them. Returns the events queued in the window; fails if a post fails or the queue is not
 /// empty by the end of the drain.
 async fn publish(
-    connection: Connection,
-    credentials: Credentials,
+    publisher: Publisher,
     channel: String,
     rate: u32,
     clock: Clock,
 ) -> anyhow::Result<u64> {
     let (queue, queued) = mpsc::unbounded_channel();
-    let mut sender = tokio::spawn(send_batches(connection, credentials, channel, queued));
+    let mut sender = tokio::spawn(send_batches(publisher, channel, queued));
     let mut ticker = tokio::time::interval_at(clock.base, Duration::from_secs(1) / rate);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut in_window = 0;
@@ -151,15 +151,14 @@ async fn publish(
 
 /// Posts the queued events in order, up to [`BATCH`] a request, until the queue closes.
 async fn send_batches(
-    mut connection: Connection,
-    credentials: Credentials,
+    mut publisher: Publisher,
     channel: String,
     mut queued: mpsc::UnboundedReceiver<Tick>,
 ) -> anyhow::Result<()> {
     let mut batch = Vec::with_capacity(BATCH);
     while queued.recv_many(&mut batch, BATCH).await > 0 {
         let body = batch_body(&channel, pusher::EVENT, &batch)?;
-        post(&mut connection, &credentials, &body).await?;
+        publisher.post(&body).await?;
         batch.clear();
     }
     Ok(())
@@ -189,30 +188,46 @@ fn batch_body(channel: &str, name: &str, ticks: &[Tick]) -> anyhow::Result<Vec<u
     serde_json::to_vec(&serde_json::json!({ "batch": events })).context("encoding a batch")
 }
 
-/// Posts one signed batch; fails unless the server answers 2xx.
-async fn post(
-    connection: &mut Connection,
-    credentials: &Credentials,
-    body: &[u8],
-) -> anyhow::Result<()> {
-    let path = format!("/apps/{}/batch_events", credentials.app_id);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs();
-    let url = credentials.sign("POST", &path, body, now)?;
-    let answer = connection
-        .post(&url, "application/json", body.to_vec().into())
-        .await
-        .with_context(|| format!("POST {path}"))?;
-    if !answer.status.is_success() {
-        bail!(
-            "POST {path} answered {}: {}",
-            answer.status,
-            answer.body_excerpt()
-        );
+/// The publisher's side of the HTTP API.
+#[derive(Debug)]
+struct Publisher {
+    http: Target,
+    credentials: Credentials,
+    /// The open connection, if the server left it open.
+    connection: Option<Connection>,
+}
+
+impl Publisher {
+    /// Posts one signed batch; fails unless the server answers 2xx.
+    async fn post(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        let path = format!("/apps/{}/batch_events", self.credentials.app_id);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .context("the clock is before 1970")?
+            .as_secs();
+        let url = self.credentials.sign("POST", &path, body, now)?;
+        let connection = match &mut self.connection {
+            Some(open) => open,
+            None => self.connection.insert(Connection::open(&self.http).await?),
+        };
+        let answer = connection
+            .post(&url, "application/json", body.to_vec().into())
+            .await
+            .with_context(|| format!("POST {path}"));
+        // After an error or a `Connection: close` the next request opens a new connection.
+        if answer.as_ref().map_or(true, |a| a.closes) {
+            self.connection = None;
+        }
+        let answer = answer?;
+        if !answer.status.is_success() {
+            bail!(
+                "POST {path} answered {}: {}",
+                answer.status,
+                answer.body_excerpt()
+            );
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
