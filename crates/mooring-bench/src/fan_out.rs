@@ -179,6 +179,25 @@ pub struct Sent {
     pub micros: Option<u64>,
 }
 
+/// What a publisher did: the events it sent in the window, and what stopped it, if anything.
+#[derive(Debug)]
+pub struct Published {
+    /// Events sent in the measured window.
+    pub in_window: u64,
+    /// Why it stopped before the end, or failed to send everything.
+    pub error: Option<anyhow::Error>,
+}
+
+impl Published {
+    /// A publisher that sent `in_window` events and met no error.
+    pub fn ok(in_window: u64) -> Self {
+        Self {
+            in_window,
+            error: None,
+        }
+    }
+}
+
 /// A subscriber ready for the window: its index (one in [`LATENCY_SAMPLE`] is sampled), its
 /// socket, and the serial its stream starts after.
 pub type Ready = (usize, Socket, u64);
@@ -281,7 +300,17 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         ready,
         failures,
         Arc::new(MooringWire),
-        move |clock| publish(publisher, session, rate, clock),
+        move |clock| async move {
+            // A refused publish loses the count, as it always has for Mooring: the error says
+            // why.
+            match publish(publisher, session, rate, clock).await {
+                Ok(in_window) => Published::ok(in_window),
+                Err(e) => Published {
+                    in_window: 0,
+                    error: Some(e),
+                },
+            }
+        },
     )
     .await
 }
@@ -319,8 +348,7 @@ pub async fn take_back(
 }
 
 /// The measured part, whatever the protocol: starts `publish` and a reader per subscriber of
-/// `ready`, samples CPU over the window, and adds up what the readers bring back. `publish`
-/// returns the events it sent in the window.
+/// `ready`, samples CPU over the window, and adds up what the readers bring back.
 pub async fn measure<P, Fut>(
     config: &Config,
     server: &str,
@@ -332,7 +360,7 @@ pub async fn measure<P, Fut>(
 ) -> anyhow::Result<Report>
 where
     P: FnOnce(Clock) -> Fut,
-    Fut: Future<Output = anyhow::Result<u64>> + Send + 'static,
+    Fut: Future<Output = Published> + Send + 'static,
 {
     let attached = ready.len();
     let base = Instant::now();
@@ -385,10 +413,11 @@ where
     let rss = config.server_pid.and_then(sysmon::rss_kib);
 
     let published = match publishing.await {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            failures.add(&e);
-            0
+        Ok(Published { in_window, error }) => {
+            if let Some(e) = error {
+                failures.add(&e);
+            }
+            in_window
         }
         Err(e) => {
             failures.add(&anyhow::Error::new(e));

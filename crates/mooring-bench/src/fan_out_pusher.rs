@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::Connection;
-use crate::fan_out::{self, Clock, Report};
+use crate::fan_out::{self, Clock, Published, Report};
 use crate::fleet::{self, Failures, Held};
 use crate::pusher::{self, PusherWire, Tick};
 use crate::pusher_sign::Credentials;
@@ -104,14 +104,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
 }
 
 /// The publisher: queues `rate` events a second until the window ends, while a task posts
-/// them. Returns the events queued in the window; fails if a post fails or the queue is not
-/// empty by the end of the drain.
-async fn publish(
-    publisher: Publisher,
-    channel: String,
-    rate: u32,
-    clock: Clock,
-) -> anyhow::Result<u64> {
+/// them. Gives the events queued in the window, and an error if a post failed or the queue was
+/// not empty by the end of the drain (the server's API did not keep up with the rate).
+async fn publish(publisher: Publisher, channel: String, rate: u32, clock: Clock) -> Published {
     let (queue, queued) = mpsc::unbounded_channel();
     let mut sender = tokio::spawn(send_batches(publisher, channel, queued));
     let mut ticker = tokio::time::interval_at(clock.base, Duration::from_secs(1) / rate);
@@ -136,17 +131,19 @@ async fn publish(
         }
     }
     drop(queue);
-    match tokio::time::timeout(fan_out::DRAIN, &mut sender).await {
-        Ok(joined) => joined.context("the publishing task failed")??,
+    let error = match tokio::time::timeout(fan_out::DRAIN, &mut sender).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(e),
+        Ok(Err(e)) => Some(anyhow::Error::new(e).context("the publishing task failed")),
         Err(_) => {
             sender.abort();
-            bail!(
+            Some(anyhow::anyhow!(
                 "events were still queued for the HTTP API {:?} after the window",
                 fan_out::DRAIN
-            );
+            ))
         }
-    }
-    Ok(in_window)
+    };
+    Published { in_window, error }
 }
 
 /// Posts the queued events in order, up to [`BATCH`] a request, until the queue closes.
