@@ -7,8 +7,9 @@
 //! request at a time. One request at a time keeps the events in order, so a sampled
 //! subscriber's gaps and duplicates mean what they mean for Mooring; batching lets the rate
 //! outrun the round trip of a request. The connection is kept alive unless the server closes
-//! it (Sockudo 5.2 answers every API request with `Connection: close`), then reopened. The send time is taken at the
-//! tick, so latency includes any wait in the queue, as Mooring's includes its socket's.
+//! it (Sockudo 5.2 answers every API request with `Connection: close`), then reopened. The
+//! send time is taken at the tick, so latency includes any wait in the queue, as Mooring's
+//! includes its socket's.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::client::Connection;
 use crate::fan_out::{self, Clock, Published, Report};
-use crate::fleet::{self, Failures, Held};
+use crate::fleet::{self, Held};
 use crate::pusher::{self, PusherWire, Tick};
 use crate::pusher_sign::Credentials;
 use crate::target::Target;
@@ -68,7 +69,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let endpoint = c.endpoint.clone();
     let key = config.credentials.key.clone();
     let channel = c.session.clone();
-    let (subscribers, failures) = fleet::run_many(
+    let (subscribers, mut failures) = fleet::run_many(
         c.subscribers,
         c.connect_parallel,
         move |index| {
@@ -86,9 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if subscribers.is_empty() {
         bail!("no subscriber could subscribe: {:?}", failures.samples);
     }
-    let mut all_failures = Failures::default();
-    all_failures.absorb(failures);
-    let ready = fan_out::take_back(subscribers, &mut all_failures).await;
+    let ready = fan_out::take_back(subscribers, &mut failures).await;
     let channel = c.session.clone();
     let rate = c.rate;
     fan_out::measure(
@@ -96,7 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         &config.server,
         &progress,
         ready,
-        all_failures,
+        failures,
         Arc::new(PusherWire),
         move |clock| publish(publisher, channel, rate, clock),
     )
