@@ -8,7 +8,10 @@
 #                      local WebSocket readers
 #   token-streaming    1,000 runs x 5 subscribers, 50 tokens/s, with the server's rollup at 0 and
 #                      at 40 ms; then --find-max (rollup 0): the most runs with p99 under 100 ms
-#   fan-out            one publisher to 10,000 subscribers of one session
+#   fan-out            one publisher to 10,000 subscribers of one session; then the same point
+#                      against Sockudo (a Pusher-protocol server, crates.io `sockudo`), installed
+#                      into the scratch directory when missing and skipped with a warning when it
+#                      cannot be
 #   idle-connections   10,000, 19,000 and 50,000 connections, memory per connection (a count the
 #                      open-file limit cannot hold, server or generator, is skipped and said so)
 #   resume-storm       10,000 subscribers drop at once and resume
@@ -26,6 +29,7 @@
 #   BENCH_STEPS      runs of the --find-max steps                [100,250,500,1000,1500,2000,3000]
 #   BENCH_FANOUT     fan-out subscribers                         [10000]
 #   BENCH_FANOUT_RATE  fan-out events a second                   [100]
+#   BENCH_SOCKUDO    0: fan-out against Mooring only             [1]
 #   BENCH_IDLE       idle connection counts                      [10000 19000 50000]
 #   BENCH_STORM      resume-storm subscribers                    [10000]
 #   BENCH_SCENARIOS  which to run                                [ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up]
@@ -42,6 +46,7 @@ fanout_rate="${BENCH_FANOUT_RATE:-100}"
 idle_counts="${BENCH_IDLE:-10000 19000 50000}"
 storm="${BENCH_STORM:-10000}"
 scenarios="${BENCH_SCENARIOS:-ws-limit token-streaming find-max fan-out idle-connections resume-storm catch-up}"
+sockudo_version=5.2.0
 
 make_dirs
 scratch_outside_repository
@@ -81,6 +86,60 @@ start_mooring() { # name rollup_ms
 stop_mooring() {
   stop_server
   rm -rf "$data"
+}
+
+# Installs Sockudo into the scratch directory unless it is there; fails (and says why) when it
+# cannot be. Its build script needs protoc (Debian: protobuf-compiler).
+install_sockudo() {
+  sockudo="$scratch/sockudo/bin/sockudo"
+  if [ -x "$sockudo" ] && [ -f "$scratch/sockudo/.version-$sockudo_version" ]; then return 0; fi
+  if ! command -v protoc >/dev/null; then
+    warn "installing sockudo needs protoc (apt-get install protobuf-compiler)"
+    return 1
+  fi
+  say "installing sockudo $sockudo_version into $scratch/sockudo (takes a while)"
+  if ! cargo install --locked --version "$sockudo_version" sockudo --root "$scratch/sockudo" \
+         >"$scratch/sockudo-install.log" 2>&1; then
+    warn "could not install sockudo $sockudo_version (log: $scratch/sockudo-install.log)"
+    tail -5 "$scratch/sockudo-install.log" >&2 || true
+    return 1
+  fi
+  touch "$scratch/sockudo/.version-$sockudo_version"
+}
+
+# Starts Sockudo on a free port with a fresh config: one app (no connection or event limits),
+# everything in memory in this one process (local adapter, memory cache, no queue), and the
+# per-IP rate limiter and metrics endpoint off: the load generator connects thousands of
+# sockets from a few addresses, and 9601 may be taken.
+start_sockudo() {
+  port="$(free_port)"
+  sockudo_key="bench-key"
+  sockudo_secret="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  cat >"$runs_dir/sockudo.json" <<JSON
+{
+  "host": "127.0.0.1",
+  "port": $port,
+  "debug": false,
+  "adapter": { "driver": "local" },
+  "cache": { "driver": "memory" },
+  "queue": { "driver": "none" },
+  "rate_limiter": { "enabled": false },
+  "metrics": { "enabled": false },
+  "app_manager": {
+    "driver": "memory",
+    "array": { "apps": [ {
+      "id": "bench", "key": "$sockudo_key", "secret": "$sockudo_secret", "enabled": true,
+      "max_connections": 0, "enable_client_messages": false, "max_client_events_per_second": 0
+    } ] }
+  }
+}
+JSON
+  "${nice_prefix[@]}" "$sockudo" --config "$runs_dir/sockudo.json" >"$runs_dir/sockudo.log" 2>&1 &
+  server_pid=$!
+  if wait_for_port "$port" "$server_pid"; then return 0; fi
+  warn "sockudo did not start; its log:"; tail -20 "$runs_dir/sockudo.log" >&2
+  stop_server
+  return 1
 }
 
 run_bench() { # args...: the scenario, against the running server
@@ -123,6 +182,17 @@ for scenario in $scenarios; do
       run_bench fan-out --subscribers "$fanout" --rate "$fanout_rate" --duration-secs "$secs" \
         --json "$out/fan-out-s$fanout-r$fanout_rate.json"
       stop_mooring
+      if [ "${BENCH_SOCKUDO:-1}" != 0 ]; then
+        say "fan-out: the same point against sockudo $sockudo_version"
+        if ! install_sockudo; then
+          warn "skipping sockudo"
+        elif start_sockudo; then
+          run_bench fan-out-pusher --subscribers "$fanout" --rate "$fanout_rate" --duration-secs "$secs" \
+            --app-id bench --key "$sockudo_key" --secret "$sockudo_secret" --server sockudo \
+            --label sockudo --json "$out/fan-out-sockudo-s$fanout-r$fanout_rate.json"
+          stop_server
+        fi
+      fi
       ;;
     idle-connections)
       for c in $idle_counts; do

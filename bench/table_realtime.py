@@ -66,6 +66,33 @@ def token_rows(reports):
     return rows
 
 
+def fan_out_rows(reports, limit):
+    """Each point's Mooring row first, then its peers' (Sockudo) with Mooring's deliveries/s
+    over theirs. Results from before peers were measured carry no `server`: Mooring's."""
+    def server(r):
+        return r.get("server", "mooring")
+
+    def point(r):
+        return (r["subscribers"], r["rate"])
+
+    mooring = {point(r): r["deliveries_per_sec"] for r in reports if server(r) == "mooring"}
+    rows = []
+    for r in sorted(reports, key=lambda r: (point(r), server(r) != "mooring", r["label"])):
+        pct = f"{100 * r['deliveries_per_sec'] / limit:.0f} %" if limit else "—"
+        ours = mooring.get(point(r))
+        if server(r) == "mooring" or ours is None:
+            ratio = "—"
+        elif r["deliveries_per_sec"] > 0:
+            ratio = f"{ours / r['deliveries_per_sec']:.2f}×"
+        else:
+            ratio = "∞"
+        rows.append([r["label"], f"{r['subscribers']:,}", f"{r['rate']}/s", f"{r['deliveries_per_sec']:,.0f}",
+                     f"{r['offered_per_sec']:,.0f}", pct, ratio, ms(r["latency"]["p50_us"]),
+                     ms(r["latency"]["p99_us"]), r["disconnected"],
+                     f"{r['errors']} / {r['check']['gaps']} / {r['check']['duplicates']}", cpu(r["cpu"])])
+    return rows
+
+
 TOKEN_HEAD = ["server", "runs", "connections", "token deliveries", "p50", "p99", "p999",
               "errors / gaps / dups", "server RSS", "CPU server / generator / other"]
 
@@ -93,15 +120,10 @@ def tables(directory):
     if "fan-out" in found:
         out.append("#### fan-out: one publisher to the subscribers of one session (target: >= 1,000,000 deliveries/s)")
         out.append("")
-        rows = []
-        for r in found["fan-out"]:
-            pct = f"{100 * r['deliveries_per_sec'] / limit:.0f} %" if limit else "—"
-            rows.append([r["label"], f"{r['subscribers']:,}", f"{r['rate']}/s", f"{r['deliveries_per_sec']:,.0f}",
-                         f"{r['offered_per_sec']:,.0f}", pct, ms(r["latency"]["p50_us"]), ms(r["latency"]["p99_us"]),
-                         r["disconnected"], f"{r['errors']} / {r['check']['gaps']} / {r['check']['duplicates']}",
-                         cpu(r["cpu"])])
         out += table(["server", "subscribers", "publish rate", "deliveries/s", "offered/s", "% of ws-limit",
-                      "latency p50", "p99", "disconnected", "errors / gaps / dups", "CPU server / generator / other"], rows)
+                      "Mooring / this (deliveries/s)", "latency p50", "p99", "disconnected",
+                      "errors / gaps / dups", "CPU server / generator / other"],
+                     fan_out_rows(found["fan-out"], limit))
     if "idle-connections" in found:
         out.append("#### idle connections: server memory per open, attached connection (target: <= 16 KiB)")
         out.append("")

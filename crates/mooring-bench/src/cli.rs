@@ -44,6 +44,11 @@ pub(crate) enum Command {
     /// of one session; deliveries a second.
     FanOut(FanOutArgs),
 
+    /// Fan-out against a Pusher server (Sockudo): --subscribers WebSocket subscribers of one
+    /// public channel, and a publisher posting --rate events a second to the signed HTTP API
+    /// (`/apps/{id}/batch_events`, in order on one connection, up to 10 events a request).
+    FanOutPusher(FanOutPusherArgs),
+
     /// Idle connections: opens --connections connections, each attached to a session, and
     /// reads the server's memory before and after (needs --server-pid): memory per connection.
     IdleConnections(IdleConnectionsArgs),
@@ -175,6 +180,28 @@ pub(crate) struct FanOutArgs {
     /// Seconds of publishing before the measurement, not counted.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub(crate) warmup_secs: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct FanOutPusherArgs {
+    #[command(flatten)]
+    pub(crate) fan_out: FanOutArgs,
+
+    /// The app's id.
+    #[arg(long)]
+    pub(crate) app_id: String,
+
+    /// The app's key.
+    #[arg(long)]
+    pub(crate) key: String,
+
+    /// The app's secret (a benchmark app's; it signs the publishes).
+    #[arg(long)]
+    pub(crate) secret: String,
+
+    /// The kind of server, carried into the results as `server`.
+    #[arg(long, default_value = "sockudo")]
+    pub(crate) server: String,
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,6 +24,9 @@ pub struct Answer {
     pub status: StatusCode,
     /// The response body.
     pub body: Bytes,
+    /// Whether the server said it closes the connection after this answer (`Connection:
+    /// close`): the next request needs a new connection.
+    pub closes: bool,
 }
 
 impl Answer {
@@ -91,6 +94,16 @@ impl Connection {
         self.send(Method::POST, path, content_type, body).await
     }
 
+    /// `POST path` with a body, for other HTTP APIs (a Pusher server's events).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> anyhow::Result<Answer> {
+        self.send(Method::POST, path, content_type, body).await
+    }
+
     async fn send(
         &mut self,
         method: Method,
@@ -115,13 +128,21 @@ impl Connection {
             .await
             .context("sending the request")?;
         let status = response.status();
+        let closes = response
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = response
             .into_body()
             .collect()
             .await
             .context("reading the response body")?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            body,
+            closes,
+        })
     }
 }
 

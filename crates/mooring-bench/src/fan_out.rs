@@ -5,16 +5,22 @@
 //! what all subscribers received in the measured window over its length. Subscribers count
 //! frames without decoding them, except one in [`LATENCY_SAMPLE`], which decodes every event
 //! for its publish-to-read latency (the event's data is the send time) and serial order.
+//!
+//! This file is the measuring half (the window, the subscribers' read loop, the totals), which
+//! knows the wire only through [`Wire`]: [`run`] (`fan_out/mooring.rs`) drives it over
+//! Mooring's realtime protocol, [`crate::fan_out_pusher`] against a Pusher server such as
+//! Sockudo.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use futures::StreamExt as _;
+use anyhow::bail;
+use futures::{SinkExt as _, StreamExt as _};
 use serde::Serialize;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fleet::{self, Failures};
@@ -22,13 +28,17 @@ use crate::latency::{human_us, Latencies, LatencySummary};
 use crate::progress::Progress;
 use crate::serial_check::{CheckTotals, SerialCheck};
 use crate::sysmon::{self, CpuSample, CpuUse};
-use crate::ws::{self, Endpoint, Frame, Socket};
+use crate::ws::{Endpoint, Socket};
+
+mod mooring;
+
+pub use mooring::run;
 
 /// One subscriber in this many decodes its events for latency and order.
 pub const LATENCY_SAMPLE: usize = 50;
 
 /// How long subscribers read after the window.
-const DRAIN: Duration = Duration::from_secs(2);
+pub const DRAIN: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -60,8 +70,10 @@ pub struct Config {
 pub struct Report {
     /// Always `fan-out`.
     pub scenario: &'static str,
-    /// The server under test.
+    /// The server under test and its settings, as given.
     pub label: String,
+    /// The kind of server: `mooring`, or the Pusher server named (`sockudo`).
+    pub server: String,
     /// When the measured window began (RFC 3339).
     pub started_at: String,
     /// Subscribers that attached.
@@ -98,11 +110,12 @@ impl Report {
     /// A few lines for people.
     pub fn human(&self) -> String {
         format!(
-            "fan-out  {label}  1 publisher at {rate}/s to {subs} subscribers, {dur:.0} s\n  \
+            "fan-out  {label} ({kind})  1 publisher at {rate}/s to {subs} subscribers, {dur:.0} s\n  \
              deliveries {d} ({dps:.0}/s of {offered:.0}/s offered)  disconnected {disc}  errors {errors}\n  \
              latency   p50 {p50}  p99 {p99}  (sampled subscribers; gaps {gaps}, duplicates {dups})\n  \
              cpu       server {server} %  generator {gen} %  other {other} %",
             label = self.label,
+            kind = self.server,
             rate = self.rate,
             subs = self.subscribers,
             dur = self.duration_secs,
@@ -122,12 +135,76 @@ impl Report {
     }
 }
 
+/// The run's timeline: publishing starts at `base`, the window is `measure_from..end`.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
-    base: Instant,
-    measure_from: Instant,
-    end: Instant,
+pub struct Clock {
+    /// When publishing starts; send times are microseconds since this.
+    pub base: Instant,
+    /// When the measured window opens.
+    pub measure_from: Instant,
+    /// When it closes (publishing stops).
+    pub end: Instant,
 }
+
+impl Clock {
+    /// Microseconds from `base` to `now`: the send time an event carries.
+    pub fn micros(&self, now: Instant) -> u64 {
+        u64::try_from(now.duration_since(self.base).as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How the subscribers' read loop tells the frames of one protocol apart.
+pub trait Wire: Send + Sync + 'static {
+    /// What a text frame is, without decoding more of it than needed (most subscribers only
+    /// count).
+    fn classify(&self, text: &str) -> Incoming;
+    /// The sequence number and send time (microseconds since [`Clock::base`]) an event frame
+    /// carries, for the sampled subscribers; `None` when it cannot be read.
+    fn decode(&self, text: &str) -> Option<Sent>;
+}
+
+/// A text frame, as [`Wire::classify`] sees it.
+#[derive(Debug)]
+pub enum Incoming {
+    /// One of the published events.
+    Event,
+    /// A heartbeat, with the answer to send.
+    Ping(Message),
+    /// Anything else.
+    Other,
+}
+
+/// What a published event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Its place in the stream: consecutive from the first event, for gaps and duplicates.
+    pub serial: u64,
+    /// When it was sent, microseconds since [`Clock::base`].
+    pub micros: Option<u64>,
+}
+
+/// What a publisher did: the events it sent in the window, and what stopped it, if anything.
+#[derive(Debug)]
+pub struct Published {
+    /// Events sent in the measured window.
+    pub in_window: u64,
+    /// Why it stopped before the end, or failed to send everything.
+    pub error: Option<anyhow::Error>,
+}
+
+impl Published {
+    /// A publisher that sent `in_window` events and met no error.
+    pub fn ok(in_window: u64) -> Self {
+        Self {
+            in_window,
+            error: None,
+        }
+    }
+}
+
+/// A subscriber ready for the window: its index (one in [`LATENCY_SAMPLE`] is sampled), its
+/// socket, and the serial its stream starts after.
+pub type Ready = (usize, Socket, u64);
 
 #[derive(Debug, Default)]
 struct Live {
@@ -144,72 +221,54 @@ struct Tally {
     closed: bool,
 }
 
-/// Runs the scenario. Must be called inside a Tokio runtime.
-pub async fn run(config: Config) -> anyhow::Result<Report> {
+/// Checks the config and starts the progress bar.
+pub fn start(config: &Config) -> anyhow::Result<Progress> {
     if config.subscribers == 0 || config.rate == 0 {
         bail!("subscribers and rate must each be at least 1");
     }
-    let progress = Progress::new(
+    Ok(Progress::new(
         config.warmup + config.duration + DRAIN,
         &config.label,
         config.progress,
-    );
-    let mut failures = Failures::default();
-    let mut publisher = config
-        .endpoint
-        .connect(usize::MAX, Some("publisher"))
-        .await?;
-    // The session exists before anyone attaches: one event, serial 1.
-    ws::send(
-        &mut publisher,
-        &fleet::publish(
-            1,
-            &config.session,
-            vec![fleet::plain_event("start", 0.into())],
-        ),
-    )
-    .await?;
-    fleet::await_ack(&mut publisher, 1).await?;
-    let publisher = fleet::Held::new(publisher);
+    ))
+}
 
-    let session = config.session.clone();
-    let (subscribers, sub_failures) = fleet::open_many(
-        &config.endpoint,
-        config.subscribers,
-        config.connect_parallel,
-        move |index, mut ws: Socket| {
-            let session = session.clone();
-            async move {
-                let at = fleet::attach_until_live(&mut ws, &session, fleet::from_start(), |_| {})
-                    .await?;
-                Ok((index, fleet::Held::new(ws), at.live))
-            }
-        },
-        |n| {
-            progress.update(
-                Duration::ZERO,
-                format!("subscribers {n}/{}", config.subscribers),
-            )
-        },
-    )
-    .await;
-    failures.absorb(sub_failures);
-    if subscribers.is_empty() {
-        bail!("no subscriber could attach: {:?}", failures.samples);
-    }
-    let publisher = publisher
-        .take()
-        .await
-        .context("the publisher, set aside while subscribers attached")?;
-    let mut ready = Vec::with_capacity(subscribers.len());
-    for (index, held, after) in subscribers {
+/// Shows how many subscribers are connected.
+pub fn connecting(progress: &Progress, done: usize, of: usize) {
+    progress.update(Duration::ZERO, format!("subscribers {done}/{of}"));
+}
+
+/// Takes back the subscribers held while the others attached.
+pub async fn take_back(
+    held: Vec<(usize, fleet::Held, u64)>,
+    failures: &mut Failures,
+) -> Vec<Ready> {
+    let mut ready = Vec::with_capacity(held.len());
+    for (index, held, after) in held {
         match held.take().await {
             Ok(ws) => ready.push((index, ws, after)),
             Err(e) => failures.add(&e),
         }
     }
-    let attached = ready.len();
+    ready
+}
 
+/// The measured part, whatever the protocol: starts `publish` and a reader per subscriber of
+/// `ready`, samples CPU over the window, and adds up what the readers bring back.
+pub async fn measure<P, Fut>(
+    config: &Config,
+    server: &str,
+    progress: &Progress,
+    ready: Vec<Ready>,
+    mut failures: Failures,
+    wire: Arc<dyn Wire>,
+    publish: P,
+) -> anyhow::Result<Report>
+where
+    P: FnOnce(Clock) -> Fut,
+    Fut: Future<Output = Published> + Send + 'static,
+{
+    let attached = ready.len();
     let base = Instant::now();
     let clock = Clock {
         base,
@@ -225,14 +284,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             sampled.then(|| SerialCheck::after(after)),
             clock,
             Arc::clone(&live),
+            Arc::clone(&wire),
         ));
     }
-    let publishing = tokio::spawn(publish(
-        publisher,
-        config.session.clone(),
-        config.rate,
-        clock,
-    ));
+    let publishing = tokio::spawn(publish(clock));
 
     let ticker = {
         let live = Arc::clone(&live);
@@ -264,10 +319,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let rss = config.server_pid.and_then(sysmon::rss_kib);
 
     let published = match publishing.await {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            failures.add(&e);
-            0
+        Ok(Published { in_window, error }) => {
+            if let Some(e) = error {
+                failures.add(&e);
+            }
+            in_window
         }
         Err(e) => {
             failures.add(&anyhow::Error::new(e));
@@ -296,7 +352,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let secs = config.duration.as_secs_f64();
     Ok(Report {
         scenario: "fan-out",
-        label: config.label,
+        label: config.label.clone(),
+        server: server.to_owned(),
         started_at,
         subscribers: attached,
         rate: config.rate,
@@ -315,45 +372,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     })
 }
 
-/// The publisher: `rate` events a second until the window ends, each carrying its send time
-/// (microseconds since the base). Returns the events sent in the window.
-async fn publish(mut ws: Socket, session: String, rate: u32, clock: Clock) -> anyhow::Result<u64> {
-    let mut ticker = tokio::time::interval_at(clock.base, Duration::from_secs(1) / rate);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut req = 1;
-    let mut in_window = 0;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let now = Instant::now();
-                if now >= clock.end {
-                    return Ok(in_window);
-                }
-                req += 1;
-                let micros = u64::try_from(now.duration_since(clock.base).as_micros()).unwrap_or(u64::MAX);
-                ws::send(&mut ws, &fleet::publish(req, &session, vec![fleet::plain_event("tick", micros.into())])).await?;
-                if now >= clock.measure_from {
-                    in_window += 1;
-                }
-            }
-            frame = ws::next_frame(&mut ws) => {
-                let Some(frame) = frame? else { bail!("the publisher's connection closed") };
-                match frame.kind.as_str() {
-                    "error" => bail!("a publish was refused: {}", frame.describe()),
-                    "ping" => ws::send_pong(&mut ws, frame.nonce.unwrap_or(0)).await?,
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 /// One subscriber: counts the events received in the window, until the drain ends.
 async fn subscribe(
     mut ws: Socket,
     mut check: Option<SerialCheck>,
     clock: Clock,
     live: Arc<Live>,
+    wire: Arc<dyn Wire>,
 ) -> Tally {
     let mut tally = Tally::default();
     let stop = clock.end + DRAIN;
@@ -371,33 +396,31 @@ async fn subscribe(
             continue;
         };
         let now = Instant::now();
-        if ws::is_event(text.as_str()) {
-            if now >= clock.measure_from && now < clock.end {
-                tally.deliveries += 1;
-                live.deliveries.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(check) = check.as_mut() {
-                let Ok(frame) = Frame::parse(text.as_str()) else {
-                    continue;
-                };
-                check.observe(frame.serial.unwrap_or(0));
-                if let Some(sent) = frame.data.as_u64() {
-                    let micros = u64::try_from(now.duration_since(clock.base).as_micros())
-                        .unwrap_or(u64::MAX);
-                    tally
-                        .latencies
-                        .record(Duration::from_micros(micros.saturating_sub(sent)));
+        match wire.classify(text.as_str()) {
+            Incoming::Event => {
+                if now >= clock.measure_from && now < clock.end {
+                    tally.deliveries += 1;
+                    live.deliveries.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(check) = check.as_mut() {
+                    let Some(sent) = wire.decode(text.as_str()) else {
+                        continue;
+                    };
+                    check.observe(sent.serial);
+                    if let Some(micros) = sent.micros {
+                        tally.latencies.record(Duration::from_micros(
+                            clock.micros(now).saturating_sub(micros),
+                        ));
+                    }
                 }
             }
-        } else if text.as_str().starts_with(r#"{"type":"ping""#) {
-            let nonce = Frame::parse(text.as_str())
-                .ok()
-                .and_then(|f| f.nonce)
-                .unwrap_or(0);
-            if ws::send_pong(&mut ws, nonce).await.is_err() {
-                tally.closed = true;
-                break;
+            Incoming::Ping(pong) => {
+                if ws.send(pong).await.is_err() {
+                    tally.closed = true;
+                    break;
+                }
             }
+            Incoming::Other => {}
         }
     }
     tally.check = check;

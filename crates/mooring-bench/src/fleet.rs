@@ -3,11 +3,12 @@
 use std::future::Future;
 
 use anyhow::{bail, Context as _};
-use futures::StreamExt as _;
+use futures::{SinkExt as _, StreamExt as _};
 use mooring_protocol::realtime::{AttachFrom, AttachPoint, ClientFrame};
 use mooring_protocol::session::{Action, NewEvent};
 use mooring_protocol::Position;
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::ws::{self, Endpoint, Frame, Socket};
 
@@ -51,22 +52,42 @@ pub async fn open_many<T, F, Fut>(
     count: usize,
     parallel: usize,
     setup: F,
-    mut on_done: impl FnMut(usize),
+    on_done: impl FnMut(usize),
 ) -> (Vec<T>, Failures)
 where
     T: Send + 'static,
     F: Fn(usize, Socket) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
 {
+    let endpoint = endpoint.clone();
+    let open = move |index| {
+        let endpoint = endpoint.clone();
+        let setup = setup.clone();
+        async move {
+            let socket = endpoint.connect(index, None).await?;
+            setup(index, socket).await
+        }
+    };
+    run_many(count, parallel, open, on_done).await
+}
+
+/// Runs `open` for indexes `0..count`, at most `parallel` at a time, each in a task of its
+/// own: the part of [`open_many`] that does not know the protocol, for clients of other
+/// servers. Returns what each returned, in no particular order, and the failures; `on_done`
+/// is told each time one finishes.
+pub async fn run_many<T, F, Fut>(
+    count: usize,
+    parallel: usize,
+    open: F,
+    mut on_done: impl FnMut(usize),
+) -> (Vec<T>, Failures)
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let mut opened = futures::stream::iter(0..count)
-        .map(|index| {
-            let endpoint = endpoint.clone();
-            let setup = setup.clone();
-            tokio::spawn(async move {
-                let socket = endpoint.connect(index, None).await?;
-                setup(index, socket).await
-            })
-        })
+        .map(|index| tokio::spawn(open(index)))
         .buffer_unordered(parallel.max(1));
     let mut done = Vec::with_capacity(count);
     let mut failures = Failures::default();
@@ -223,18 +244,37 @@ pub struct Held {
 
 impl Held {
     /// Starts answering `ws`'s heartbeats.
-    pub fn new(mut ws: Socket) -> Self {
+    pub fn new(ws: Socket) -> Self {
+        Self::answering(ws, mooring_pong)
+    }
+
+    /// Starts answering `ws`'s heartbeats in another protocol: `reply` is given each text
+    /// frame and returns the answer to send, if any.
+    pub fn answering(mut ws: Socket, reply: fn(&str) -> anyhow::Result<Option<Message>>) -> Self {
         let (release, mut released) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = &mut released => return Ok(ws),
-                    frame = ws::next_frame(&mut ws) => {
-                        let frame = frame?.context("the connection closed while held")?;
-                        if frame.kind == "ping" {
-                            ws::send_pong(&mut ws, frame.nonce.unwrap_or(0)).await?;
+                    message = ws.next() => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(answer) = reply(text.as_str())? {
+                                ws.send(answer).await.context("answering a heartbeat")?;
+                            }
                         }
-                    }
+                        Some(Ok(Message::Close(Some(close)))) => bail!(
+                            "the server closed the connection while held: {} {}",
+                            u16::from(close.code),
+                            close.reason
+                        ),
+                        Some(Ok(Message::Close(None))) | None => {
+                            bail!("the connection closed while held")
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            return Err(anyhow::Error::new(e).context("reading a held connection"))
+                        }
+                    },
                 }
             }
         });
@@ -246,4 +286,16 @@ impl Held {
         let _ = self.release.send(());
         self.task.await.context("a holding task failed")?
     }
+}
+
+/// The answer to a realtime-protocol frame while held: a pong to a ping.
+fn mooring_pong(text: &str) -> anyhow::Result<Option<Message>> {
+    let frame = Frame::parse(text)?;
+    if frame.kind != "ping" {
+        return Ok(None);
+    }
+    ws::encode(&ClientFrame::Pong {
+        nonce: frame.nonce.unwrap_or(0),
+    })
+    .map(Some)
 }

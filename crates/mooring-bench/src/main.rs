@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::FsyncLimit(args) => fsync_limit_command(args),
         Command::TokenStreaming(args) => realtime_commands::token_streaming(args),
         Command::FanOut(args) => realtime_commands::fan_out(args),
+        Command::FanOutPusher(args) => realtime_commands::fan_out_pusher(args),
         Command::IdleConnections(args) => realtime_commands::idle_connections(args),
         Command::ResumeStorm(args) => realtime_commands::resume_storm(args),
         Command::CatchUp(args) => realtime_commands::catch_up(args),

@@ -5,13 +5,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use mooring_bench::pusher_sign::Credentials;
+use mooring_bench::target::Target;
 use mooring_bench::ws::Endpoint;
 use mooring_bench::{
-    catch_up, fan_out, idle_connections, resume_storm, sysmon, token_streaming, ws_limit,
+    catch_up, fan_out, fan_out_pusher, idle_connections, resume_storm, sysmon, token_streaming,
+    ws_limit,
 };
 
 use crate::cli::{
-    CatchUpArgs, FanOutArgs, IdleConnectionsArgs, RealtimeArgs, ResumeStormArgs,
+    CatchUpArgs, FanOutArgs, FanOutPusherArgs, IdleConnectionsArgs, RealtimeArgs, ResumeStormArgs,
     TokenStreamingArgs, WsLimitArgs,
 };
 use crate::write_json;
@@ -104,9 +107,32 @@ pub(crate) fn token_streaming(args: TokenStreamingArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn fan_out(args: FanOutArgs) -> anyhow::Result<()> {
+    let config = fan_out_config(&args)?;
+    let report = runtime(args.common.threads)?.block_on(fan_out::run(config))?;
+    finish(args.common.json.as_deref(), report.human(), &report)
+}
+
+pub(crate) fn fan_out_pusher(args: FanOutPusherArgs) -> anyhow::Result<()> {
+    let c = &args.fan_out.common;
+    let mut fan_out = fan_out_config(&args.fan_out)?;
+    // --label defaults to "mooring", which would mislabel a peer's results.
+    if c.label == "mooring" {
+        fan_out.label = args.server.clone();
+    }
+    let config = fan_out_pusher::Config {
+        fan_out,
+        http: Target::parse(&c.url, "/")?,
+        credentials: Credentials::new(args.app_id, args.key, args.secret)?,
+        server: args.server,
+    };
+    let report = runtime(c.threads)?.block_on(fan_out_pusher::run(config))?;
+    finish(c.json.as_deref(), report.human(), &report)
+}
+
+fn fan_out_config(args: &FanOutArgs) -> anyhow::Result<fan_out::Config> {
     let c = &args.common;
     open_files_for(args.subscribers + 1)?;
-    let config = fan_out::Config {
+    Ok(fan_out::Config {
         endpoint: endpoint(c, args.subscribers + 1)?,
         subscribers: args.subscribers,
         rate: args.rate,
@@ -117,9 +143,7 @@ pub(crate) fn fan_out(args: FanOutArgs) -> anyhow::Result<()> {
         session: prefix(c, "fanout"),
         label: c.label.clone(),
         progress: !c.no_progress,
-    };
-    let report = runtime(c.threads)?.block_on(fan_out::run(config))?;
-    finish(c.json.as_deref(), report.human(), &report)
+    })
 }
 
 pub(crate) fn idle_connections(args: IdleConnectionsArgs) -> anyhow::Result<()> {

@@ -88,27 +88,7 @@ impl Endpoint {
     }
 
     async fn connect_inner(&self, index: usize, client_id: Option<&str>) -> anyhow::Result<Socket> {
-        let addr = self.addr_for(index);
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .context("creating a socket")?;
-        if !self.sources.is_empty() {
-            let source = self.sources[index % self.sources.len()];
-            bind_source(&socket, source)?;
-        }
-        let stream = socket
-            .connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-        let config = WebSocketConfig::default().read_buffer_size(4096);
-        let url = format!("ws://{addr}/v1/ws");
-        let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .context("upgrading to a WebSocket")?;
+        let mut ws = self.upgrade(index, "/v1/ws").await?;
         send(
             &mut ws,
             &ClientFrame::Hello {
@@ -127,6 +107,34 @@ impl Endpoint {
                 _ => bail!("expected welcome, got {}", frame.describe()),
             }
         }
+    }
+
+    /// Opens the TCP connection of connection number `index` (its source address is picked by
+    /// `index`) and upgrades it to a WebSocket at `path`, saying nothing yet: the first frame is
+    /// the protocol's (Mooring's hello, or a Pusher server's `connection_established`).
+    pub async fn upgrade(&self, index: usize, path: &str) -> anyhow::Result<Socket> {
+        let addr = self.addr_for(index);
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .context("creating a socket")?;
+        if !self.sources.is_empty() {
+            let source = self.sources[index % self.sources.len()];
+            bind_source(&socket, source)?;
+        }
+        let stream = socket
+            .connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true).context("setting TCP_NODELAY")?;
+        let config = WebSocketConfig::default().read_buffer_size(4096);
+        let url = format!("ws://{addr}{path}");
+        let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+            .await
+            .context("upgrading to a WebSocket")?;
+        Ok(ws)
     }
 }
 
