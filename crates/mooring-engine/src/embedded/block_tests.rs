@@ -12,8 +12,10 @@ use mooring_core::store::{LogStore, LogTxn, LogView, StoreError};
 use mooring_core::ReadFrom;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableHandle};
 
-use super::blocks::entries;
-use super::tables::{FORMAT_VERSION_KEY, LEGACY_RECORDS, META, RECORD_BLOCKS};
+use super::blocks::{entries, BlockBuilder};
+use super::journal::Change;
+use super::tables::{encode_record, FORMAT_VERSION_KEY, LEGACY_RECORDS, META, RECORD_BLOCKS};
+use super::txn::WriteTables;
 use super::{EmbeddedStore, DB_FILE};
 
 const T0: u64 = 1_800_000_000_000;
@@ -137,6 +139,88 @@ async fn a_trim_inside_a_block_removes_those_records_from_the_file() {
     assert_eq!(blocks, [(100, (51..=100).collect::<Vec<_>>())]);
     let store = open(dir.path());
     assert_eq!(read_all(&store, "s", 0, usize::MAX), expected(51, 100));
+}
+
+#[tokio::test]
+async fn trims_at_a_block_end_and_past_the_last_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    filled(&store, "s", 100, 1024).await;
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    let blocks = blocks_in_file(dir.path(), "s");
+    let edge = blocks[1].0;
+
+    let store = open(dir.path());
+    store
+        .write(0, move |t, _| t.trim_records("s", edge))
+        .await
+        .map_err(|e: StoreError| e)
+        .expect("trimmed");
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    assert_eq!(
+        blocks_in_file(dir.path(), "s"),
+        blocks[2..],
+        "whole blocks go, the rest stay untouched"
+    );
+
+    let store = open(dir.path());
+    store
+        .write(0, |t, _| t.trim_records("s", 1_000))
+        .await
+        .map_err(|e: StoreError| e)
+        .expect("trimmed");
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+    assert!(blocks_in_file(dir.path(), "s").is_empty());
+}
+
+/// A write of records the file already holds would make reads repeat or skip them: it is
+/// refused, and so is a stored block whose serials are out of order.
+#[tokio::test]
+async fn overlapping_or_disordered_blocks_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path());
+    filled(&store, "s", 10, 10).await;
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+
+    let record = encode_record(&[Bytes::from_static(b"again")]).expect("encodes");
+    let db = Database::open(dir.path().join(DB_FILE)).expect("db");
+    for (serial, refused) in [(5, true), (10, true), (11, false)] {
+        let txn = db.begin_write().expect("write");
+        let mut tables = WriteTables::open(&txn).expect("tables");
+        let put = tables.write(Change::PutRecord {
+            name: "s",
+            serial,
+            value: &record,
+        });
+        assert_eq!(
+            matches!(put, Err(StoreError::Corrupt(_))),
+            refused,
+            "serial {serial}: {put:?}"
+        );
+    }
+
+    // A block keyed after the others but holding an earlier serial, as damage would leave.
+    let txn = db.begin_write().expect("write");
+    {
+        let mut table = txn.open_table(RECORD_BLOCKS).expect("blocks");
+        let mut block = BlockBuilder::default();
+        block
+            .push(4, &[Bytes::from_static(b"old")])
+            .expect("pushes");
+        let block = block.take().expect("a block");
+        table
+            .insert(("s", 20), block.bytes.as_slice())
+            .expect("insert");
+    }
+    txn.commit().expect("commit");
+    drop(db);
+    let store = open(dir.path());
+    let read = store.read_view(store.now(), |t, _| t.records("s", 0, u64::MAX, usize::MAX));
+    assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
 }
 
 /// Writes what a format-2 build would have: every record as an entry of its own in the old

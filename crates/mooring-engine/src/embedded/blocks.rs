@@ -20,13 +20,15 @@ const BLOCK_V1: u8 = 1;
 /// Bytes before a record's value within a block: serial and length.
 const ENTRY_HEADER: usize = 8 + 4;
 
-/// A block is closed once it holds this many bytes; a larger record gets a block of its own.
+/// A block is closed once it holds this many bytes, and a record that would take it past them
+/// starts the next one, so a large record gets a block of its own.
 pub(super) const BLOCK_TARGET_BYTES: usize = 32 << 10;
 
 /// A block being filled.
 #[derive(Debug)]
 pub(super) struct BlockBuilder {
     bytes: Vec<u8>,
+    first: Option<u64>,
     last: Option<u64>,
 }
 
@@ -34,12 +36,26 @@ impl Default for BlockBuilder {
     fn default() -> Self {
         Self {
             bytes: vec![BLOCK_V1],
+            first: None,
             last: None,
         }
     }
 }
 
+/// A finished block: the serials of its first and last records, and its bytes.
+#[derive(Debug)]
+pub(super) struct Block {
+    pub(super) first: u64,
+    pub(super) last: u64,
+    pub(super) bytes: Vec<u8>,
+}
+
 impl BlockBuilder {
+    /// Whether a record of `len` bytes should start a new block instead of joining this one.
+    pub(super) fn would_overflow(&self, len: usize) -> bool {
+        self.last.is_some() && self.bytes.len() + ENTRY_HEADER + len > BLOCK_TARGET_BYTES
+    }
+
     /// Adds a record already in the record layout.
     pub(super) fn push_encoded(&mut self, serial: u64, record: &[u8]) -> Result<(), CodecError> {
         let len =
@@ -48,11 +64,13 @@ impl BlockBuilder {
         self.bytes.extend_from_slice(&serial.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
         self.bytes.extend_from_slice(record);
+        self.first.get_or_insert(serial);
         self.last = Some(serial);
         Ok(())
     }
 
     /// Adds a record given by its items.
+    #[cfg(test)]
     pub(super) fn push(&mut self, serial: u64, items: &[Bytes]) -> Result<(), CodecError> {
         self.push_encoded(serial, &encode_record(items)?)
     }
@@ -62,11 +80,13 @@ impl BlockBuilder {
         self.bytes.len() >= BLOCK_TARGET_BYTES
     }
 
-    /// The serial of the last record, and the block's bytes; `None` if it holds no record.
-    /// The builder is left empty, ready for the next block.
-    pub(super) fn take(&mut self) -> Option<(u64, Vec<u8>)> {
+    /// The block; `None` if it holds no record. The builder is left empty, ready for the
+    /// next block.
+    pub(super) fn take(&mut self) -> Option<Block> {
         let last = self.last.take()?;
-        Some((last, std::mem::replace(&mut self.bytes, vec![BLOCK_V1])))
+        let first = self.first.take().unwrap_or(last);
+        let bytes = std::mem::replace(&mut self.bytes, vec![BLOCK_V1]);
+        Some(Block { first, last, bytes })
     }
 }
 
@@ -122,8 +142,8 @@ mod tests {
         let mut block = BlockBuilder::default();
         block.push(7, &[Bytes::from_static(b"ab")]).expect("pushes");
         block.push(9, &[]).expect("pushes");
-        let (last, bytes) = block.take().expect("a block");
-        assert_eq!(last, 9);
+        let Block { first, last, bytes } = block.take().expect("a block");
+        assert_eq!((first, last), (7, 9));
         assert_eq!(
             bytes,
             [
@@ -137,6 +157,18 @@ mod tests {
             ]
         );
         assert!(block.take().is_none(), "the builder starts over empty");
+    }
+
+    #[test]
+    fn a_record_that_would_pass_the_target_starts_a_new_block() {
+        let mut block = BlockBuilder::default();
+        assert!(
+            !block.would_overflow(BLOCK_TARGET_BYTES * 2),
+            "an empty block takes any"
+        );
+        block.push(1, &[Bytes::from_static(b"x")]).expect("pushes");
+        assert!(!block.would_overflow(100));
+        assert!(block.would_overflow(BLOCK_TARGET_BYTES));
     }
 
     #[test]
@@ -167,7 +199,7 @@ mod tests {
             }
             let back: Vec<(u64, Vec<Bytes>)> = match block.take() {
                 None => Vec::new(),
-                Some((_, bytes)) => entries(&bytes)
+                Some(block) => entries(&block.bytes)
                     .map(|e| {
                         let (serial, record) = e.expect("intact");
                         (serial, decode_record(record).expect("decodes"))

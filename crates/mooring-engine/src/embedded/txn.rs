@@ -17,6 +17,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransactio
 
 use super::blocks::{entries, BlockBuilder};
 use super::journal::Change;
+use super::tables::encode_record;
 use super::tables::{
     decode_producer, decode_record, decode_state, CodecError, AUX, EXPIRING, PRODUCERS,
     RECORD_BLOCKS, STATES,
@@ -179,6 +180,7 @@ where
         let range = self.records.range((name, after + 1)..=(name, u64::MAX));
         let range = check(&mut self.failure, "reading records", range)?;
         let mut bytes = 0;
+        let mut previous = None;
         for entry in range {
             let (key, value) = check(&mut self.failure, "reading records", entry)?;
             let block_last = key.value().1;
@@ -189,6 +191,14 @@ where
                         e,
                     )
                 })?;
+                // Serials rise through a block and from block to block, up to each block's key;
+                // anything else would repeat or reorder records, so it is damage, not data.
+                if previous.is_some_and(|p| serial <= p) || serial > block_last {
+                    return Err(StoreError::Corrupt(format!(
+                        "record block {block_last} of stream {name:?} holds serial {serial} out of order"
+                    )));
+                }
+                previous = Some(serial);
                 if serial <= after {
                     continue;
                 }
@@ -303,8 +313,13 @@ impl WriteTables<'_> {
     ) -> Result<(), StoreError> {
         let mut block = BlockBuilder::default();
         for (serial, items) in records {
+            let record = encode_record(items)
+                .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
+            if block.would_overflow(record.len()) {
+                self.put_blocks(name, &mut block)?;
+            }
             block
-                .push(*serial, items)
+                .push_encoded(*serial, &record)
                 .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
             if block.full() {
                 self.put_blocks(name, &mut block)?;
@@ -313,16 +328,46 @@ impl WriteTables<'_> {
         self.put_blocks(name, &mut block)
     }
 
-    /// Writes the block being built, if it holds a record.
+    /// Writes the block being built, if it holds a record. Its records must come after every
+    /// record the file holds for the stream: a block that would overlap others would make reads
+    /// repeat or skip records, so it is refused as a bug instead of written.
     fn put_blocks(&mut self, name: &str, block: &mut BlockBuilder) -> Result<(), StoreError> {
-        let Some((last, bytes)) = block.take() else {
+        let what = "writing records";
+        let Some(block) = block.take() else {
             return Ok(());
         };
+        // The first block ending at or after this one's first record must begin after its
+        // last: blocks are keyed by their last serial, so that one block settles it.
+        let next = {
+            let mut range = check(
+                &mut self.failure,
+                what,
+                self.records.range((name, block.first)..=(name, u64::MAX)),
+            )?;
+            match range.next() {
+                None => None,
+                Some(entry) => {
+                    let (key, value) = check(&mut self.failure, what, entry)?;
+                    let begins = entries(value.value()).next().and_then(Result::ok);
+                    Some((key.value().1, begins.map(|(serial, _)| serial)))
+                }
+            }
+        };
+        if let Some((ends, begins)) = next {
+            if begins.is_none_or(|b| b <= block.last) {
+                let why = format!(
+                    "records {}..={} of stream {name:?} would overlap the file's block ending at {ends}",
+                    block.first, block.last
+                );
+                self.failure.get_or_insert_with(|| why.clone());
+                return Err(StoreError::Corrupt(why));
+            }
+        }
         let put = self
             .records
-            .insert((name, last), bytes.as_slice())
+            .insert((name, block.last), block.bytes.as_slice())
             .map(drop);
-        check(&mut self.failure, "writing records", put)
+        check(&mut self.failure, what, put)
     }
 
     /// Removes every record up to `upto`: the blocks that end there or before, and those
@@ -346,19 +391,32 @@ impl WriteTables<'_> {
                     let last = key.value().1;
                     let mut kept = BlockBuilder::default();
                     let mut dropped = false;
+                    let mut damaged = None;
                     for entry in entries(value.value()) {
-                        let (serial, record) = entry.map_err(|e| {
-                            corrupt(format_args!("record block {last} of stream {name:?}"), e)
-                        })?;
-                        if serial <= upto {
-                            dropped = true;
-                        } else {
-                            kept.push_encoded(serial, record).map_err(|e| {
-                                corrupt(format_args!("record {serial} of stream {name:?}"), e)
-                            })?;
+                        match entry {
+                            Ok((serial, _)) if serial <= upto => dropped = true,
+                            Ok((serial, record)) => {
+                                if let Err(e) = kept.push_encoded(serial, record) {
+                                    damaged = Some(e);
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                damaged = Some(e);
+                                break;
+                            }
                         }
                     }
-                    dropped.then_some((last, kept))
+                    match damaged {
+                        // Reads never start before the trim point, so the trimmed records only
+                        // take space: a damaged block is left whole rather than failing the
+                        // checkpoint (and every later open, which replays the trim).
+                        Some(e) => {
+                            tracing::warn!(stream = %name, block = last, error = %e, "a damaged record block straddles a trim; left as it is");
+                            None
+                        }
+                        None => dropped.then_some((last, kept)),
+                    }
                 }
             }
         };

@@ -23,8 +23,8 @@ pub(super) fn convert_legacy_records(txn: &WriteTransaction) -> Result<u64, Stor
         let mut block = BlockBuilder::default();
         let mut flush = |name: &Option<String>, block: &mut BlockBuilder| match (name, block.take())
         {
-            (Some(name), Some((last, bytes))) => blocks
-                .insert((name.as_str(), last), bytes.as_slice())
+            (Some(name), Some(b)) => blocks
+                .insert((name.as_str(), b.last), b.bytes.as_slice())
                 .map(drop)
                 .map_err(|e| fail(e.into())),
             _ => Ok(()),
@@ -35,6 +35,9 @@ pub(super) fn convert_legacy_records(txn: &WriteTransaction) -> Result<u64, Stor
             if stream.as_deref() != Some(name) {
                 flush(&stream, &mut block)?;
                 stream = Some(name.to_owned());
+            }
+            if block.would_overflow(value.value().len()) {
+                flush(&stream, &mut block)?;
             }
             block.push_encoded(serial, value.value()).map_err(|e| {
                 StoreError::Corrupt(format!("{what}: record {serial} of stream {name:?}: {e}"))

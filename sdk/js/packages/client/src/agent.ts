@@ -48,6 +48,10 @@ export async function pipeAnswer(
   const cancelled = (): PipeResult => {
     // Let the source's own cleanup run, without waiting for a source that ignores the signal.
     void Promise.resolve(iterator.return?.()).catch(() => {});
+    // Appends still in flight may fail once the agent closes its client after the cancel;
+    // nothing waits for them any more, so observe them here, or Node would end the process on
+    // an unhandled rejection.
+    void Promise.allSettled(inFlight);
     return { status: "cancelled", answer, cancel: signal.reason as Cancel };
   };
   try {
