@@ -11,9 +11,7 @@
 //! u32 LE, and the value in the record layout of `tables` (`encode_record`). Serials rise within
 //! a block and from one block to the next.
 
-use bytes::Bytes;
-
-use super::tables::{encode_record, CodecError};
+use super::tables::CodecError;
 
 const BLOCK_V1: u8 = 1;
 
@@ -71,8 +69,8 @@ impl BlockBuilder {
 
     /// Adds a record given by its items.
     #[cfg(test)]
-    pub(super) fn push(&mut self, serial: u64, items: &[Bytes]) -> Result<(), CodecError> {
-        self.push_encoded(serial, &encode_record(items)?)
+    pub(super) fn push(&mut self, serial: u64, items: &[bytes::Bytes]) -> Result<(), CodecError> {
+        self.push_encoded(serial, &super::tables::encode_record(items)?)
     }
 
     /// Whether the block is full enough to be written.
@@ -135,6 +133,7 @@ fn next_entry(bytes: &[u8]) -> Result<(u64, &[u8], &[u8]), CodecError> {
 mod tests {
     use super::*;
     use crate::embedded::tables::decode_record;
+    use bytes::Bytes;
     use proptest::prelude::*;
 
     #[test]
