@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { pathToFileURL } from "node:url";
 
-import { respond, type Cancel, type RunHandle, type SessionEvent, type Steer } from "@mooring/client";
+import { MooringError, respond, type Cancel, type RunHandle, type SessionEvent, type Steer } from "@mooring/client";
 
 import { Clients, Reader } from "./support/clients.js";
 import { FakeModel, MooringServer, REPO_ROOT, waitFor } from "@mooring/test-support";
@@ -68,6 +68,42 @@ test("a cancel from a client aborts the agent's AbortSignal and ends the run can
     typeof answer?.data === "string" && answer.data.startsWith("t0 t1 t2 t3 t4 "),
     `partial answer: ${JSON.stringify(answer?.data)}`,
   );
+});
+
+test("an agent that closes its client as soon as a cancel arrives leaves no unhandled rejection from appends in flight", async () => {
+  const session = "chat:cancel-close";
+  const agent = await clients.connect({ clientId: "agent-closing" });
+  const user = await clients.connect({ clientId: "user-closing" });
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => {
+    unhandled.push(reason);
+  };
+  process.on("unhandledRejection", onUnhandled);
+  try {
+    let run: RunHandle | undefined;
+    let sent = 0;
+    // Observed from the start: ending the run needs the closed client, so `respond` fails,
+    // and that failure is the caller's to see, not an unhandled one.
+    const outcome = respond(agent, session, async function* (r) {
+      run = r;
+      r.signal.addEventListener("abort", () => agent.close(), { once: true });
+      // Appends go out without waiting for each acknowledgement, so some are always in flight.
+      for (;;) {
+        sent += 1;
+        yield `w${sent} `;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }).catch((error: unknown) => error);
+    await waitFor(() => run !== undefined && sent >= 20, "the answer streaming");
+    await user.cancel(session, run?.runId ?? "");
+    const failed = await outcome;
+    assert.ok(failed instanceof MooringError, `respond: ${String(failed)}`);
+    assert.equal(failed.kind, "closed");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off("unhandledRejection", onUnhandled);
+  }
 });
 
 test("a source that finishes ends the run completed, and one that throws (or cannot start) ends it failed", async () => {
