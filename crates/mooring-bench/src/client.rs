@@ -84,17 +84,8 @@ impl Connection {
             .await
     }
 
-    /// `POST path` with a body: one append.
-    pub async fn append(
-        &mut self,
-        path: &str,
-        content_type: &str,
-        body: Bytes,
-    ) -> anyhow::Result<Answer> {
-        self.send(Method::POST, path, content_type, body).await
-    }
-
-    /// `POST path` with a body, for other HTTP APIs (a Pusher server's events).
+    /// `POST path` with a body: one Durable Streams append, or a call of another HTTP API (a
+    /// Pusher server's events).
     pub async fn post(
         &mut self,
         path: &str,

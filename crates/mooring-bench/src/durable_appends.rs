@@ -306,7 +306,7 @@ async fn produce(
         let path = &paths[stream];
         let sent = Instant::now();
         let answer =
-            tokio::time::timeout(REQUEST_TIMEOUT, c.append(path, CONTENT_TYPE, body.clone()))
+            tokio::time::timeout(REQUEST_TIMEOUT, c.post(path, CONTENT_TYPE, body.clone()))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
         let elapsed = sent.elapsed();

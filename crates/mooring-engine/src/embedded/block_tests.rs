@@ -42,6 +42,22 @@ async fn filled(store: &EmbeddedStore, name: &str, count: u64, size: usize) {
     }
 }
 
+/// Shuts `store` down cleanly (its closing checkpoint writes everything into the file) and
+/// releases the directory.
+async fn close(store: EmbeddedStore) {
+    store.shutdown().await.expect("shutdown");
+    drop(store);
+}
+
+/// Trims stream `s` up to `upto` through the writer, as the retention sweep does.
+async fn trim(store: &EmbeddedStore, upto: u64) {
+    store
+        .write(0, move |t, _| t.trim_records("s", upto))
+        .await
+        .map_err(|e: StoreError| e)
+        .expect("trimmed");
+}
+
 /// Serials and first bytes of every record of `name` after `after`, read `max_bytes` at a time.
 fn read_all(store: &EmbeddedStore, name: &str, after: u64, max_bytes: usize) -> Vec<(u64, u8)> {
     let mut out = Vec::new();
@@ -87,8 +103,7 @@ async fn reads_from_any_serial_cross_blocks_without_gaps_or_repeats() {
     let store = open(dir.path());
     // 300 records of 1 KiB: about ten blocks once checkpointed.
     filled(&store, "s", 300, 1024).await;
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
     let blocks = blocks_in_file(dir.path(), "s");
     assert!(blocks.len() >= 5, "{} blocks", blocks.len());
     let held: Vec<u64> = blocks.iter().flat_map(|(_, s)| s.clone()).collect();
@@ -121,19 +136,13 @@ async fn a_trim_inside_a_block_removes_those_records_from_the_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     filled(&store, "s", 100, 10).await;
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
     assert_eq!(blocks_in_file(dir.path(), "s").len(), 1, "one small block");
 
     let store = open(dir.path());
-    store
-        .write(0, |t, _| t.trim_records("s", 50))
-        .await
-        .map_err(|e: StoreError| e)
-        .expect("trimmed");
+    trim(&store, 50).await;
     assert_eq!(read_all(&store, "s", 0, usize::MAX), expected(51, 100));
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
 
     let blocks = blocks_in_file(dir.path(), "s");
     assert_eq!(blocks, [(100, (51..=100).collect::<Vec<_>>())]);
@@ -146,19 +155,13 @@ async fn trims_at_a_block_end_and_past_the_last_block() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     filled(&store, "s", 100, 1024).await;
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
     let blocks = blocks_in_file(dir.path(), "s");
     let edge = blocks[1].0;
 
     let store = open(dir.path());
-    store
-        .write(0, move |t, _| t.trim_records("s", edge))
-        .await
-        .map_err(|e: StoreError| e)
-        .expect("trimmed");
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    trim(&store, edge).await;
+    close(store).await;
     assert_eq!(
         blocks_in_file(dir.path(), "s"),
         blocks[2..],
@@ -166,13 +169,8 @@ async fn trims_at_a_block_end_and_past_the_last_block() {
     );
 
     let store = open(dir.path());
-    store
-        .write(0, |t, _| t.trim_records("s", 1_000))
-        .await
-        .map_err(|e: StoreError| e)
-        .expect("trimmed");
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    trim(&store, 1_000).await;
+    close(store).await;
     assert!(blocks_in_file(dir.path(), "s").is_empty());
 }
 
@@ -183,8 +181,7 @@ async fn overlapping_or_disordered_blocks_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     filled(&store, "s", 10, 10).await;
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
 
     let record = encode_record(&[Bytes::from_static(b"again")]).expect("encodes");
     let db = Database::open(dir.path().join(DB_FILE)).expect("db");
@@ -252,8 +249,7 @@ async fn a_format_2_file_is_converted_and_reads_the_same() {
     let store = open(dir.path());
     filled(&store, "a", 120, 700).await;
     filled(&store, "b", 7, 3).await;
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
     downgrade_to_format_2(dir.path());
     {
         let db = Database::open(dir.path().join(DB_FILE)).expect("db");
@@ -276,8 +272,7 @@ async fn a_format_2_file_is_converted_and_reads_the_same() {
     assert_eq!(batch.records.len(), 120);
     filled_more(&store, "b").await;
     assert_eq!(read_all(&store, "b", 6, usize::MAX), [(7, 7), (8, 1)]);
-    store.shutdown().await.expect("shutdown");
-    drop(store);
+    close(store).await;
 
     let db = Database::open(dir.path().join(DB_FILE)).expect("db");
     let txn = db.begin_read().expect("read");

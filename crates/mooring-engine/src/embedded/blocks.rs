@@ -119,6 +119,22 @@ pub(super) fn entries(block: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]),
     })
 }
 
+/// The records of `block` above `upto`, as a new block; `None` if it holds none at or below
+/// `upto` (nothing to rewrite).
+pub(super) fn after(block: &[u8], upto: u64) -> Result<Option<BlockBuilder>, CodecError> {
+    let mut kept = BlockBuilder::default();
+    let mut dropped = false;
+    for entry in entries(block) {
+        let (serial, record) = entry?;
+        if serial <= upto {
+            dropped = true;
+        } else {
+            kept.push_encoded(serial, record)?;
+        }
+    }
+    Ok(dropped.then_some(kept))
+}
+
 fn next_entry(bytes: &[u8]) -> Result<(u64, &[u8], &[u8]), CodecError> {
     let (serial, rest) = bytes.split_at_checked(8).ok_or(CodecError::Truncated)?;
     let (len, rest) = rest.split_at_checked(4).ok_or(CodecError::Truncated)?;

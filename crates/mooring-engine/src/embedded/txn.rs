@@ -15,7 +15,7 @@ use mooring_core::store::{AuxEntries, AuxTable, LogView, StoreError};
 use mooring_core::stream::{Record, StreamState};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
-use super::blocks::{entries, BlockBuilder};
+use super::blocks::{after, entries, BlockBuilder};
 use super::journal::Change;
 use super::tables::encode_record;
 use super::tables::{
@@ -389,33 +389,15 @@ impl WriteTables<'_> {
                 Some(entry) => {
                     let (key, value) = check(&mut self.failure, what, entry)?;
                     let last = key.value().1;
-                    let mut kept = BlockBuilder::default();
-                    let mut dropped = false;
-                    let mut damaged = None;
-                    for entry in entries(value.value()) {
-                        match entry {
-                            Ok((serial, _)) if serial <= upto => dropped = true,
-                            Ok((serial, record)) => {
-                                if let Err(e) = kept.push_encoded(serial, record) {
-                                    damaged = Some(e);
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                damaged = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    match damaged {
+                    match after(value.value(), upto) {
+                        Ok(kept) => kept.map(|kept| (last, kept)),
                         // Reads never start before the trim point, so the trimmed records only
                         // take space: a damaged block is left whole rather than failing the
                         // checkpoint (and every later open, which replays the trim).
-                        Some(e) => {
+                        Err(e) => {
                             tracing::warn!(stream = %name, block = last, error = %e, "a damaged record block straddles a trim; left as it is");
                             None
                         }
-                        None => dropped.then_some((last, kept)),
                     }
                 }
             }
