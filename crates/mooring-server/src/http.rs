@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::state::AppState;
+use crate::state::{AppState, ServerConfig};
 use crate::{chat, durable_streams, realtime, rest};
 
 /// Headers browsers may read from our responses.
@@ -41,9 +41,21 @@ pub fn app(
 {
     let body_limit = app.config.max_append_bytes;
     let origins = app.config.allowed_origins.clone();
-    let routes = routes(app);
-    // `nosniff` everywhere, so a stream's bytes are never sniffed into HTML or script, and a
-    // cross-origin resource policy so browsers may embed reads from other origins.
+    let routes = DefaultBodyLimit::max(body_limit).layer(routes(app));
+    outer(routes, origins.as_deref())
+}
+
+/// The layers around every answer: CORS, `nosniff` everywhere, so a stream's bytes are never
+/// sniffed into HTML or script, and a cross-origin resource policy so browsers may embed reads
+/// from other origins.
+fn outer<S>(
+    inner: S,
+    origins: Option<&[String]>,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
     let nosniff = SetResponseHeaderLayer::overriding(
         HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),
@@ -52,9 +64,30 @@ pub fn app(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("cross-origin"),
     );
-    let limited = DefaultBodyLimit::max(body_limit).layer(routes);
-    let shared = cors(origins.as_deref()).layer(limited);
-    embeddable.layer(nosniff.layer(shared))
+    embeddable.layer(nosniff.layer(cors(origins).layer(inner)))
+}
+
+/// The header lines the outer layers add to the answer of a request without `Origin` (the
+/// only kind the lean path takes), found by passing one such request through them, so the two
+/// paths cannot drift apart.
+pub(crate) async fn outer_headers(config: &ServerConfig) -> Vec<u8> {
+    let empty = tower::service_fn(|_: Request| async { Ok::<_, Infallible>(Response::default()) });
+    let mut layers = outer(empty, config.allowed_origins.as_deref());
+    let probe = Request::post(format!("{}probe", crate::durable_streams::STREAM_PREFIX))
+        .body(axum::body::Body::empty())
+        .unwrap_or_default();
+    let answer = match layers.call(probe).await {
+        Ok(answer) => answer,
+        Err(never) => match never {},
+    };
+    let mut lines = Vec::new();
+    for (name, value) in answer.headers() {
+        lines.extend_from_slice(name.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value.as_bytes());
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
 }
 
 /// Every route, with the authentication of each surface.

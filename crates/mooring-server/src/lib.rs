@@ -17,6 +17,7 @@ mod fanout;
 mod fleet;
 pub mod http;
 pub mod hub;
+mod listener;
 pub mod metrics;
 pub mod realtime;
 pub mod rest;

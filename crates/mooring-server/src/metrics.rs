@@ -23,6 +23,8 @@ pub const ACTIVE_RUNS: &str = "mooring_active_runs";
 pub const PUBLISH_TO_DELIVER: &str = "mooring_publish_to_deliver_seconds";
 pub const SESSION_WRITE: &str = "mooring_session_write_seconds";
 pub const DS_APPENDS: &str = "mooring_stream_appends_total";
+pub const LEAN_REQUESTS: &str = "mooring_http_lean_requests_total";
+pub const HAND_OFFS: &str = "mooring_http_connections_handed_off_total";
 pub const DISPATCH_WAITING: &str = "mooring_dispatch_waiting_inputs";
 pub const DISPATCHED: &str = "mooring_dispatched_total";
 pub const DISPATCH_DROPPED: &str = "mooring_dispatch_dropped_total";
@@ -90,6 +92,14 @@ fn describe() {
         "One session task's write of its pending publishes to the store, until durable."
     );
     describe_counter!(DS_APPENDS, "Appends through the Durable Streams surface.");
+    describe_counter!(
+        LEAN_REQUESTS,
+        "Durable Streams appends answered on the lean connection path instead of the router."
+    );
+    describe_counter!(
+        HAND_OFFS,
+        "Connections handed from the lean path to the router, at their first request of another kind."
+    );
     describe_gauge!(DISPATCH_WAITING, "User inputs waiting for a worker.");
     describe_counter!(
         DISPATCHED,

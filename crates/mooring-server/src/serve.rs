@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use mooring_core::clock::Clock;
 use mooring_core::store::{LogStore, StoreError};
 use tokio::net::TcpListener;
@@ -76,16 +75,13 @@ pub async fn serve(
         app.config.sweep_interval,
         shutdown.clone(),
     ));
-    // Small frames (a token, a cancel) must leave at once, not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
+    let service = http::app(app.clone());
+    let served = tokio::spawn(crate::listener::run(
         listener,
-        axum::ServiceExt::into_make_service(http::app(app)),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let served = tokio::spawn(async move { server.await });
+        app,
+        service,
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     tasks.close();
     let drained = tokio::time::timeout(drain, async {
@@ -95,8 +91,7 @@ pub async fn serve(
     })
     .await;
     let result = match drained {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(ServeError::Accept(e)),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(join)) => Err(ServeError::Accept(std::io::Error::other(join))),
         Err(_) => Err(ServeError::DrainTimeout(drain)),
     };

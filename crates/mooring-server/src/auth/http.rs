@@ -23,10 +23,15 @@ use crate::state::AppState;
 /// The bearer credential of a request, if any. A header that is not valid text or not
 /// `Bearer <credential>` counts as none (and so is refused on an authenticated node).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    bearer_of(headers.get(axum::http::header::AUTHORIZATION)?.as_bytes())
+}
+
+/// The credential of an `Authorization` value, by the rules of [`bearer`].
+pub(crate) fn bearer_of(raw: &[u8]) -> Option<&str> {
+    if !raw.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        return None;
+    }
+    let value = std::str::from_utf8(raw).ok()?;
     let (scheme, credential) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -51,13 +56,16 @@ impl Refusal {
     }
 
     fn durable_streams(self) -> Response {
+        self.ds_error().into_response()
+    }
+
+    fn ds_error(self) -> DsError {
         match self {
             Self::Unauthorized(e) => {
                 DsError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
             }
             Self::Forbidden(m) => DsError::new(StatusCode::FORBIDDEN, "FORBIDDEN", m),
         }
-        .into_response()
     }
 }
 
@@ -122,6 +130,25 @@ pub(crate) async fn durable_streams(
     match admit(&app, &mut request, &name, Some(operation)) {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.durable_streams(),
+    }
+}
+
+/// The guard of an append taken on the lean connection path (`crate::listener`): the decision
+/// `durable_streams` makes for a `POST`.
+pub(crate) fn admit_append(
+    app: &AppState,
+    authorization: Option<&[u8]>,
+    session: &str,
+) -> Result<(), DsError> {
+    let principal = app
+        .config
+        .auth
+        .authenticate(authorization.and_then(bearer_of), app.clock.now_ms())
+        .map_err(|e| Refusal::Unauthorized(e).ds_error())?;
+    if principal.allows(session, Operation::Publish) {
+        Ok(())
+    } else {
+        Err(forbidden(Operation::Publish, session).ds_error())
     }
 }
 

@@ -17,6 +17,7 @@ use axum::Router;
 use crate::state::AppState;
 
 pub use error::DsError;
+pub(crate) use write::{run_append, Appended, RequestHeaders};
 
 /// The URL prefix of every stream.
 pub const STREAM_PREFIX: &str = "/v1/stream/";

@@ -16,15 +16,32 @@ use super::response;
 use super::STREAM_PREFIX;
 use crate::state::AppState;
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, DsError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            DsError::bad_request(
-                "INVALID_HEADER",
-                format!("{name} must be visible ASCII text"),
-            )
-        }),
+/// The headers of a request, by lowercase name: axum's map, or the few an append reads on the
+/// lean connection path (`crate::listener`).
+pub(crate) trait RequestHeaders {
+    /// The first value of `name`, as sent.
+    fn raw(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+}
+
+/// A header's value as text. Only visible ASCII and tabs are accepted, the rule of
+/// `HeaderValue::to_str`, so both paths refuse the same values.
+fn header<'a>(headers: &'a impl RequestHeaders, name: &str) -> Result<Option<&'a str>, DsError> {
+    let Some(raw) = headers.raw(name) else {
+        return Ok(None);
+    };
+    let visible = raw.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
+    match std::str::from_utf8(raw) {
+        Ok(text) if visible => Ok(Some(text)),
+        _ => Err(DsError::bad_request(
+            "INVALID_HEADER",
+            format!("{name} must be visible ASCII text"),
+        )),
     }
 }
 
@@ -134,8 +151,39 @@ pub(super) async fn append(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, DsError> {
-    let close = ds::is_closed_flag(header(&headers, ds::STREAM_CLOSED)?);
-    let content_type = header(&headers, CONTENT_TYPE.as_str())?.map(str::to_owned);
+    let appended = run_append(&app, &name, &headers, body).await?;
+    let mut out = HeaderMap::new();
+    response::next_offset(&mut out, appended.next);
+    if appended.closed {
+        response::closed(&mut out);
+    }
+    if let Some((epoch, seq)) = appended.producer {
+        response::set(&mut out, ds::PRODUCER_EPOCH, epoch.to_string());
+        response::set(&mut out, ds::PRODUCER_SEQ, seq.to_string());
+    }
+    Ok((appended.status, out).into_response())
+}
+
+/// The answer to an append, before it is written out by either path.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub(crate) status: StatusCode,
+    pub(crate) next: Position,
+    pub(crate) closed: bool,
+    /// The producer's epoch and last accepted sequence number.
+    pub(crate) producer: Option<(u64, u64)>,
+}
+
+/// Appends (or closes) `name` from a `POST`: the rules of the protocol for its headers and
+/// body, the store's write, and the wake-ups of readers.
+pub(crate) async fn run_append(
+    app: &AppState,
+    name: &str,
+    headers: &impl RequestHeaders,
+    body: Bytes,
+) -> Result<Appended, DsError> {
+    let close = ds::is_closed_flag(header(headers, ds::STREAM_CLOSED)?);
+    let content_type = header(headers, CONTENT_TYPE.as_str())?.map(str::to_owned);
     if body.is_empty() && !close {
         return Err(DsError::bad_request(
             "EMPTY_BODY",
@@ -149,9 +197,9 @@ pub(super) async fn append(
         ));
     }
     let producer = ds::parse_producer(
-        header(&headers, ds::PRODUCER_ID)?,
-        header(&headers, ds::PRODUCER_EPOCH)?,
-        header(&headers, ds::PRODUCER_SEQ)?,
+        header(headers, ds::PRODUCER_ID)?,
+        header(headers, ds::PRODUCER_EPOCH)?,
+        header(headers, ds::PRODUCER_SEQ)?,
     )?;
     let has_producer = producer.is_some();
     let has_data = !body.is_empty();
@@ -163,23 +211,14 @@ pub(super) async fn append(
             .collect(),
         content_type,
         close,
-        stream_seq: header(&headers, ds::STREAM_SEQ)?.map(str::to_owned),
+        stream_seq: header(headers, ds::STREAM_SEQ)?.map(str::to_owned),
         producer,
     };
-    let outcome = app.store.append(&name, req).await?;
+    let outcome = app.store.append(name, req).await?;
     if outcome.kind == AppendKind::Written {
         metrics::counter!(crate::metrics::DS_APPENDS).increment(1);
-        app.hub.notify(&name);
-        app.sessions.poke(&name);
-    }
-    let mut out = HeaderMap::new();
-    response::next_offset(&mut out, outcome.next);
-    if outcome.closed {
-        response::closed(&mut out);
-    }
-    if let Some(p) = outcome.producer {
-        response::set(&mut out, ds::PRODUCER_EPOCH, p.epoch.to_string());
-        response::set(&mut out, ds::PRODUCER_SEQ, p.last_seq.to_string());
+        app.hub.notify(name);
+        app.sessions.poke(name);
     }
     // 200 tells a producer its data is new; a close alone or a duplicate carries no new data.
     let status = if has_producer && has_data && outcome.kind == AppendKind::Written {
@@ -187,7 +226,12 @@ pub(super) async fn append(
     } else {
         StatusCode::NO_CONTENT
     };
-    Ok((status, out).into_response())
+    Ok(Appended {
+        status,
+        next: outcome.next,
+        closed: outcome.closed,
+        producer: outcome.producer.map(|p| (p.epoch, p.last_seq)),
+    })
 }
 
 pub(super) async fn delete(

@@ -1,0 +1,129 @@
+//! One connection: appends answered on the lean path until a request needs more, then the
+//! rest of the connection served by hyper and the router.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::{Service, ServiceExt};
+
+use super::head::{self, Head};
+use super::rewind::Rewind;
+use super::{answer, LeanPath};
+use crate::durable_streams::run_append;
+
+/// Bytes read at a time; also the room kept free before a read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// A head longer than this is handed off (hyper has its own limit and answer).
+const MAX_LEAN_HEAD: usize = 16 * 1024;
+
+/// Serves `tcp` until it closes, or until `shutdown` finds it between requests.
+pub(super) async fn serve<S>(
+    mut tcp: TcpStream,
+    lean: Arc<LeanPath>,
+    service: S,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(512);
+    loop {
+        let parsed = if buf.is_empty() {
+            Head::Partial
+        } else {
+            head::parse(&buf, lean.max_body)
+        };
+        let head = match parsed {
+            Head::Append(head) => head,
+            Head::Other => break,
+            Head::Partial => {
+                if buf.len() >= MAX_LEAN_HEAD {
+                    break;
+                }
+                if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                    buf.reserve(READ_CHUNK);
+                }
+                // Between requests, a shutdown closes the connection; an idle client
+                // reconnects.
+                let read = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled(), if buf.is_empty() => return,
+                    read = tcp.read_buf(&mut buf) => read,
+                };
+                match read {
+                    Ok(n) if n > 0 => continue,
+                    _ => return,
+                }
+            }
+        };
+        let total = head.head_len + head.content_length;
+        while buf.len() < total {
+            buf.reserve(total - buf.len());
+            match tcp.read_buf(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+        let mut message = buf.split_to(total);
+        let body = message.split_off(head.head_len).freeze();
+        metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
+        let closing = shutdown.is_cancelled();
+        out.clear();
+        match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name) {
+            Err(refusal) => {
+                answer::response(&mut out, refusal.into_response(), &lean.common, closing).await
+            }
+            Ok(()) => match run_append(&lean.app, &head.name, &head, body).await {
+                Ok(appended) => answer::appended(&mut out, &appended, &lean.common, closing),
+                Err(e) => {
+                    answer::response(&mut out, e.into_response(), &lean.common, closing).await
+                }
+            },
+        }
+        if tcp.write_all(&out).await.is_err() || closing {
+            return;
+        }
+    }
+    hand_off(tcp, buf, service, shutdown).await;
+}
+
+/// Serves the rest of the connection with hyper (upgrades included), from the bytes already
+/// read.
+async fn hand_off<S>(tcp: TcpStream, read: BytesMut, service: S, shutdown: CancellationToken)
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    metrics::counter!(crate::metrics::HAND_OFFS).increment(1);
+    let io = TokioIo::new(Rewind::new(read.freeze(), tcp));
+    let service = TowerToHyperService::new(
+        service
+            .map_request(|request: hyper::Request<hyper::body::Incoming>| request.map(Body::new)),
+    );
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            // Finish the request in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::trace!("connection ended with an error: {e}");
+    }
+}
