@@ -86,7 +86,18 @@ impl Conn {
             .expect("an answer in time")
     }
 
+    /// The answer to a `HEAD` request: its length names a body that is not sent.
+    async fn head_answer(&mut self) -> Answer {
+        tokio::time::timeout(WAIT, self.read_answer_framed(false))
+            .await
+            .expect("an answer in time")
+    }
+
     async fn read_answer(&mut self) -> Answer {
+        self.read_answer_framed(true).await
+    }
+
+    async fn read_answer_framed(&mut self, with_body: bool) -> Answer {
         loop {
             let mut slots = [httparse::EMPTY_HEADER; 64];
             let mut parsed = httparse::Response::new(&mut slots);
@@ -103,7 +114,7 @@ impl Conn {
                     .collect();
                 let length = headers
                     .iter()
-                    .find(|(n, _)| n == "content-length")
+                    .find(|(n, _)| n == "content-length" && with_body)
                     .map_or(0, |(_, v)| v.parse::<usize>().expect("length"));
                 if self.buf.len() >= head_len + length {
                     let status = parsed.code.expect("status");
@@ -142,7 +153,7 @@ fn post(name: &str, extra: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Creates `name` on a connection of its own: a `PUT` hands its connection to the router.
+/// Creates `name` on a connection of its own.
 async fn created(node: &Node, name: &str) {
     let mut conn = Conn::open(node).await;
     conn.send(&create(name)).await;
@@ -184,6 +195,37 @@ async fn plain_appends_take_the_lean_path() {
     let after = counter(&node, "mooring_http_lean_requests_total").await;
     // Other tests of this process may add to it too, never take away.
     assert!(after >= before + 5, "{before} -> {after}");
+}
+
+#[tokio::test]
+async fn a_producer_that_creates_its_stream_first_stays_on_the_lean_path() {
+    let node = start().await;
+    let mut conn = Conn::open(&node).await;
+    let before = counter(&node, "mooring_http_lean_requests_total").await;
+    conn.send(&create("own")).await;
+    let created = conn.answer().await;
+    assert_eq!(created.status, 201);
+    assert!(
+        created.header("x-content-type-options").is_some(),
+        "the outer layers ran"
+    );
+    // A HEAD answer has a length but no body: the next answer must parse from the right byte.
+    conn.send(b"HEAD /v1/stream/own HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    let head = conn.head_answer().await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/plain"));
+    for body in ["a", "b", "c"] {
+        conn.send(&post("own", "", body)).await;
+        assert_eq!(conn.answer().await.status, 204);
+    }
+    let after = counter(&node, "mooring_http_lean_requests_total").await;
+    assert!(after >= before + 3, "{before} -> {after}");
+    conn.send(b"DELETE /v1/stream/own HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    assert_eq!(conn.answer().await.status, 204);
+    conn.send(&post("own", "", "d")).await;
+    assert_eq!(conn.answer().await.status, 404, "deleted");
 }
 
 #[tokio::test]

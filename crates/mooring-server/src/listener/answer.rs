@@ -4,10 +4,15 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::header::CONTENT_LENGTH;
+use std::io;
+
+use axum::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::StreamExt;
+use http_body::Body as _;
 use mooring_protocol::durable_streams as ds;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::durable_streams::Appended;
 
@@ -50,6 +55,68 @@ pub(crate) async fn response(out: &mut Vec<u8>, response: Response, common: &[u8
     }
     finish(out, parts.status, body.len(), common, closing);
     out.extend_from_slice(&body);
+}
+
+/// A router's answer to a request taken on the lean connection, written as hyper would: a
+/// body of known size with its length, any other with chunked encoding as it comes, none for
+/// a `HEAD` request or a status that has none.
+pub(crate) async fn routed<W: AsyncWrite + Unpin>(
+    tcp: &mut W,
+    out: &mut Vec<u8>,
+    response: Response,
+    head_request: bool,
+    closing: bool,
+) -> io::Result<()> {
+    let (parts, body) = response.into_parts();
+    let bodiless = head_request
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let exact = body.size_hint().exact();
+    out.clear();
+    status_line(out, parts.status);
+    for (name, value) in &parts.headers {
+        let framing = name == CONTENT_LENGTH || name == TRANSFER_ENCODING;
+        // A `HEAD` answer keeps the length its handler gave: that of the body it would have.
+        if !framing || (head_request && name == CONTENT_LENGTH) {
+            field(out, name.as_str(), value.as_bytes());
+        }
+    }
+    if closing {
+        field(out, "connection", b"close");
+    }
+    out.extend_from_slice(b"date: ");
+    date(out);
+    out.extend_from_slice(b"\r\n");
+    if bodiless {
+        out.extend_from_slice(b"\r\n");
+        return tcp.write_all(out).await;
+    }
+    if let Some(length) = exact.and_then(|n| usize::try_from(n).ok()) {
+        let body = axum::body::to_bytes(body, length)
+            .await
+            .map_err(io::Error::other)?;
+        field(out, "content-length", body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&body);
+        return tcp.write_all(out).await;
+    }
+    field(out, "transfer-encoding", b"chunked");
+    out.extend_from_slice(b"\r\n");
+    tcp.write_all(out).await?;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(io::Error::other)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        out.clear();
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(b"\r\n");
+        tcp.write_all(out).await?;
+    }
+    tcp.write_all(b"0\r\n\r\n").await
 }
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
@@ -164,6 +231,51 @@ mod tests {
         assert!(out.contains("stream-closed: true\r\n"), "{out}");
         assert!(!out.contains("content-length"), "{out}");
         assert!(out.contains("connection: close\r\n"), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_is_sent_in_chunks_as_it_comes() {
+        let chunks = futures::stream::iter(["ab", "", "cde"].map(Ok::<_, io::Error>));
+        let streamed = Response::new(axum::body::Body::from_stream(chunks));
+        let (mut written, mut out) = (Vec::new(), Vec::new());
+        routed(&mut written, &mut out, streamed, false, false)
+            .await
+            .expect("write");
+        let written = text(&written);
+        assert!(written.starts_with("HTTP/1.1 200 OK\r\n"), "{written}");
+        assert!(
+            written.contains("transfer-encoding: chunked\r\n"),
+            "{written}"
+        );
+        assert!(!written.contains("content-length"), "{written}");
+        assert!(
+            written.ends_with("\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"),
+            "an empty chunk is skipped, it would end the body: {written}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_answer_keeps_its_length_and_sends_no_body() {
+        let mut answer = Response::new(axum::body::Body::from("twelve bytes"));
+        answer
+            .headers_mut()
+            .insert(CONTENT_LENGTH, axum::http::HeaderValue::from_static("12"));
+        let (mut written, mut out) = (Vec::new(), Vec::new());
+        routed(&mut written, &mut out, answer, true, false)
+            .await
+            .expect("write");
+        let written = text(&written);
+        assert!(written.contains("content-length: 12\r\n"), "{written}");
+        assert!(written.ends_with("\r\n\r\n"), "{written}");
+        let sized = Response::new(axum::body::Body::from("twelve bytes"));
+        let (mut written, mut out) = (Vec::new(), Vec::new());
+        routed(&mut written, &mut out, sized, false, true)
+            .await
+            .expect("write");
+        let written = text(&written);
+        assert!(written.contains("content-length: 12\r\n"), "{written}");
+        assert!(written.contains("connection: close\r\n"), "{written}");
+        assert!(written.ends_with("\r\n\r\ntwelve bytes"), "{written}");
     }
 
     #[tokio::test]

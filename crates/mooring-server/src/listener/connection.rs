@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
 
-use super::head::{self, Head};
+use super::head::{self, AppendHead, Head};
 use super::rewind::Rewind;
 use super::{answer, LeanPath};
 use crate::durable_streams::run_append;
@@ -44,8 +45,9 @@ pub(super) async fn serve<S>(
         } else {
             head::parse(&buf, lean.max_body)
         };
-        let head = match parsed {
-            Head::Append(head) => head,
+        let (head_len, content_length) = match &parsed {
+            Head::Append(head) => (head.head_len, head.content_length),
+            Head::Routed(head) => (head.head_len, head.content_length),
             Head::Other => break,
             Head::Partial => {
                 if buf.len() >= MAX_LEAN_HEAD {
@@ -67,7 +69,7 @@ pub(super) async fn serve<S>(
                 }
             }
         };
-        let total = head.head_len + head.content_length;
+        let total = head_len + content_length;
         while buf.len() < total {
             buf.reserve(total - buf.len());
             match tcp.read_buf(&mut buf).await {
@@ -76,26 +78,43 @@ pub(super) async fn serve<S>(
             }
         }
         let mut message = buf.split_to(total);
-        let body = message.split_off(head.head_len).freeze();
-        metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
+        let body = message.split_off(head_len).freeze();
         let closing = shutdown.is_cancelled();
-        out.clear();
-        match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name) {
-            Err(refusal) => {
-                answer::response(&mut out, refusal.into_response(), &lean.common, closing).await
+        let written = match parsed {
+            Head::Append(head) => {
+                metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
+                append(&lean, &head, body, &mut out, closing).await;
+                tcp.write_all(&out).await
             }
-            Ok(()) => match run_append(&lean.app, &head.name, &head, body).await {
-                Ok(appended) => answer::appended(&mut out, &appended, &lean.common, closing),
-                Err(e) => {
-                    answer::response(&mut out, e.into_response(), &lean.common, closing).await
-                }
-            },
-        }
-        if tcp.write_all(&out).await.is_err() || closing {
+            Head::Routed(head) => {
+                let head_request = head.request.method() == Method::HEAD;
+                let request = head.request.map(|()| Body::from(body));
+                let response = match service.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                answer::routed(&mut tcp, &mut out, response, head_request, closing).await
+            }
+            // Both were dealt with above.
+            Head::Partial | Head::Other => return,
+        };
+        if written.is_err() || closing {
             return;
         }
     }
     hand_off(tcp, buf, service, shutdown).await;
+}
+
+/// Answers an append into `out`.
+async fn append(lean: &LeanPath, head: &AppendHead, body: Bytes, out: &mut Vec<u8>, closing: bool) {
+    out.clear();
+    match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name) {
+        Err(refusal) => answer::response(out, refusal.into_response(), &lean.common, closing).await,
+        Ok(()) => match run_append(&lean.app, &head.name, head, body).await {
+            Ok(appended) => answer::appended(out, &appended, &lean.common, closing),
+            Err(e) => answer::response(out, e.into_response(), &lean.common, closing).await,
+        },
+    }
 }
 
 /// Serves the rest of the connection with hyper (upgrades included), from the bytes already

@@ -1,6 +1,8 @@
-//! Which requests the lean path takes: a `POST` append whose head is whole in the buffer and
-//! asks for nothing beyond the common case. Everything else is handed to hyper, which reads the
-//! same bytes from the start.
+//! Which requests the lean path takes, from a head that is whole in the buffer: a `POST`
+//! append in the common shape is answered directly; other writes (`POST`, `PUT`, `HEAD`,
+//! `DELETE`) with a plain body are passed to the router on the same connection; everything else
+//! (reads, upgrades, unusual framing) is handed to hyper, which reads the same bytes from the
+//! start.
 
 use crate::durable_streams::{RequestHeaders, STREAM_PREFIX};
 
@@ -15,36 +17,44 @@ const KEPT: [&str; 7] = [
     "authorization",
 ];
 
-/// Headers that mean the request needs the full stack: CORS answers (`origin`), bodies that are
-/// not a plain length, protocol switches and interim answers, the end of the connection, and
-/// the identity check of the authentication guard.
-const HANDED_OFF: [&str; 6] = [
-    "origin",
-    "transfer-encoding",
-    "expect",
-    "upgrade",
-    "te",
-    "mooring-client-id",
-];
+/// Headers that mean the request needs hyper: bodies that are not a plain length, protocol
+/// switches and interim answers. (`Connection` other than `keep-alive` too.)
+const HANDED_OFF: [&str; 4] = ["transfer-encoding", "expect", "upgrade", "te"];
+
+/// Headers that make an append the router's: CORS answers, and the identity check of the
+/// authentication guard.
+const ROUTED: [&str; 2] = ["origin", "mooring-client-id"];
 
 /// The most headers the lean path reads; a request with more is handed off.
 const MAX_HEADERS: usize = 32;
 
 /// What the start of a connection's buffer holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Head {
     /// An append the lean path answers: its head is `head_len` bytes, then `content_length`
     /// bytes of body.
     Append(AppendHead),
+    /// Another `POST`, a create, a `HEAD` or a delete: the router answers it on this
+    /// connection, so a producer that creates its stream before appending stays on the lean
+    /// path. (Reads go to hyper: their answers may stream for as long as the client stays.)
+    Routed(RoutedHead),
     /// Not all of a head yet.
     Partial,
     /// Anything else: hyper and the router answer it.
     Other,
 }
 
+/// A request for the router, whole but for its body.
+#[derive(Debug)]
+pub(crate) struct RoutedHead {
+    pub(crate) request: axum::http::Request<()>,
+    pub(crate) head_len: usize,
+    pub(crate) content_length: usize,
+}
+
 /// The parts of an append's head the append reads, owned so that the body can be read into
 /// the same buffer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct AppendHead {
     pub(crate) name: String,
     pub(crate) head_len: usize,
@@ -78,39 +88,77 @@ pub(crate) fn parse(buf: &[u8], max_body: usize) -> Head {
         // Too many headers, or not HTTP: hyper gives the answer and closes.
         Err(_) => return Head::Other,
     };
-    if request.method != Some("POST") || request.version != Some(1) {
+    if request.version != Some(1) {
         return Head::Other;
     }
-    let Some(name) = request.path.and_then(stream_name) else {
+    let Some(framing) = framing(request.headers, max_body) else {
         return Head::Other;
     };
+    match request.method {
+        Some("POST") => append(&request, head_len, framing),
+        Some("PUT" | "HEAD" | "DELETE") => routed(&request, head_len, framing),
+        _ => Head::Other,
+    }
+}
+
+/// What the headers say of the body, if the lean path can read it: its length.
+fn framing(headers: &[httparse::Header<'_>], max_body: usize) -> Option<usize> {
     let mut content_length = None;
-    let mut headers: Vec<(&'static str, Vec<u8>)> = Vec::new();
-    for header in request.headers.iter() {
+    for header in headers {
         if header.name.eq_ignore_ascii_case("content-length") {
             match (content_length, length(header.value)) {
                 (None, Some(n)) => content_length = Some(n),
                 // Two lengths, or one that is not a number: hyper refuses it properly.
-                _ => return Head::Other,
+                _ => return None,
             }
         } else if header.name.eq_ignore_ascii_case("connection") {
             if !header.value.eq_ignore_ascii_case(b"keep-alive") {
-                return Head::Other;
+                return None;
             }
         } else if HANDED_OFF
             .iter()
             .any(|n| header.name.eq_ignore_ascii_case(n))
         {
-            return Head::Other;
-        } else if let Some(kept) = KEPT.iter().find(|n| header.name.eq_ignore_ascii_case(n)) {
+            return None;
+        }
+    }
+    let length = content_length.unwrap_or(0);
+    // A longer body goes to hyper and the router, for its 413.
+    (length <= max_body).then_some(length)
+}
+
+fn routed(request: &httparse::Request<'_, '_>, head_len: usize, content_length: usize) -> Head {
+    let mut builder = axum::http::Request::builder()
+        .method(request.method.unwrap_or_default())
+        .uri(request.path.unwrap_or_default());
+    for header in request.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    // A name or value the `http` types refuse is hyper's to answer.
+    match builder.body(()) {
+        Ok(request) => Head::Routed(RoutedHead {
+            request,
+            head_len,
+            content_length,
+        }),
+        Err(_) => Head::Other,
+    }
+}
+
+fn append(request: &httparse::Request<'_, '_>, head_len: usize, content_length: usize) -> Head {
+    let Some(name) = request.path.and_then(stream_name) else {
+        return routed(request, head_len, content_length);
+    };
+    let mut headers: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    for header in request.headers.iter() {
+        if ROUTED.iter().any(|n| header.name.eq_ignore_ascii_case(n)) {
+            return routed(request, head_len, content_length);
+        }
+        if let Some(kept) = KEPT.iter().find(|n| header.name.eq_ignore_ascii_case(n)) {
             if !headers.iter().any(|(n, _)| n == kept) {
                 headers.push((kept, header.value.to_vec()));
             }
         }
-    }
-    let content_length = content_length.unwrap_or(0);
-    if content_length > max_body {
-        return Head::Other;
     }
     Head::Append(AppendHead {
         name,
@@ -148,6 +196,15 @@ mod tests {
         }
     }
 
+    fn kind(raw: &[u8]) -> &'static str {
+        match parse(raw, LIMIT) {
+            Head::Append(_) => "append",
+            Head::Routed(_) => "routed",
+            Head::Partial => "partial",
+            Head::Other => "other",
+        }
+    }
+
     #[test]
     fn a_plain_append_is_taken_with_the_headers_it_reads() {
         let raw = "POST /v1/stream/chat-1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\
@@ -181,34 +238,54 @@ mod tests {
 
     #[test]
     fn an_unfinished_head_waits() {
-        let raw = b"POST /v1/stream/s HTTP/1.1\r\nContent-Le";
-        assert_eq!(parse(raw, LIMIT), Head::Partial);
+        assert_eq!(kind(b"POST /v1/stream/s HTTP/1.1\r\nContent-Le"), "partial");
     }
 
     #[test]
-    fn everything_else_goes_to_the_router() {
-        let handed_off = [
-            "GET /v1/stream/s HTTP/1.1\r\n\r\n",
-            "PUT /v1/stream/s HTTP/1.1\r\n\r\n",
+    fn other_writes_go_to_the_router_on_this_connection() {
+        let routed = [
+            "PUT /v1/stream/s HTTP/1.1\r\nContent-Length: 3\r\n\r\n",
+            "HEAD /v1/stream/s HTTP/1.1\r\n\r\n",
+            "DELETE /v1/stream/s HTTP/1.1\r\n\r\n",
             "POST /v1/sessions/s/events HTTP/1.1\r\n\r\n",
             "POST /v1/stream/ HTTP/1.1\r\n\r\n",
             "POST /v1/stream/a%20b HTTP/1.1\r\n\r\n",
             "POST /v1/stream/s?x=1 HTTP/1.1\r\n\r\n",
-            "POST /v1/stream/s HTTP/1.0\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nOrigin: https://a.example\r\n\r\n",
+            "POST /v1/stream/s HTTP/1.1\r\nMooring-Client-Id: a\r\n\r\n",
+        ];
+        for raw in routed {
+            assert_eq!(kind(raw.as_bytes()), "routed", "{raw:?}");
+        }
+        let Head::Routed(head) = parse(routed[0].as_bytes(), LIMIT) else {
+            panic!("routed");
+        };
+        assert_eq!(head.request.method(), "PUT");
+        assert_eq!(head.request.uri(), "/v1/stream/s");
+        assert_eq!(head.request.headers()["content-length"], "3");
+        assert_eq!((head.head_len, head.content_length), (routed[0].len(), 3));
+    }
+
+    #[test]
+    fn reads_and_unusual_framing_go_to_hyper() {
+        let handed_off = [
+            "GET /v1/stream/s HTTP/1.1\r\n\r\n",
+            "OPTIONS /v1/stream/s HTTP/1.1\r\n\r\n",
+            "POST /v1/stream/s HTTP/1.0\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "PUT /v1/stream/s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nConnection: close\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            "POST /v1/stream/s HTTP/1.1\r\nMooring-Client-Id: a\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n",
+            "PUT /v1/stream/s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "not http at all\r\n\r\n",
         ];
         for raw in handed_off {
-            assert_eq!(parse(raw.as_bytes(), LIMIT), Head::Other, "{raw:?}");
+            assert_eq!(kind(raw.as_bytes()), "other", "{raw:?}");
         }
     }
 
@@ -221,12 +298,12 @@ mod tests {
     }
 
     #[test]
-    fn too_many_headers_go_to_the_router() {
+    fn too_many_headers_go_to_hyper() {
         let mut raw = String::from("POST /v1/stream/s HTTP/1.1\r\n");
         for i in 0..=MAX_HEADERS {
             raw.push_str(&format!("x-{i}: v\r\n"));
         }
         raw.push_str("\r\n");
-        assert_eq!(parse(raw.as_bytes(), LIMIT), Head::Other);
+        assert_eq!(kind(raw.as_bytes()), "other");
     }
 }
