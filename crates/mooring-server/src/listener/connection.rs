@@ -38,7 +38,7 @@ pub(super) async fn serve<S>(
     S::Future: Send,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::new();
     loop {
         let parsed = if buf.is_empty() {
             Head::Partial
