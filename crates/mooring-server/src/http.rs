@@ -112,6 +112,14 @@ fn routes(app: AppState) -> Router {
         .with_state(app)
 }
 
+/// A header value as text, if it is visible ASCII and tabs only: the rule of
+/// `HeaderValue::to_str`, for code that reads raw header bytes (the lean path) and must refuse
+/// exactly what the router's extractors refuse.
+pub(crate) fn visible_text(raw: &[u8]) -> Option<&str> {
+    let visible = raw.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
+    visible.then(|| std::str::from_utf8(raw).ok()).flatten()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }

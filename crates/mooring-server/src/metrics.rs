@@ -94,11 +94,11 @@ fn describe() {
     describe_counter!(DS_APPENDS, "Appends through the Durable Streams surface.");
     describe_counter!(
         LEAN_REQUESTS,
-        "Durable Streams appends answered on the lean connection path instead of the router."
+        "HTTP requests answered by the lean connection loop (appends directly, other writes through the router) instead of hyper."
     );
     describe_counter!(
         HAND_OFFS,
-        "Connections handed from the lean path to the router, at their first request of another kind."
+        "Connections handed from the lean loop to hyper, at their first read, upgrade or request of unusual framing."
     );
     describe_gauge!(DISPATCH_WAITING, "User inputs waiting for a worker.");
     describe_counter!(

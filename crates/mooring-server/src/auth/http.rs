@@ -28,10 +28,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The credential of an `Authorization` value, by the rules of [`bearer`].
 pub(crate) fn bearer_of(raw: &[u8]) -> Option<&str> {
-    if !raw.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
-        return None;
-    }
-    let value = std::str::from_utf8(raw).ok()?;
+    let value = crate::http::visible_text(raw)?;
     let (scheme, credential) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -104,9 +101,7 @@ fn admit(
                 "{CLIENT_ID_HEADER} names another identity than the credential's ({client_id:?})"
             )));
         }
-        let value = HeaderValue::from_str(client_id)
-            .map_err(|_| Refusal::Forbidden("the identity is not a valid header".into()))?;
-        headers.insert(CLIENT_ID_HEADER, value);
+        headers.insert(CLIENT_ID_HEADER, identity_header(client_id)?);
     }
     request.extensions_mut().insert(principal);
     Ok(())
@@ -133,6 +128,12 @@ pub(crate) async fn durable_streams(
     }
 }
 
+/// The identity as the header handlers read it; an identity that cannot be one is refused.
+fn identity_header(client_id: &str) -> Result<HeaderValue, Refusal> {
+    HeaderValue::from_str(client_id)
+        .map_err(|_| Refusal::Forbidden("the identity is not a valid header".into()))
+}
+
 /// The guard of an append taken on the lean connection path (`crate::listener`): the decision
 /// `durable_streams` makes for a `POST`.
 pub(crate) fn admit_append(
@@ -145,11 +146,15 @@ pub(crate) fn admit_append(
         .auth
         .authenticate(authorization.and_then(bearer_of), app.clock.now_ms())
         .map_err(|e| Refusal::Unauthorized(e).ds_error())?;
-    if principal.allows(session, Operation::Publish) {
-        Ok(())
-    } else {
-        Err(forbidden(Operation::Publish, session).ds_error())
+    if !principal.allows(session, Operation::Publish) {
+        return Err(forbidden(Operation::Publish, session).ds_error());
     }
+    // The router's guard also stamps the identity as a header (the lean path takes no
+    // request that names one), and refuses an identity that cannot be a header.
+    if let Some(client_id) = &principal.client_id {
+        identity_header(client_id).map_err(Refusal::ds_error)?;
+    }
+    Ok(())
 }
 
 /// The guard of `/v1/sessions/{name}/...`. A publish of events is checked event by event in

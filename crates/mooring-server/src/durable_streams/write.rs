@@ -29,16 +29,15 @@ impl RequestHeaders for HeaderMap {
     }
 }
 
-/// A header's value as text. Only visible ASCII and tabs are accepted, the rule of
-/// `HeaderValue::to_str`, so both paths refuse the same values.
+/// A header's value as text, refused unless visible ASCII (`crate::http::visible_text`), so
+/// both paths refuse the same values.
 fn header<'a>(headers: &'a impl RequestHeaders, name: &str) -> Result<Option<&'a str>, DsError> {
     let Some(raw) = headers.raw(name) else {
         return Ok(None);
     };
-    let visible = raw.iter().all(|&b| b == b'\t' || (32..127).contains(&b));
-    match std::str::from_utf8(raw) {
-        Ok(text) if visible => Ok(Some(text)),
-        _ => Err(DsError::bad_request(
+    match crate::http::visible_text(raw) {
+        Some(text) => Ok(Some(text)),
+        None => Err(DsError::bad_request(
             "INVALID_HEADER",
             format!("{name} must be visible ASCII text"),
         )),

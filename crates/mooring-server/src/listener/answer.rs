@@ -1,5 +1,6 @@
-//! Answers written by the lean path, byte for byte what hyper writes for the same response,
-//! with the headers the outer layers add (`crate::http::outer_headers`).
+//! Answers written by the lean loop, framed as hyper frames the same response (status line,
+//! length or chunks, `date`); lean appends also carry the headers the outer layers add
+//! (`crate::http::outer_headers`).
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};

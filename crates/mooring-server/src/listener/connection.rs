@@ -1,5 +1,5 @@
-//! One connection: appends answered on the lean path until a request needs more, then the
-//! rest of the connection served by hyper and the router.
+//! One connection: appends answered directly, other writes answered by the router on the same
+//! connection, until a request needs hyper; then the rest of the connection is hyper's.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceExt};
@@ -24,8 +24,21 @@ use crate::durable_streams::run_append;
 /// Bytes read at a time; also the room kept free before a read.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// The most room made in the read buffer at a time while a body arrives; also the most read
+/// ahead (a pipelined request) while a routed answer is under way.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
+/// A buffer grown past this (a large body, refusal or streamed chunk) is let go after use.
+const MAX_KEPT: usize = 64 * 1024;
+
 /// A head longer than this is handed off (hyper has its own limit and answer).
 const MAX_LEAN_HEAD: usize = 16 * 1024;
+
+/// A request taken by the lean loop, its body read.
+enum Taken {
+    Append(AppendHead),
+    Routed(axum::http::Request<()>),
+}
 
 /// Serves `tcp` until it closes, or until `shutdown` finds it between requests.
 pub(super) async fn serve<S>(
@@ -45,9 +58,13 @@ pub(super) async fn serve<S>(
         } else {
             head::parse(&buf, lean.max_body)
         };
-        let (head_len, content_length) = match &parsed {
-            Head::Append(head) => (head.head_len, head.content_length),
-            Head::Routed(head) => (head.head_len, head.content_length),
+        let (head_len, content_length, taken) = match parsed {
+            Head::Append(head) => (head.head_len, head.content_length, Taken::Append(head)),
+            Head::Routed(head) => (
+                head.head_len,
+                head.content_length,
+                Taken::Routed(head.request),
+            ),
             Head::Other => break,
             Head::Partial => {
                 if buf.len() >= MAX_LEAN_HEAD {
@@ -71,7 +88,9 @@ pub(super) async fn serve<S>(
         };
         let total = head_len + content_length;
         while buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Room for what has come, not for what the head promises: a client that declares
+            // a large body and sends nothing must not cost its length in memory.
+            buf.reserve((total - buf.len()).min(MAX_READ_AHEAD));
             match tcp.read_buf(&mut buf).await {
                 Ok(n) if n > 0 => {}
                 _ => return,
@@ -79,42 +98,105 @@ pub(super) async fn serve<S>(
         }
         let mut message = buf.split_to(total);
         let body = message.split_off(head_len).freeze();
-        let closing = shutdown.is_cancelled();
-        let written = match parsed {
-            Head::Append(head) => {
-                metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
-                append(&lean, &head, body, &mut out, closing).await;
-                tcp.write_all(&out).await
+        metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
+        let go_on = match taken {
+            Taken::Append(head) => {
+                let closing = append(&lean, &head, body, &mut out, &shutdown).await;
+                tcp.write_all(&out).await.is_ok() && !closing
             }
-            Head::Routed(head) => {
-                let head_request = head.request.method() == Method::HEAD;
-                let request = head.request.map(|()| Body::from(body));
-                let response = match service.clone().oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                answer::routed(&mut tcp, &mut out, response, head_request, closing).await
+            Taken::Routed(request) => {
+                let request = request.map(|()| Body::from(body));
+                routed(
+                    &mut tcp,
+                    &mut buf,
+                    &mut out,
+                    service.clone(),
+                    request,
+                    &shutdown,
+                )
+                .await
             }
-            // Both were dealt with above.
-            Head::Partial | Head::Other => return,
         };
-        if written.is_err() || closing {
+        if !go_on {
             return;
+        }
+        if out.capacity() > MAX_KEPT {
+            out = Vec::new();
+        }
+        if buf.capacity() > MAX_KEPT {
+            buf = BytesMut::from(&buf[..]);
         }
     }
     hand_off(tcp, buf, service, shutdown).await;
 }
 
-/// Answers an append into `out`.
-async fn append(lean: &LeanPath, head: &AppendHead, body: Bytes, out: &mut Vec<u8>, closing: bool) {
+/// Answers an append into `out`; true if the answer closes the connection.
+async fn append(
+    lean: &LeanPath,
+    head: &AppendHead,
+    body: Bytes,
+    out: &mut Vec<u8>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let answer = match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name)
+    {
+        Err(refusal) => Err(refusal),
+        Ok(()) => run_append(&lean.app, &head.name, head, body).await,
+    };
+    // Read after the append: a shutdown that came during it closes the connection after this
+    // answer, and the answer says so.
+    let closing = shutdown.is_cancelled();
     out.clear();
-    match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name) {
-        Err(refusal) => answer::response(out, refusal.into_response(), &lean.common, closing).await,
-        Ok(()) => match run_append(&lean.app, &head.name, head, body).await {
-            Ok(appended) => answer::appended(out, &appended, &lean.common, closing),
-            Err(e) => answer::response(out, e.into_response(), &lean.common, closing).await,
-        },
+    match answer {
+        Ok(appended) => answer::appended(out, &appended, &lean.common, closing),
+        Err(e) => answer::response(out, e.into_response(), &lean.common, closing).await,
     }
+    closing
+}
+
+/// Has the router answer `request` and writes its answer, while watching the connection: a
+/// client that leaves ends the handler (a streamed answer can last as long as the client
+/// stays). Bytes of a next request that arrive meanwhile are kept in `buf`. False once the
+/// connection is done (the client left, a write failed, or the answer closed it).
+async fn routed<S>(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    service: S,
+    request: Request,
+    shutdown: &CancellationToken,
+) -> bool
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let head_request = request.method() == Method::HEAD;
+    let (mut reader, mut writer) = tcp.split();
+    let answered = async {
+        let response = match service.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let closing = shutdown.is_cancelled();
+        let written = answer::routed(&mut writer, out, response, head_request, closing).await;
+        written.is_ok() && !closing
+    };
+    tokio::select! {
+        go_on = answered => go_on,
+        () = until_closed(&mut reader, buf) => false,
+    }
+}
+
+/// Reads ahead into `buf` until the peer closes (or the connection fails); never returns while
+/// the connection is open. Stops reading once `MAX_READ_AHEAD` bytes wait, as hyper does.
+async fn until_closed<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) {
+    while buf.len() < MAX_READ_AHEAD {
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(buf).await {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+    std::future::pending::<()>().await;
 }
 
 /// Serves the rest of the connection with hyper (upgrades included), from the bytes already
@@ -144,5 +226,33 @@ where
     };
     if let Err(e) = result {
         tracing::trace!("connection ended with an error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watching_a_connection_keeps_what_arrives_and_ends_when_the_peer_leaves() {
+        let (mut near, mut far) = tokio::io::duplex(1024);
+        let mut buf = BytesMut::new();
+        let watched = tokio::spawn(async move {
+            until_closed(&mut near, &mut buf).await;
+            buf
+        });
+        far.write_all(b"GET /next").await.expect("write");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!watched.is_finished(), "an open connection is watched on");
+        drop(far);
+        let buf = tokio::time::timeout(std::time::Duration::from_secs(5), watched)
+            .await
+            .expect("ends once the peer leaves")
+            .expect("task");
+        assert_eq!(
+            &buf[..],
+            b"GET /next",
+            "what arrived is kept for the next request"
+        );
     }
 }

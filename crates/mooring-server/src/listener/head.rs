@@ -173,7 +173,10 @@ fn append(request: &httparse::Request<'_, '_>, head_len: usize, content_length: 
 fn stream_name(path: &str) -> Option<String> {
     let name = path.strip_prefix(STREAM_PREFIX)?;
     let plain = !name.is_empty() && !name.contains(['%', '?', '#']);
-    plain.then(|| name.to_owned())
+    // httparse lets through a few bytes a URI may not hold (`<`, `>`, a backtick), which
+    // hyper refuses with a 400; such a request is left to it.
+    let valid = path.parse::<axum::http::uri::PathAndQuery>().is_ok();
+    (plain && valid).then(|| name.to_owned())
 }
 
 fn length(value: &[u8]) -> Option<usize> {
@@ -281,6 +284,7 @@ mod tests {
             "POST /v1/stream/s HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
             "POST /v1/stream/s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n",
             "PUT /v1/stream/s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n",
+            "POST /v1/stream/a<b> HTTP/1.1\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "not http at all\r\n\r\n",
         ];

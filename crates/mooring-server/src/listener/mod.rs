@@ -1,10 +1,11 @@
 //! Accepting connections, and the lean path for Durable Streams appends.
 //!
 //! Most of an append's CPU went to the general HTTP stack (hyper's connection machinery, the
-//! router, tower layers, header maps): see docs/design.md, "The lean path for appends". A
-//! connection's requests are read here first; a `POST` append in the common shape is answered
-//! directly, and at the first request of any other kind the connection is handed to hyper and
-//! the router for the rest of its life, from the bytes already read.
+//! router, tower layers, header maps): see docs/design.md, "The lean path for appends". Each
+//! connection's requests are read here first: a `POST` append in the common shape is answered
+//! directly, other writes are answered by the router on the same connection, and at the first
+//! request of any other kind (a read, an upgrade, unusual framing) the connection is handed to
+//! hyper for the rest of its life, from the bytes already read.
 
 mod answer;
 mod connection;
