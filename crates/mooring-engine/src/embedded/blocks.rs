@@ -73,6 +73,26 @@ impl BlockBuilder {
         self.push_encoded(serial, &super::tables::encode_record(items)?)
     }
 
+    /// Adds a record already in the record layout, and returns the blocks it closed: the open
+    /// one if the record would take it past the target, then the record's own if it filled it.
+    /// The one rule for where blocks end, for every writer of blocks.
+    pub(super) fn add(
+        &mut self,
+        serial: u64,
+        record: &[u8],
+    ) -> Result<impl Iterator<Item = Block>, CodecError> {
+        // Refused before anything is closed, so an error loses no block.
+        u32::try_from(record.len()).map_err(|_| CodecError::ItemTooLarge(record.len()))?;
+        let before = if self.would_overflow(record.len()) {
+            self.take()
+        } else {
+            None
+        };
+        self.push_encoded(serial, record)?;
+        let filled = if self.full() { self.take() } else { None };
+        Ok([before, filled].into_iter().flatten())
+    }
+
     /// Whether the block is full enough to be written.
     pub(super) fn full(&self) -> bool {
         self.bytes.len() >= BLOCK_TARGET_BYTES
@@ -172,6 +192,33 @@ mod tests {
             ]
         );
         assert!(block.take().is_none(), "the builder starts over empty");
+    }
+
+    #[test]
+    fn adding_records_closes_blocks_at_the_target_and_gives_a_large_record_its_own() {
+        let mut block = BlockBuilder::default();
+        let small = vec![0u8; 1000];
+        let mut closed = Vec::new();
+        for serial in 1..=40 {
+            closed.extend(block.add(serial, &small).expect("adds"));
+        }
+        assert_eq!(closed.len(), 1, "about 32 records of 1 KB fill a block");
+        let first = &closed[0];
+        assert_eq!(first.first, 1);
+        assert!(
+            first.bytes.len() <= BLOCK_TARGET_BYTES,
+            "{}",
+            first.bytes.len()
+        );
+        let large = vec![0u8; BLOCK_TARGET_BYTES];
+        let closed: Vec<Block> = block.add(41, &large).expect("adds").collect();
+        let ends: Vec<(u64, u64)> = closed.iter().map(|b| (b.first, b.last)).collect();
+        assert_eq!(
+            ends,
+            vec![(first.last + 1, 40), (41, 41)],
+            "the open block closes first, then the large record's own"
+        );
+        assert!(block.take().is_none(), "nothing left open");
     }
 
     #[test]

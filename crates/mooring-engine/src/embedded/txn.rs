@@ -15,7 +15,7 @@ use mooring_core::store::{AuxEntries, AuxTable, LogView, StoreError};
 use mooring_core::stream::{Record, StreamState};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
-use super::blocks::{after, entries, BlockBuilder};
+use super::blocks::{after, entries, Block, BlockBuilder};
 use super::journal::Change;
 use super::tables::encode_record;
 use super::tables::{
@@ -274,7 +274,7 @@ impl WriteTables<'_> {
                 block
                     .push_encoded(serial, value)
                     .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
-                self.put_blocks(name, &mut block)
+                self.put_open_block(name, &mut block)
             }
             Change::PutProducer { name, id, value } => {
                 let put = self.producers.insert((name, id), value).map(drop);
@@ -313,29 +313,29 @@ impl WriteTables<'_> {
     ) -> Result<(), StoreError> {
         let mut block = BlockBuilder::default();
         for (serial, items) in records {
-            let record = encode_record(items)
+            let closed = encode_record(items)
+                .and_then(|record| block.add(*serial, &record))
                 .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
-            if block.would_overflow(record.len()) {
-                self.put_blocks(name, &mut block)?;
-            }
-            block
-                .push_encoded(*serial, &record)
-                .map_err(|e| corrupt(format_args!("record {serial} of stream {name:?}"), e))?;
-            if block.full() {
-                self.put_blocks(name, &mut block)?;
+            for closed in closed {
+                self.put_block(name, closed)?;
             }
         }
-        self.put_blocks(name, &mut block)
+        self.put_open_block(name, &mut block)
     }
 
-    /// Writes the block being built, if it holds a record. Its records must come after every
-    /// record the file holds for the stream: a block that would overlap others would make reads
-    /// repeat or skip records, so it is refused as a bug instead of written.
-    fn put_blocks(&mut self, name: &str, block: &mut BlockBuilder) -> Result<(), StoreError> {
+    /// Writes the block being built, if it holds a record.
+    fn put_open_block(&mut self, name: &str, block: &mut BlockBuilder) -> Result<(), StoreError> {
+        match block.take() {
+            Some(block) => self.put_block(name, block),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a block. Its records must come after every record the file holds for the
+    /// stream: a block that would overlap others would make reads repeat or skip records, so it
+    /// is refused as a bug instead of written.
+    fn put_block(&mut self, name: &str, block: Block) -> Result<(), StoreError> {
         let what = "writing records";
-        let Some(block) = block.take() else {
-            return Ok(());
-        };
         // The first block ending at or after this one's first record must begin after its
         // last: blocks are keyed by their last serial, so that one block settles it.
         let next = {
@@ -407,7 +407,7 @@ impl WriteTables<'_> {
         };
         let removed = self.records.remove((name, last)).map(drop);
         check(&mut self.failure, what, removed)?;
-        self.put_blocks(name, &mut kept)
+        self.put_open_block(name, &mut kept)
     }
 
     fn clear(&mut self, name: &str) -> Result<(), StoreError> {

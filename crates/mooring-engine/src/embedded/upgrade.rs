@@ -4,7 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use mooring_core::store::StoreError;
 
-use super::blocks::BlockBuilder;
+use super::blocks::{Block, BlockBuilder};
 use super::tables::{LEGACY_RECORDS, RECORD_BLOCKS};
 use super::txn::redb_error;
 
@@ -21,8 +21,7 @@ pub(super) fn convert_legacy_records(txn: &WriteTransaction) -> Result<u64, Stor
         let mut blocks = txn.open_table(RECORD_BLOCKS).map_err(|e| fail(e.into()))?;
         let mut stream: Option<String> = None;
         let mut block = BlockBuilder::default();
-        let mut flush = |name: &Option<String>, block: &mut BlockBuilder| match (name, block.take())
-        {
+        let mut put = |name: &Option<String>, block: Option<Block>| match (name, block) {
             (Some(name), Some(b)) => blocks
                 .insert((name.as_str(), b.last), b.bytes.as_slice())
                 .map(drop)
@@ -33,21 +32,18 @@ pub(super) fn convert_legacy_records(txn: &WriteTransaction) -> Result<u64, Stor
             let (key, value) = entry.map_err(|e| fail(e.into()))?;
             let (name, serial) = key.value();
             if stream.as_deref() != Some(name) {
-                flush(&stream, &mut block)?;
+                put(&stream, block.take())?;
                 stream = Some(name.to_owned());
             }
-            if block.would_overflow(value.value().len()) {
-                flush(&stream, &mut block)?;
-            }
-            block.push_encoded(serial, value.value()).map_err(|e| {
+            let closed = block.add(serial, value.value()).map_err(|e| {
                 StoreError::Corrupt(format!("{what}: record {serial} of stream {name:?}: {e}"))
             })?;
-            if block.full() {
-                flush(&stream, &mut block)?;
+            for closed in closed {
+                put(&stream, Some(closed))?;
             }
             moved += 1;
         }
-        flush(&stream, &mut block)?;
+        put(&stream, block.take())?;
     }
     txn.delete_table(LEGACY_RECORDS)
         .map_err(|e| fail(e.into()))?;
