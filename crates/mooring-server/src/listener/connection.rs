@@ -232,6 +232,70 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A body that sends one chunk and then waits forever, telling `dropped` when it goes.
+    fn endless_body(dropped: tokio::sync::oneshot::Sender<()>) -> Body {
+        struct Guard(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let guard = Guard(Some(dropped));
+        let chunks = futures::stream::unfold((guard, true), |(guard, first)| async move {
+            if first {
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from_static(b"data: 1\n\n")),
+                    (guard, false),
+                ))
+            } else {
+                std::future::pending::<()>().await;
+                None
+            }
+        });
+        Body::from_stream(chunks)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_ends_a_streamed_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let (dropped_tx, dropped) = tokio::sync::oneshot::channel();
+        let mut body = Some(endless_body(dropped_tx));
+        let service = tower::service_fn(move |_: Request| {
+            let body = body.take().unwrap_or_default();
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        });
+        let answering = tokio::spawn(async move {
+            let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+            let request = Request::post("/v1/chat")
+                .body(Body::empty())
+                .expect("request");
+            let shutdown = CancellationToken::new();
+            routed(&mut server, &mut buf, &mut out, service, request, &shutdown).await
+        });
+        let mut first = [0u8; 256];
+        let n = client.read(&mut first).await.expect("read");
+        let head = String::from_utf8_lossy(&first[..n]).into_owned();
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        drop(client);
+        let go_on = tokio::time::timeout(Duration::from_secs(5), answering)
+            .await
+            .expect("the answer ends once the client is gone")
+            .expect("task");
+        assert!(!go_on, "the connection is done");
+        tokio::time::timeout(Duration::from_secs(5), dropped)
+            .await
+            .expect("the body was dropped")
+            .expect("guard");
+    }
 
     #[tokio::test]
     async fn watching_a_connection_keeps_what_arrives_and_ends_when_the_peer_leaves() {
