@@ -16,6 +16,9 @@ import os
 import sys
 from xml.sax.saxutils import escape
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from table import median_round  # noqa: E402  (bench/table.py, beside this file)
+
 ORDER = ["mooring", "electric", "node"]
 NAMES = {
     "mooring": "Mooring (embedded, redb)",
@@ -31,13 +34,14 @@ DISTURBED = 50
 
 
 def load(directory):
-    results = {}
+    """Each point's median round, as bench/table.py quotes it."""
+    rounds = {}
     for path in sorted(glob.glob(os.path.join(directory, "durable-appends-*.json"))):
         with open(path) as f:
             r = json.load(f)
         if r.get("scenario") == "durable-appends":
-            results[(r["label"], r["streams"], r["producers"])] = r
-    return results
+            rounds.setdefault((r["label"], r["streams"], r["producers"]), []).append(r)
+    return {key: median_round(runs) for key, runs in rounds.items()}
 
 
 def nice_step(top, ticks=5):

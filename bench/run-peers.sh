@@ -24,6 +24,7 @@
 #   BENCH_STREAMS    stream counts                          [1 100]
 #   BENCH_SERVERS    servers to run                         [mooring electric node]
 #   BENCH_FSYNC_SECS seconds per fsync-limit measurement    [5]
+#   BENCH_ROUNDS     rounds of every point; the tables quote each server's median round   [1]
 #   BENCH_CHART      where to draw the chart ("" for none)  [docs/benchmarks-durable-appends.svg]
 #   BENCH_NICE       niceness for servers and load generator, e.g. -10 on a machine shared with
 #                    other work (negative needs root); the figures still carry the CPU that
@@ -37,6 +38,7 @@ producer_counts="${BENCH_PRODUCERS:-1 64 256}"
 stream_counts="${BENCH_STREAMS:-1 100}"
 servers="${BENCH_SERVERS:-mooring electric node}"
 fsync_secs="${BENCH_FSYNC_SECS:-5}"
+rounds="${BENCH_ROUNDS:-1}"
 chart="${BENCH_CHART-$root/docs/benchmarks-durable-appends.svg}"
 
 electric_version=0.1.5
@@ -184,39 +186,44 @@ PY
 }
 
 failed=""
-for streams in $stream_counts; do
-  for producers in $producer_counts; do
-    for server in $available; do
-      case " $failed " in *" $server "*) continue ;; esac
-      say "$server: $producers producers, $streams streams"
-      port="$(free_port)"
-      data="$runs/$server-p$producers-s$streams"
-      log="$runs/$server-p$producers-s$streams.log"
-      mkdir -p "$data"
-      sync
-      start_server "$server" "$port" "$data" "$log"
-      if ! wait_for_port "$port" "$server_pid"; then
-        warn "$server did not start on port $port; skipping it from here on. Its log:"
-        tail -20 "$log" >&2 || true
+# Rounds outermost, so a machine that drifts during the run weighs on every server alike.
+for round in $(seq 1 "$rounds"); do
+  suffix=""
+  if [ "$round" -gt 1 ]; then suffix="-r$round"; fi
+  for streams in $stream_counts; do
+    for producers in $producer_counts; do
+      for server in $available; do
+        case " $failed " in *" $server "*) continue ;; esac
+        say "$server: $producers producers, $streams streams (round $round of $rounds)"
+        port="$(free_port)"
+        data="$runs/$server-p$producers-s$streams"
+        log="$runs/$server-p$producers-s$streams.log"
+        mkdir -p "$data"
+        sync
+        start_server "$server" "$port" "$data" "$log"
+        if ! wait_for_port "$port" "$server_pid"; then
+          warn "$server did not start on port $port; skipping it from here on. Its log:"
+          tail -20 "$log" >&2 || true
+          stop_server
+          failed="$failed $server"
+          continue
+        fi
+        json="$out/durable-appends-$server-p$producers-s$streams$suffix.json"
+        t0="$(cpu_ticks "$server_pid")"; m0="$(machine_ticks)"; s0="$(date +%s.%N)"
+        TIMEFORMAT='%U %S'
+        if { time "${nice_prefix[@]}" "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
+               --producers "$producers" --streams "$streams" --size 256 \
+               --duration-secs "$secs" --warmup-secs "$warmup" --json "$json" 2>&3 ; } 3>&2 2>"$runs/time"; then
+          t1="$(cpu_ticks "$server_pid")"; m1="$(machine_ticks)"; s1="$(date +%s.%N)"
+          generator_secs="$(awk '{print $1 + $2}' "$runs/time")"
+          annotate "$json" "$s0" "$s1" "$((t1 - t0))" "$((m1 - m0))" "$generator_secs" "$(rss_kib "$server_pid")"
+        else
+          warn "the run against $server failed (server log: last lines below)"
+          tail -10 "$log" >&2 || true
+        fi
         stop_server
-        failed="$failed $server"
-        continue
-      fi
-      json="$out/durable-appends-$server-p$producers-s$streams.json"
-      t0="$(cpu_ticks "$server_pid")"; m0="$(machine_ticks)"; s0="$(date +%s.%N)"
-      TIMEFORMAT='%U %S'
-      if { time "${nice_prefix[@]}" "$bench" durable-appends --url "http://127.0.0.1:$port" --label "$server" \
-             --producers "$producers" --streams "$streams" --size 256 \
-             --duration-secs "$secs" --warmup-secs "$warmup" --json "$json" 2>&3 ; } 3>&2 2>"$runs/time"; then
-        t1="$(cpu_ticks "$server_pid")"; m1="$(machine_ticks)"; s1="$(date +%s.%N)"
-        generator_secs="$(awk '{print $1 + $2}' "$runs/time")"
-        annotate "$json" "$s0" "$s1" "$((t1 - t0))" "$((m1 - m0))" "$generator_secs" "$(rss_kib "$server_pid")"
-      else
-        warn "the run against $server failed (server log: last lines below)"
-        tail -10 "$log" >&2 || true
-      fi
-      stop_server
-      rm -rf "$data"
+        rm -rf "$data"
+      done
     done
   done
 done

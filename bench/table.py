@@ -24,15 +24,27 @@ NAMES = {
 }
 
 
+def median_round(runs):
+    """The run with the median rate (the lower middle of an even count), carrying every
+    round's rate as `round_rates` so a table can show the spread."""
+    ordered = sorted(runs, key=lambda r: r["appends_per_sec"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["round_rates"] = [r["appends_per_sec"] for r in ordered]
+    return chosen
+
+
 def load(directory):
-    appends, limits = {}, {}
+    """Durable-appends results by (server, streams, producers), each the median of its rounds
+    (bench/run-peers.sh with BENCH_ROUNDS), and the fsync limits."""
+    rounds, limits = {}, {}
     for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
         with open(path) as f:
             r = json.load(f)
         if r.get("scenario") == "durable-appends":
-            appends[(r["label"], r["streams"], r["producers"])] = r
+            rounds.setdefault((r["label"], r["streams"], r["producers"]), []).append(r)
         elif r.get("scenario") == "fsync-limit":
             limits[(r["batch"], r.get("file_mode", "growing"))] = r
+    appends = {key: median_round(runs) for key, runs in rounds.items()}
     return appends, limits
 
 
@@ -54,6 +66,9 @@ def fmt_rate(r):
     if r is None:
         return "—"
     note = f" ({r['errors']} errors)" if r["errors"] else ""
+    rates = r.get("round_rates", [])
+    if len(rates) > 1:
+        note += f" (median of {len(rates)}: {min(rates):,.0f}–{max(rates):,.0f})"
     return f"{r['appends_per_sec']:,.0f}/s, p99 {r['latency']['p99_us'] / 1000:.2f} ms{note}"
 
 
