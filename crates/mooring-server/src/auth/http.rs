@@ -72,6 +72,35 @@ fn forbidden(operation: Operation, session: &str) -> Refusal {
     ))
 }
 
+/// The decision of every guard: the principal of `credential`, allowed `operation` on
+/// `session` (any credential when `None`), and its identity as a header value, refused if it
+/// cannot be one.
+fn decide(
+    app: &AppState,
+    credential: Option<&str>,
+    session: &str,
+    operation: Option<Operation>,
+) -> Result<(Principal, Option<HeaderValue>), Refusal> {
+    let principal = app
+        .config
+        .auth
+        .authenticate(credential, app.clock.now_ms())
+        .map_err(Refusal::Unauthorized)?;
+    if let Some(operation) = operation {
+        if !principal.allows(session, operation) {
+            return Err(forbidden(operation, session));
+        }
+    }
+    let identity = match &principal.client_id {
+        Some(client_id) => Some(
+            HeaderValue::from_str(client_id)
+                .map_err(|_| Refusal::Forbidden("the identity is not a valid header".into()))?,
+        ),
+        None => None,
+    };
+    Ok((principal, identity))
+}
+
 /// Authenticates `request`, checks `operation` on `session`, and stamps the identity: on an
 /// authenticated request the `Mooring-Client-Id` header must be absent or name the credential's
 /// identity, and is then set to it, so handlers read the verified identity where anonymous
@@ -82,26 +111,17 @@ fn admit(
     session: &str,
     operation: Option<Operation>,
 ) -> Result<(), Refusal> {
-    let now = app.clock.now_ms();
-    let principal = app
-        .config
-        .auth
-        .authenticate(bearer(request.headers()), now)
-        .map_err(Refusal::Unauthorized)?;
-    if let Some(operation) = operation {
-        if !principal.allows(session, operation) {
-            return Err(forbidden(operation, session));
-        }
-    }
-    if let Some(client_id) = &principal.client_id {
+    let (principal, identity) = decide(app, bearer(request.headers()), session, operation)?;
+    if let Some(identity) = identity {
         let headers = request.headers_mut();
-        let claimed = headers.get(CLIENT_ID_HEADER).map(HeaderValue::as_bytes);
-        if claimed.is_some_and(|c| c != client_id.as_bytes()) {
+        let claimed = headers.get(CLIENT_ID_HEADER);
+        if claimed.is_some_and(|c| c != identity) {
             return Err(Refusal::Forbidden(format!(
-                "{CLIENT_ID_HEADER} names another identity than the credential's ({client_id:?})"
+                "{CLIENT_ID_HEADER} names another identity than the credential's ({:?})",
+                principal.client_id.as_deref().unwrap_or_default()
             )));
         }
-        headers.insert(CLIENT_ID_HEADER, identity_header(client_id)?);
+        headers.insert(CLIENT_ID_HEADER, identity);
     }
     request.extensions_mut().insert(principal);
     Ok(())
@@ -128,32 +148,16 @@ pub(crate) async fn durable_streams(
     }
 }
 
-/// The identity as the header handlers read it; an identity that cannot be one is refused.
-fn identity_header(client_id: &str) -> Result<HeaderValue, Refusal> {
-    HeaderValue::from_str(client_id)
-        .map_err(|_| Refusal::Forbidden("the identity is not a valid header".into()))
-}
-
 /// The guard of an append taken on the lean connection path (`crate::listener`): the decision
-/// `durable_streams` makes for a `POST`.
+/// `durable_streams` makes for a `POST` (the lean path takes no request that names an identity,
+/// so there is none to check against the credential's).
 pub(crate) fn admit_append(
     app: &AppState,
     authorization: Option<&[u8]>,
     session: &str,
 ) -> Result<(), DsError> {
-    let principal = app
-        .config
-        .auth
-        .authenticate(authorization.and_then(bearer_of), app.clock.now_ms())
-        .map_err(|e| Refusal::Unauthorized(e).ds_error())?;
-    if !principal.allows(session, Operation::Publish) {
-        return Err(forbidden(Operation::Publish, session).ds_error());
-    }
-    // The router's guard also stamps the identity as a header (the lean path takes no
-    // request that names one), and refuses an identity that cannot be a header.
-    if let Some(client_id) = &principal.client_id {
-        identity_header(client_id).map_err(Refusal::ds_error)?;
-    }
+    let credential = authorization.and_then(bearer_of);
+    decide(app, credential, session, Some(Operation::Publish)).map_err(Refusal::ds_error)?;
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Answers written by the lean loop, framed as hyper frames the same response (status line,
-//! length or chunks, `date`); lean appends also carry the headers the outer layers add
-//! (`crate::http::outer_headers`).
+//! length or chunks, `date`); lean appends and their refusals also carry the headers the outer
+//! layers add (`crate::http::outer_headers`).
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,9 +16,6 @@ use mooring_protocol::durable_streams as ds;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::durable_streams::Appended;
-
-/// The most bytes of an error's body the lean path writes out (errors are a short JSON).
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// An append's answer.
 pub(crate) fn appended(out: &mut Vec<u8>, appended: &Appended, common: &[u8], closing: bool) {
@@ -40,32 +37,16 @@ pub(crate) fn appended(out: &mut Vec<u8>, appended: &Appended, common: &[u8], cl
     finish(out, appended.status, 0, common, closing);
 }
 
-/// Any other answer (a refusal): its headers and its body.
-pub(crate) async fn response(out: &mut Vec<u8>, response: Response, common: &[u8], closing: bool) {
-    let (parts, body) = response.into_parts();
-    // A refusal's body is a JSON object already in memory; failing to collect it leaves the
-    // body empty rather than the connection without an answer.
-    let body = axum::body::to_bytes(body, MAX_ERROR_BODY)
-        .await
-        .unwrap_or_default();
-    status_line(out, parts.status);
-    for (name, value) in &parts.headers {
-        if name != CONTENT_LENGTH {
-            field(out, name.as_str(), value.as_bytes());
-        }
-    }
-    finish(out, parts.status, body.len(), common, closing);
-    out.extend_from_slice(&body);
-}
-
-/// A router's answer to a request taken on the lean connection, written as hyper would: a
+/// Any other answer (the router's, or a refusal of a lean append), written as hyper would: a
 /// body of known size with its length, any other with chunked encoding as it comes, none for
-/// a `HEAD` request or a status that has none.
-pub(crate) async fn routed<W: AsyncWrite + Unpin>(
+/// a `HEAD` request or a status that has none. `common` holds header lines to add: those of the
+/// outer layers for a lean refusal, none for the router's answers (the layers ran).
+pub(crate) async fn response<W: AsyncWrite + Unpin>(
     tcp: &mut W,
     out: &mut Vec<u8>,
     response: Response,
     head_request: bool,
+    common: &[u8],
     closing: bool,
 ) -> io::Result<()> {
     let (parts, body) = response.into_parts();
@@ -83,6 +64,7 @@ pub(crate) async fn routed<W: AsyncWrite + Unpin>(
             field(out, name.as_str(), value.as_bytes());
         }
     }
+    out.extend_from_slice(common);
     if closing {
         field(out, "connection", b"close");
     }
@@ -239,7 +221,7 @@ mod tests {
         let chunks = futures::stream::iter(["ab", "", "cde"].map(Ok::<_, io::Error>));
         let streamed = Response::new(axum::body::Body::from_stream(chunks));
         let (mut written, mut out) = (Vec::new(), Vec::new());
-        routed(&mut written, &mut out, streamed, false, false)
+        response(&mut written, &mut out, streamed, false, b"", false)
             .await
             .expect("write");
         let written = text(&written);
@@ -262,7 +244,7 @@ mod tests {
             .headers_mut()
             .insert(CONTENT_LENGTH, axum::http::HeaderValue::from_static("12"));
         let (mut written, mut out) = (Vec::new(), Vec::new());
-        routed(&mut written, &mut out, answer, true, false)
+        response(&mut written, &mut out, answer, true, b"", false)
             .await
             .expect("write");
         let written = text(&written);
@@ -270,7 +252,7 @@ mod tests {
         assert!(written.ends_with("\r\n\r\n"), "{written}");
         let sized = Response::new(axum::body::Body::from("twelve bytes"));
         let (mut written, mut out) = (Vec::new(), Vec::new());
-        routed(&mut written, &mut out, sized, false, true)
+        response(&mut written, &mut out, sized, false, b"", true)
             .await
             .expect("write");
         let written = text(&written);
@@ -282,9 +264,11 @@ mod tests {
     #[tokio::test]
     async fn a_refusal_carries_its_body_and_length() {
         let refusal = (StatusCode::NOT_FOUND, "{\"error\":1}").into_response();
-        let mut out = Vec::new();
-        response(&mut out, refusal, b"", false).await;
-        let out = text(&out);
+        let (mut written, mut out) = (Vec::new(), Vec::new());
+        response(&mut written, &mut out, refusal, false, b"", false)
+            .await
+            .expect("write");
+        let out = text(&written);
         assert!(out.starts_with("HTTP/1.1 404 Not Found\r\n"), "{out}");
         assert!(out.contains("content-length: 11\r\n"), "{out}");
         assert!(out.ends_with("\r\n\r\n{\"error\":1}"), "{out}");

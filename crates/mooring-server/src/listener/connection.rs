@@ -19,7 +19,7 @@ use tower::{Service, ServiceExt};
 use super::head::{self, AppendHead, Head};
 use super::rewind::Rewind;
 use super::{answer, LeanPath};
-use crate::durable_streams::run_append;
+use crate::durable_streams::{run_append, Appended, DsError};
 
 /// Bytes read at a time; also the room kept free before a read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -98,11 +98,26 @@ pub(super) async fn serve<S>(
         }
         let mut message = buf.split_to(total);
         let body = message.split_off(head_len).freeze();
-        metrics::counter!(crate::metrics::LEAN_REQUESTS).increment(1);
+        lean.lean_requests.increment(1);
         let go_on = match taken {
             Taken::Append(head) => {
-                let closing = append(&lean, &head, body, &mut out, &shutdown).await;
-                tcp.write_all(&out).await.is_ok() && !closing
+                let appended = append(&lean, &head, body).await;
+                // Read after the append: a shutdown that came during it closes the connection
+                // after this answer, and the answer says so.
+                let closing = shutdown.is_cancelled();
+                let written = match appended {
+                    Ok(appended) => {
+                        out.clear();
+                        answer::appended(&mut out, &appended, &lean.common, closing);
+                        tcp.write_all(&out).await
+                    }
+                    Err(refusal) => {
+                        let refusal = refusal.into_response();
+                        answer::response(&mut tcp, &mut out, refusal, false, &lean.common, closing)
+                            .await
+                    }
+                };
+                written.is_ok() && !closing
             }
             Taken::Routed(request) => {
                 let request = request.map(|()| Body::from(body));
@@ -130,28 +145,10 @@ pub(super) async fn serve<S>(
     hand_off(tcp, buf, service, shutdown).await;
 }
 
-/// Answers an append into `out`; true if the answer closes the connection.
-async fn append(
-    lean: &LeanPath,
-    head: &AppendHead,
-    body: Bytes,
-    out: &mut Vec<u8>,
-    shutdown: &CancellationToken,
-) -> bool {
-    let answer = match crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name)
-    {
-        Err(refusal) => Err(refusal),
-        Ok(()) => run_append(&lean.app, &head.name, head, body).await,
-    };
-    // Read after the append: a shutdown that came during it closes the connection after this
-    // answer, and the answer says so.
-    let closing = shutdown.is_cancelled();
-    out.clear();
-    match answer {
-        Ok(appended) => answer::appended(out, &appended, &lean.common, closing),
-        Err(e) => answer::response(out, e.into_response(), &lean.common, closing).await,
-    }
-    closing
+/// Authorizes and runs an append.
+async fn append(lean: &LeanPath, head: &AppendHead, body: Bytes) -> Result<Appended, DsError> {
+    crate::auth::http::admit_append(&lean.app, head.authorization(), &head.name)?;
+    run_append(&lean.app, &head.name, head, body).await
 }
 
 /// Has the router answer `request` and writes its answer, while watching the connection: a
@@ -177,7 +174,8 @@ where
             Err(never) => match never {},
         };
         let closing = shutdown.is_cancelled();
-        let written = answer::routed(&mut writer, out, response, head_request, closing).await;
+        let written =
+            answer::response(&mut writer, out, response, head_request, &[], closing).await;
         written.is_ok() && !closing
     };
     tokio::select! {

@@ -33,6 +33,8 @@ pub(crate) struct LeanPath {
     max_body: usize,
     /// Header lines the outer layers add to every answer, formatted once.
     common: Vec<u8>,
+    /// `mooring_http_lean_requests_total`, looked up once rather than per request.
+    lean_requests: metrics::Counter,
 }
 
 impl std::fmt::Debug for LeanPath {
@@ -59,6 +61,7 @@ pub(crate) async fn run<S>(
         max_body: app.config.max_append_bytes,
         app,
         common,
+        lean_requests: metrics::counter!(crate::metrics::LEAN_REQUESTS),
     });
     let connections = TaskTracker::new();
     loop {
